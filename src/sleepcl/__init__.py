@@ -1,0 +1,1 @@
+"""sleepcl: efficient continual learning with sleep-cycle pruning."""

@@ -1,0 +1,322 @@
+"""The ``sleepcl`` command line. Every subcommand checks its input fully before doing any work."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["main"]
+
+STORE_ENV = "SLEEPCL_STORE"
+
+
+def default_store() -> Path:
+    """Where finished runs are kept unless ``--store`` says otherwise: ``$SLEEPCL_STORE`` or the user cache."""
+    env = os.environ.get(STORE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "sleepcl" / "runs.sqlite"
+
+
+# -- sleepcl run -------------------------------------------------------------------------------------
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from .config import BENCHMARK_NAMES, PAPER_DEFAULTS
+    from .networks import NETWORKS
+    from .schedule import SCHEDULES
+    from .strategies import STRATEGIES
+
+    mlp, vgg = PAPER_DEFAULTS["mlp"], PAPER_DEFAULTS["vgg"]
+    p = sub.add_parser(
+        "run", help="train a population of runs and print per-task accuracy",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Train one strategy on a Split benchmark for every combination of --seeds, --final-free and "
+            "--rounds, as one population (one batched pass for all members). Defaults for epochs, "
+            f"batch size and learning rate are the paper's Table 2: MLP E={mlp['epochs']} B={mlp['retrain_epochs']} "
+            f"batch {mlp['batch_size']} lr {mlp['lr']}; VGG E={vgg['epochs']} B={vgg['retrain_epochs']} "
+            f"batch {vgg['batch_size']} lr {vgg['lr']}. Finished runs are kept in a results store and "
+            "found there when the same config runs again."))
+    p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARK_NAMES,
+                   help="task sequence: 5 binary tasks of class pairs (0,1),(2,3),...; mnist-5k works offline")
+    p.add_argument("--strategy", default="packnet", choices=list(STRATEGIES),
+                   help="packnet (freeze + prune), memory (full rehearsal), multinet (all tasks at once), "
+                        "finetune (no protection, shows forgetting)")
+    p.add_argument("--network", default=None, choices=NETWORKS,
+                   help="mlp (784-256-256) or vgg (the paper's small VGG); default: mlp for the MNIST family, vgg for cifar10")
+    p.add_argument("--final-free", default="0.9", metavar="P[,P...]",
+                   help="p: fraction of weights left free after the last task; a list makes one member per value")
+    p.add_argument("--rounds", default="1", metavar="N[,N...]",
+                   help="N: prune-then-retrain rounds per night (1 = original PackNet); a list makes one member per value")
+    p.add_argument("--schedule", default="uniform", choices=list(SCHEDULES),
+                   help="how the night is split into rounds: uniform (the paper's), lengthening, cubic")
+    p.add_argument("--epochs", type=int, default=None, help="E: training epochs per task (default: Table 2)")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="B: retraining budget per night, shared by the N rounds (R = B/N each; default: Table 2)")
+    p.add_argument("--seeds", default="0", help="member seeds: a range 0-9, a list 0,3,7, or both 0-2,5")
+    p.add_argument("--batch-size", type=int, default=None, help="default: Table 2")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: Table 2)")
+    p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
+                   help="rank weights by magnitude within each layer (PackNet) or across all layers")
+    p.add_argument("--tasks", type=int, default=5, help="number of tasks (class pairs) to learn, 1-5")
+    p.add_argument("--val-size", type=float, default=0.1,
+                   help="validation data held out of each task's training set: a fraction < 1 or a count")
+    p.add_argument("--class-order-seed", type=int, default=None,
+                   help="shuffle the classes before pairing them (default: classes in order)")
+    p.add_argument("--widths", default=None, help="layer widths, e.g. 256,256 (MLP) or 32,64,128,128,1024 (VGG)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's standard files")
+    p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the JSON records (a list, one per member) here")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help=f"results store (SQLite); default ${STORE_ENV} or ~/.cache/sleepcl/runs.sqlite")
+    p.add_argument("--no-store", action="store_true", help="neither read nor write the results store")
+    p.add_argument("--force", action="store_true", help="train again even if the store holds the run")
+    p.add_argument("--max-population", type=int, default=None, help="split populations larger than this (memory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def run_configs_from_args(args: argparse.Namespace) -> list:
+    from .config import RunConfig, parse_float_list, parse_int_list
+
+    seeds = parse_int_list(args.seeds)
+    ps = parse_float_list(args.final_free)
+    try:
+        rounds = [int(x) for x in args.rounds.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--rounds takes integers like 4 or 1,2,4, got {args.rounds!r}") from None
+    widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
+    val_size: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
+    configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
+                         rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
+                         seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
+                         val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=args.tasks,
+                         widths=widths)
+               for p, n, s in itertools.product(ps, rounds, seeds)]
+    return [c.resolved() for c in configs]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .records import write_records
+    from .runner import run_configs
+
+    configs = run_configs_from_args(args)
+    if args.output:
+        _check_writable(Path(args.output))
+    store = None if args.no_store else _open_store(args.store)
+    with _progress(args.quiet) as progress:
+        records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
+                              store=store, force=args.force, max_population=args.max_population,
+                              progress=progress)
+    if args.output:
+        write_records(args.output, records)
+    print_summary(records)
+    if args.output:
+        print(f"wrote {len(records)} records to {args.output}")
+    return 0
+
+
+def print_summary(records: Sequence[dict[str, Any]]) -> None:
+    """Per-task final accuracy for each member, then mean +- standard error per (p, N) group."""
+    from rich.table import Table
+
+    if not records:
+        return
+    n_tasks = len(records[0]["final_accuracy"])
+    first = records[0]["config"]
+    table = Table(title=f"{first['strategy']} on {first['benchmark']} ({first['network']}): final test accuracy per task")
+    for col in ("seed", "p", "N", *[f"task {j + 1}" for j in range(n_tasks)], "average", "free", "time/member"):
+        table.add_column(col, justify="right")
+    for r in records:
+        c = r["config"]
+        per_member = r["timings"]["total"] / r["timings"]["population_size"]
+        table.add_row(str(c["seed"]), f"{c['final_free']:g}", str(c["rounds"]),
+                      *[f"{a:.4f}" for a in r["final_accuracy"]], f"{r['average_accuracy']:.4f}",
+                      f"{r['free_fraction_after_task'][-1]:.4f}", f"{per_member:.1f}s")
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["config"]["final_free"], r["config"]["rounds"]), []).append(r)
+    for (p, n), rs in groups.items():
+        if len(rs) > 1:
+            cols = list(zip(*[r["final_accuracy"] for r in rs]))
+            avg = [r["average_accuracy"] for r in rs]
+            table.add_row("mean±se", f"{p:g}", str(n), *[_mean_se(c) for c in cols], _mean_se(avg), "", "",
+                          style="bold")
+    console().print(table)
+
+
+def _mean_se(values: Sequence[float]) -> str:
+    n = len(values)
+    m = sum(values) / n
+    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
+    return f"{m:.4f}±{se:.4f}"
+
+
+class _progress:
+    """A rich progress bar fed by the engine's events; nothing at all when quiet or not a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self) -> Callable | None:
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            transient=False)
+        self.bar.__enter__()
+        self.task = None
+        return self.update
+
+    def update(self, pe: Any) -> None:
+        e = pe.event
+        desc = (f"population {pe.index + 1}/{pe.count} ({pe.size} members) · task {e.day}/{e.n_days} · "
+                f"{e.phase} {e.epoch}/{e.epochs}")
+        if self.task is None or self.current != pe.index:
+            if self.task is not None:
+                self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
+            self.task = self.bar.add_task(desc, total=e.steps_total)
+            self.current = pe.index
+        self.bar.update(self.task, completed=e.steps_done, description=desc)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+# -- sleepcl results ---------------------------------------------------------------------------------
+
+def add_results_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("results", help="list, filter and export stored runs",
+                       description="List runs in the results store, filtered by config values, and export "
+                                   "them as CSV or JSON. Filters: KEY=VALUE, e.g. strategy=packnet final_free=0.9 "
+                                   "(a comma list means any of: seed=0,1,2).")
+    p.add_argument("filters", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--store", default=None, metavar="FILE", help=f"results store (default ${STORE_ENV} or the user cache)")
+    p.add_argument("--export", default=None, metavar="FILE", help="write the selected runs to FILE (.csv or .json)")
+    p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
+                                        "retrain_epochs,average_accuracy,final_free_fraction",
+                   help="columns to show")
+    p.set_defaults(func=cmd_results)
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"filter {item!r} is not KEY=VALUE (e.g. strategy=packnet)")
+        key, value = item.split("=", 1)
+        values = [_literal(v) for v in value.split(",")]
+        out[key.replace("-", "_")] = values if len(values) > 1 else values[0]
+    return out
+
+
+def _literal(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"none": None, "null": None, "true": True, "false": False}.get(text.lower(), text)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    filters = parse_filters(args.filters)
+    path = Path(args.store) if args.store else default_store()
+    if not path.exists():
+        raise ValueError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass --store FILE")
+    store = _open_store(str(path))
+    if args.export:
+        out = store.export(args.export, **filters)
+        print(f"exported {len(store.query(**filters))} runs to {out}")
+        return 0
+    df = store.to_dataframe(**filters)
+    if df.empty:
+        print(f"no runs in {path} match {filters or 'anything'}")
+        return 0
+    cols = [c for c in args.columns.split(",") if c in df.columns]
+    from rich.table import Table
+
+    table = Table(title=f"{len(df)} runs in {path}")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for _, row in df[cols].iterrows():
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console().print(table)
+    return 0
+
+
+# -- plumbing -----------------------------------------------------------------------------------------
+
+def console():
+    """A rich console; when output goes to a file or pipe, wide enough that tables are not truncated."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
+def _open_store(path: str | None):
+    from .store import RunStore
+
+    return RunStore(Path(path) if path else default_store())
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.resolve().parent
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: folder {parent} is not writable; choose another --output")
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'runs.json'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleepcl", description="Efficient continual learning with sleep-cycle pruning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_parser(sub)
+    add_results_parser(sub)
+    for extra in _extra_commands():
+        extra(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands that live in their own modules (the study, the nightly model)."""
+    out = []
+    for module, name in (("sleepcl.study.cli", "add_parsers"), ("sleepcl.nightly.cli", "add_parsers")):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("sleepcl"):
+                continue
+            raise
+        out.append(getattr(mod, name))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .datasets import DataCorruptError, DataNotFoundError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, DataNotFoundError, DataCorruptError) as e:
+        print(f"sleepcl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nsleepcl {args.command}: interrupted; every population that had finished is in the results "
+              "store, and running the same command again resumes from there", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

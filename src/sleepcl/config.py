@@ -1,0 +1,189 @@
+"""The configuration of one run (one population member), its defaults, validation and identity hash.
+
+Defaults are the paper's Table 2 for each network. A config's hash covers everything that determines
+its result and nothing that does not (the device, the data folder), so a finished run can be found again
+whatever machine or path produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .networks import NETWORKS
+from .schedule import SCHEDULES, sleep_schedule
+from .strategies import STRATEGIES
+
+__all__ = ["PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
+
+BENCHMARK_NAMES = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
+
+# Appendix A, Table 2 of the paper.
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"lr": 1e-3, "batch_size": 128, "epochs": 72, "retrain_epochs": 72},
+    "vgg": {"lr": 1e-4, "batch_size": 32, "epochs": 12, "retrain_epochs": 6},
+}
+
+# Fields that members of one population may differ in: the rest must match (same data stream, steps).
+MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
+
+
+def default_network(benchmark: str) -> str:
+    """The paper's pairing: the MLP for the MNIST family, the small VGG for CIFAR-10."""
+    return "vgg" if benchmark == "cifar10" else "mlp"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    benchmark: str = "mnist-5k"
+    strategy: str = "packnet"
+    network: str | None = None
+    final_free: float = 0.9
+    rounds: int = 1
+    schedule: str = "uniform"
+    epochs: int | None = None
+    retrain_epochs: int | None = None
+    seed: int = 0
+    batch_size: int | None = None
+    lr: float | None = None
+    prune_scope: str = "layer"
+    val_size: float | int = 0.1  # a fraction of each task's training set, or a count per task
+    class_order_seed: int | None = None
+    n_tasks: int = 5
+    widths: tuple[int, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> "RunConfig":
+        """This config with every ``None`` default filled in from the paper's Table 2, validated."""
+        network = self.network or default_network(self.benchmark)
+        defaults = PAPER_DEFAULTS.get(network, PAPER_DEFAULTS["mlp"])
+        filled = dataclasses.replace(
+            self,
+            network=network,
+            epochs=defaults["epochs"] if self.epochs is None else self.epochs,
+            retrain_epochs=defaults["retrain_epochs"] if self.retrain_epochs is None else self.retrain_epochs,
+            batch_size=defaults["batch_size"] if self.batch_size is None else self.batch_size,
+            lr=defaults["lr"] if self.lr is None else self.lr,
+            widths=tuple(self.widths) if self.widths else None,
+        )
+        filled.validate()
+        return filled
+
+    def validate(self) -> None:
+        """Refuse a config that cannot run, with a message that names the problem and the fix."""
+        def bad(msg: str) -> None:
+            raise ValueError(msg)
+
+        if self.benchmark not in BENCHMARK_NAMES:
+            bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
+        if self.strategy not in STRATEGIES:
+            bad(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.network is not None and self.network not in NETWORKS:
+            bad(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)}")
+        if not 0.0 < self.final_free < 1.0:
+            bad(f"--final-free p must lie strictly between 0 and 1 (the fraction of weights left free "
+                f"after the last task), got {self.final_free}")
+        if self.rounds < 1:
+            bad(f"--rounds N must be at least 1 (N=1 is the original PackNet), got {self.rounds}")
+        if self.schedule not in SCHEDULES:
+            bad(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "retrain_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                bad(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.epochs == 0 and self.retrain_epochs == 0:
+            bad("--epochs and --retrain-epochs are both 0: nothing would be trained")
+        if self.retrain_epochs is not None:
+            if self.retrain_epochs < self.rounds and self.schedule != "uniform":
+                bad(f"--retrain-epochs B={self.retrain_epochs} is fewer than N={self.rounds} rounds")
+            sleep_schedule(self.schedule, self.retrain_epochs, self.rounds)  # B % N for uniform
+        if self.batch_size is not None and self.batch_size < 1:
+            bad(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            bad(f"--lr must be > 0, got {self.lr}")
+        if self.prune_scope not in ("layer", "global"):
+            bad(f"unknown prune scope {self.prune_scope!r}; choose 'layer' or 'global'")
+        if not 1 <= self.n_tasks <= 5:
+            bad(f"--tasks must be between 1 and 5 (the Split benchmarks have 5 class pairs), got {self.n_tasks}")
+        if self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1):
+            bad(f"--val-size must be a fraction in [0, 1) or a count >= 1, got {self.val_size}")
+        if self.seed < 0:
+            bad(f"seeds must be >= 0, got {self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths) if self.widths else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in d.items() if k in names}
+        if known.get("widths") is not None:
+            known["widths"] = tuple(known["widths"])
+        return cls(**known)
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config: the run's identity in the results store."""
+        blob = json.dumps(self.resolved().to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def check_population(configs: Sequence[RunConfig]) -> list[RunConfig]:
+    """Resolve ``configs`` and check they can train as one population: same data stream and steps."""
+    if not configs:
+        raise ValueError("a population needs at least one member")
+    resolved = [c.resolved() for c in configs]
+    shared = {k: v for k, v in resolved[0].to_dict().items() if k not in MEMBER_FIELDS}
+    for c in resolved[1:]:
+        for k, v in c.to_dict().items():
+            if k not in MEMBER_FIELDS and shared[k] != v:
+                raise ValueError(f"members of one population must share {k!r} ({shared[k]!r} vs {v!r}); "
+                                 f"only {', '.join(MEMBER_FIELDS)} may differ — run them as separate populations")
+    return resolved
+
+
+def parse_int_list(text: str) -> list[int]:
+    """Parse ``"0-9"``, ``"0,3,7"`` or ``"0-2,5"`` into a list of ints, refusing anything else clearly."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                out.extend(range(a, b + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"cannot read {text!r} as a list of integers: use a range like 0-9, "
+                             f"a list like 0,3,7, or both like 0-2,5") from None
+    if not out:
+        raise ValueError(f"no integers in {text!r}: use a range like 0-9 or a list like 0,3,7")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{text!r} names some value twice")
+    return out
+
+
+def parse_float_list(text: str) -> list[float]:
+    """Parse ``"0.9"`` or ``"0.8,0.9,0.95"``."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a comma-separated list of numbers, e.g. 0.8,0.9") from None
+    if not values:
+        raise ValueError(f"no numbers in {text!r}")
+    return values
+
+
+def describe_differences(configs: Sequence[RunConfig]) -> str:
+    """A short label per member: the member fields that vary."""
+    varying = [k for k in MEMBER_FIELDS if len({getattr(c, k) for c in configs}) > 1]
+    return ", ".join(varying)

@@ -1,0 +1,76 @@
+"""The JSON record of a finished run: its full config, the environment that ran it, and its metrics.
+
+One record per population member. The record is the unit the results store keeps and the report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
+from .population import MemberResult
+
+__all__ = ["environment", "make_record", "read_records", "write_records"]
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """Package versions and the device, so a figure can be traced to what produced it."""
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    for pkg in ("sleepcl", "numpy"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env[pkg] = None
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
+    config = result.config
+    a = result.accuracy_matrix
+    return {
+        "config_hash": config.hash(),
+        "config": config.to_dict(),
+        "environment": env,
+        "accuracy_matrix": a,
+        "val_accuracy_matrix": result.val_accuracy_matrix,
+        "final_accuracy": final_accuracy(a),
+        "average_accuracy": average_accuracy(a),
+        "forgetting": forgetting(a),
+        "backward_transfer": backward_transfer(a),
+        "free_fraction_after_task": result.free_fraction_after_task,
+        "free_fraction_after_round": result.free_fraction_after_round,
+        "layer_free_fraction": result.layer_free_fraction,
+        "timings": result.timings,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a JSON list of records atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(list(records), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    data = json.loads(Path(path).read_text())
+    return data if isinstance(data, list) else [data]

@@ -1,0 +1,104 @@
+"""The command line: bad input refused before training, records written, finished runs found again."""
+
+import json
+
+import pytest
+
+import sleepcl.runner
+from sleepcl.cli import main
+
+TINY = ["--widths", "16,16", "--epochs", "1", "--retrain-epochs", "2", "--batch-size", "128", "--quiet"]
+REQUIRED_KEYS = {"config", "accuracy_matrix", "average_accuracy", "free_fraction_after_task", "timings",
+                 "environment", "config_hash", "forgetting", "backward_transfer", "final_accuracy"}
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("training started although the input was invalid")
+    monkeypatch.setattr(sleepcl.runner, "train_population", refuse)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--final-free", "0"], "strictly between 0 and 1"),
+    (["--final-free", "1"], "strictly between 0 and 1"),
+    (["--final-free", "0.9,1.5"], "strictly between 0 and 1"),
+    (["--rounds", "0"], "at least 1"),
+    (["--retrain-epochs", "6", "--rounds", "4"], "not a multiple of N=4"),
+    (["--seeds", "9-3"], "range like 0-9"),
+    (["--seeds", "1,1"], "twice"),
+    (["--benchmark", "mnist", "--data-dir", "/no/such/folder"], "/no/such/folder"),
+    (["--benchmark", "cifar10", "--data-dir", "/no/such/folder"], "cifar"),
+    (["--device", "cuda:0"], "no GPU"),
+    (["--tasks", "7"], "between 1 and 5"),
+    (["--epochs", "-1"], ">= 0"),
+])
+def test_bad_input_is_refused_before_training(no_training, tmp_path, capsys, args, message):
+    code = main(["run", *TINY, "--store", str(tmp_path / "s.sqlite"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+
+
+@pytest.mark.parametrize("args", [["--strategy", "bogus"], ["--benchmark", "imagenet"], ["--network", "resnet"]])
+def test_unknown_names_are_refused(no_training, capsys, args):
+    with pytest.raises(SystemExit) as e:
+        main(["run", *args])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_output_folder_refused(no_training, tmp_path, capsys):
+    assert main(["run", *TINY, "--no-store", "--output", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_run_writes_records_and_finds_them_again(tmp_path, monkeypatch, capsys):
+    store, out = tmp_path / "runs.sqlite", tmp_path / "runs.json"
+    args = ["run", *TINY, "--seeds", "0-1", "--rounds", "1,2", "--store", str(store), "--output", str(out)]
+    assert main(args) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 4
+    for r in records:
+        assert REQUIRED_KEYS <= set(r)
+        assert len(r["accuracy_matrix"]) == 5 and len(r["free_fraction_after_task"]) == 5
+        assert r["free_fraction_after_task"][-1] == pytest.approx(0.9, abs=1e-3)
+    assert {(r["config"]["seed"], r["config"]["rounds"]) for r in records} == {(0, 1), (1, 1), (0, 2), (1, 2)}
+    assert "task 5" in capsys.readouterr().out
+
+    # Same command again: everything comes from the store, nothing trains.
+    monkeypatch.setattr(sleepcl.runner, "train_population",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained a stored run")))
+    out2 = tmp_path / "again.json"
+    assert main([*args[:-1], str(out2)]) == 0
+    assert json.loads(out2.read_text()) == records
+
+    # A new member trains alone, the stored ones are reused.
+    calls = []
+    real = sleepcl.population.train_population
+    monkeypatch.setattr(sleepcl.runner, "train_population", lambda c, *a, **k: calls.append(len(c)) or real(c, *a, **k))
+    assert main(["run", *TINY, "--seeds", "0-2", "--store", str(store), "--output", str(out2)]) == 0
+    assert calls == [1]
+
+
+def test_results_lists_filters_and_exports(tmp_path, capsys):
+    store = tmp_path / "runs.sqlite"
+    assert main(["run", *TINY, "--seeds", "0-2", "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert main(["results", "--store", str(store), "seed=0,2"]) == 0
+    assert "2 runs" in capsys.readouterr().out
+    csv = tmp_path / "runs.csv"
+    assert main(["results", "--store", str(store), "--export", str(csv)]) == 0
+    import pandas as pd
+    df = pd.read_csv(csv)
+    assert len(df) == 3 and {"average_accuracy", "seed", "final_free"} <= set(df.columns)
+    assert main(["results", "--store", str(tmp_path / "none.sqlite")]) == 2
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--benchmark", "--strategy", "--final-free", "--rounds", "--epochs", "--retrain-epochs", "--seeds",
+                 "--batch-size", "--lr", "--device", "--data-dir", "--output", "Table 2"):
+        assert flag in text
