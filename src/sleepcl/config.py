@@ -13,13 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .datasets import DATASETS as BENCHMARK_NAMES
 from .networks import NETWORKS
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import STRATEGIES
 
 __all__ = ["PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
-
-BENCHMARK_NAMES = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
 
 # Appendix A, Table 2 of the paper.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
