@@ -3,16 +3,34 @@
 The names most users need, in one place::
 
     from sleepcl import RunConfig, load_split_benchmark, train_population, run_configs
+
+They are imported on first use (PEP 562), so ``import sleepcl`` and the command line do not pay for
+scipy and pandas until something needs them: start-up time counts against a nightly budget.
 """
 
-from .config import RunConfig
-from .matching import compression_ratio
-from .population import Population, train_population
-from .runner import run_configs
-from .schedule import prune_fraction, sleep_schedule
-from .split import SplitBenchmark, load_split_benchmark
-from .store import RunStore
+from __future__ import annotations
 
-__all__ = ["Population", "RunConfig", "RunStore", "SplitBenchmark", "compression_ratio", "load_split_benchmark",
-           "prune_fraction", "run_configs", "sleep_schedule", "train_population"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Population": "population", "train_population": "population",
+    "RunConfig": "config",
+    "RunStore": "store",
+    "SplitBenchmark": "split", "load_split_benchmark": "split",
+    "compression_ratio": "matching",
+    "prune_fraction": "schedule", "sleep_schedule": "schedule",
+    "run_configs": "runner",
+}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'sleepcl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -1,0 +1,288 @@
+"""The user's own data for a night: read, checked and split, in one of three documented formats.
+
+Formats (chosen by the path):
+
+* **NumPy ``.npz``** (``np.savez``): an array ``x`` of samples, shape ``(n, ...)`` -- ``(n, features)``,
+  ``(n, H, W)`` grey images or ``(n, C, H, W)`` channel-first images -- and, for learning, an array ``y``
+  of ``n`` labels (integers or strings). ``uint8`` ``x`` is read as raw pixel values 0..255; any other
+  numeric type as ``float32``. Pickled (object) arrays are refused.
+* **CSV** (``.csv``): a header row; the column named ``label`` (``--label-column`` to change) holds the
+  labels, every other column is a numeric feature (read as ``float32``). Without a label column the file is
+  unlabelled (fine for ``predict``). Empty cells are refused.
+* **A folder of images**: one subfolder per class, named after the class (``data/cat/001.png``), or, for
+  ``predict`` only, the images directly in the folder (unlabelled). Read with Pillow (installed with
+  matplotlib): PNG, JPEG, BMP, GIF, TIFF, WebP. Grey images give ``(n, 1, H, W)``, colour ones
+  ``(n, 3, H, W)``, as ``uint8``; all must have the same size.
+
+Labels are normalised one way everywhere: integers (or strings that all spell integers, such as folder
+names ``0``, ``1``) become ``int64``; anything else stays a string. So ``y = [0, 1]`` in an ``.npz`` and
+folders ``0/`` and ``1/`` name the same classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..datasets import stratified_holdout
+
+__all__ = ["DataFormatError", "Dataset", "IMAGE_SUFFIXES", "fingerprint", "load_data", "normalise_labels",
+           "split_validation"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+FORMATS_HELP = ("use a .npz file (arrays x and y), a .csv file (a 'label' column plus numeric feature "
+                "columns) or a folder of images with one subfolder per class")
+
+
+class DataFormatError(ValueError):
+    """The data cannot be read, or does not fit the model or the task (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples ``x`` (``uint8`` or ``float32``, shape ``(n, ...)``) and labels ``y`` (or ``None``)."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+    format: str
+    names: tuple[str, ...] | None = None  # one per sample, for image folders
+
+    def __post_init__(self) -> None:
+        if self.y is not None and len(self.y) != len(self.x):
+            raise DataFormatError(f"{self.source}: {len(self.x)} samples but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def kind(self) -> str:
+        """``"uint8"`` (raw pixels) or ``"float32"``."""
+        return "uint8" if self.x.dtype == np.uint8 else "float32"
+
+    def classes(self) -> list:
+        """Sorted distinct labels, as plain Python ints or strings."""
+        if self.y is None:
+            return []
+        return [_py(v) for v in np.unique(self.y)]
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        names = tuple(n for n, k in zip(self.names, mask) if k) if self.names is not None else None
+        return replace(self, x=self.x[mask], y=None if self.y is None else self.y[mask], names=names)
+
+
+def load_data(source: "str | Path | Dataset | tuple", *, label_column: str = "label",
+              require_labels: bool = False) -> Dataset:
+    """Read ``source`` (a path, an ``(x, y)`` tuple, or a :class:`Dataset`) and check it.
+
+    Raises :class:`DataFormatError` naming the file and the problem.
+    """
+    if isinstance(source, Dataset):
+        data = source
+    elif isinstance(source, tuple):
+        if len(source) != 2:
+            raise DataFormatError("in-memory data must be a tuple (x, y); y may be None")
+        data = _from_arrays(np.asarray(source[0]), None if source[1] is None else np.asarray(source[1]),
+                            "arrays", "arrays")
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataFormatError(f"no data at {path}: {FORMATS_HELP}")
+        if path.is_dir():
+            data = _read_image_folder(path)
+        elif path.suffix.lower() == ".npz":
+            data = _read_npz(path)
+        elif path.suffix.lower() == ".csv":
+            data = _read_csv(path, label_column)
+        else:
+            raise DataFormatError(f"unknown data format {path.name!r} (suffix {path.suffix or 'none'!r}): {FORMATS_HELP}")
+    if len(data) == 0:
+        raise DataFormatError(f"{data.source}: no samples")
+    if require_labels and data.y is None:
+        hint = f" (no {label_column!r} column)" if data.format == "csv" else ""
+        raise DataFormatError(f"{data.source}: has no labels{hint}; learning a task needs labelled data")
+    return data
+
+
+def normalise_labels(y: np.ndarray, where: str = "labels") -> np.ndarray:
+    """Labels as ``int64`` (integers, integral floats, strings that spell integers) or as strings."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        else:
+            raise DataFormatError(f"{where}: labels must be one per sample (shape (n,)), got shape {y.shape}; "
+                                  "one-hot labels are not supported, give class ids or names")
+    if y.dtype == bool or np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            bad = y[~(np.isfinite(y) & (y == np.round(y)))][:3]
+            raise DataFormatError(f"{where}: labels must be class ids (integers) or names (strings); found "
+                                  f"values such as {', '.join(str(b) for b in bad)}")
+        return y.astype(np.int64)
+    if y.dtype.kind in "US" or y.dtype == object:
+        text = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()])
+        if len(text) and all(re.fullmatch(r"[+-]?\d+", t.strip()) for t in text.tolist()):
+            return np.array([int(t) for t in text.tolist()], dtype=np.int64)
+        return text.astype(str)
+    raise DataFormatError(f"{where}: labels of type {y.dtype} are not supported; use integers or strings")
+
+
+def split_validation(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Hold out ``fraction`` of ``data``, stratified by class; every class keeps at least one training sample."""
+    if not 0.0 < fraction < 1.0:
+        raise DataFormatError(f"--val-fraction must lie strictly between 0 and 1, got {fraction}")
+    assert data.y is not None
+    n_val = int(round(fraction * len(data)))
+    if n_val < 1:
+        raise DataFormatError(f"{data.source}: {len(data)} samples are too few to hold out {fraction:g} for "
+                              "validation; give more data or a separate --val-data file")
+    is_val = stratified_holdout(data.y, n_val, np.random.default_rng(seed))
+    train, val = data.subset(~is_val), data.subset(is_val)
+    missing = set(data.classes()) - set(train.classes())
+    if missing:
+        raise DataFormatError(f"{data.source}: class(es) {sorted(missing, key=str)} have too few samples to keep "
+                              "one for training after the validation split")
+    return train, val
+
+
+def fingerprint(data: Dataset) -> str:
+    """sha256 of the samples and labels: tells whether two files hold the same data."""
+    h = hashlib.sha256()
+    h.update(str((data.x.dtype.str, data.x.shape)).encode())
+    h.update(np.ascontiguousarray(data.x).tobytes())
+    if data.y is not None:
+        h.update(str(data.y.dtype.kind).encode())
+        h.update("\x1f".join(str(v) for v in data.y.tolist()).encode())
+    return h.hexdigest()
+
+
+# -- readers ------------------------------------------------------------------------------------------
+
+def _from_arrays(x: np.ndarray, y: np.ndarray | None, source: str, fmt: str,
+                 names: tuple[str, ...] | None = None) -> Dataset:
+    if x.dtype == object:
+        raise DataFormatError(f"{source}: x is an object array; give a numeric array")
+    if x.ndim < 2:
+        raise DataFormatError(f"{source}: x must have one row per sample (shape (n, features) or (n, H, W) "
+                              f"or (n, C, H, W)), got shape {x.shape}")
+    if x.dtype == np.uint8:
+        pass
+    elif x.dtype == bool or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise DataFormatError(f"{source}: x holds NaN or infinite values")
+    else:
+        raise DataFormatError(f"{source}: x has type {x.dtype}; give numbers (uint8 pixels or floats)")
+    if y is not None:
+        y = normalise_labels(y, f"{source}: y")
+    return Dataset(np.ascontiguousarray(x), y, source, fmt, names)
+
+
+def _read_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = list(f.keys())
+            if "x" not in keys:
+                raise DataFormatError(f"{path}: no array named 'x' (found: {', '.join(keys) or 'none'}); save the "
+                                      "data with np.savez(path, x=samples, y=labels)")
+            x = f["x"]
+            y = f["y"] if "y" in keys else None
+    except DataFormatError:
+        raise
+    except ValueError as e:
+        raise DataFormatError(f"{path}: cannot read it without unpickling ({e}); save plain numeric/string "
+                              "arrays") from e
+    except (OSError, EOFError) as e:
+        raise DataFormatError(f"{path}: not a readable .npz file ({e})") from e
+    return _from_arrays(x, y, str(path), "npz")
+
+
+def _read_csv(path: Path, label_column: str) -> Dataset:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataFormatError(f"{path}: not a readable CSV file ({e})") from e
+    y = None
+    if label_column in df.columns:
+        labels = df.pop(label_column)
+        if labels.isna().any():
+            raise DataFormatError(f"{path}: column {label_column!r} has empty cells (row {int(labels.isna().idxmax()) + 2})")
+        y = labels.to_numpy()
+    if df.shape[1] == 0:
+        raise DataFormatError(f"{path}: no feature columns besides {label_column!r}")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise DataFormatError(f"{path}: column(s) {', '.join(map(repr, bad[:5]))} are not numeric; every column "
+                              f"but the label column ({label_column!r}) must be a number "
+                              "(is the label column named differently? use --label-column)")
+    if df.isna().any().any():
+        col = df.columns[df.isna().any()].tolist()[0]
+        raise DataFormatError(f"{path}: column {col!r} has empty cells")
+    return _from_arrays(df.to_numpy(dtype=np.float32), y, str(path), "csv")
+
+
+def _read_image_folder(path: Path) -> Dataset:
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    top = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if subdirs and top:
+        raise DataFormatError(f"{path}: holds both images and subfolders; put labelled images in one subfolder "
+                              "per class, or unlabelled images directly in the folder, not both")
+    files: list[Path] = []
+    labels: list[str] | None = []
+    if subdirs:
+        for d in subdirs:
+            found = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataFormatError(f"{d}: class folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+            labels += [d.name] * len(found)
+    else:
+        files, labels = top, None
+    if not files:
+        raise DataFormatError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) and no class subfolders; {FORMATS_HELP}")
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
+        raise DataFormatError("reading image folders needs Pillow (pip install pillow)") from e
+    images, modes = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                modes.append(im.mode)
+                images.append(im.copy())
+        except (OSError, ValueError) as e:
+            raise DataFormatError(f"{f}: not a readable image ({e})") from e
+    grey = all(m in ("L", "1", "I", "I;16", "F", "LA") for m in modes)
+    arrays = []
+    size = None
+    for f, im in zip(files, images):
+        if grey:
+            a = np.asarray(im.convert("L"), dtype=np.uint8)[None]
+        else:
+            a = np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+        if size is None:
+            size = a.shape
+        elif a.shape != size:
+            raise DataFormatError(f"{f}: image of size {a.shape[2]}x{a.shape[1]} but {files[0].name} is "
+                                  f"{size[2]}x{size[1]}; all images must have the same size")
+        arrays.append(a)
+    names = tuple(str(f.relative_to(path)) for f in files)
+    y = None if labels is None else np.array(labels)
+    return _from_arrays(np.stack(arrays), y, str(path), "images", names)
+
+
+def _py(v):
+    return v.item() if hasattr(v, "item") else v

@@ -1,0 +1,531 @@
+"""The deployed model: one file that lives across nights.
+
+**File format.** A single `safetensors <https://huggingface.co/docs/safetensors>`_ file. Tensors:
+
+==========================  =====================================================================
+``trunk/<name>``            every trunk parameter (``fc0.weight``, ``fc0.bias``, ... or the VGG's),
+                            ``float32``, without the population axis
+``owner/<name>``            ``uint8`` owner map of each prunable weight: 0 = free, t = task t
+``head/<t>/weight``         task t's output layer ``(classes_t, features)``; ``head/<t>/bias``
+``input/mean``, ``input/std``  the input normalisation (fixed on the first night), ``float32``
+==========================  =====================================================================
+
+The safetensors header's ``__metadata__`` holds ``format`` (``sleepcl-nightly``), ``version`` and
+``sleepcl``: a JSON document with the network spec, the input spec (sample shape, ``uint8`` or
+``float32``, normalisation), the capacity policy, the training settings, the tasks (name, owner index,
+class list, sizes, validation accuracy) and the history of nights. Being one file, tensors and metadata
+are replaced together.
+
+**Saving** is atomic: the new file is written to a temporary file in the same folder, flushed and
+fsync'ed, the current file is hard-linked (or copied) to ``MODEL.prev``, and the temporary file is
+renamed over ``MODEL``; the folder is fsync'ed. At every instant ``MODEL`` is a complete file -- the old
+or the new -- so a kill at any point leaves a model that loads and predicts exactly as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import shutil
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import ownership
+from ..networks import Network, make_network
+
+__all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
+           "read_metadata"]
+
+FORMAT = "sleepcl-nightly"
+VERSION = 1
+EVAL_CHUNK = 4096
+
+
+class ModelError(ValueError):
+    """The model file is missing, unreadable, or cannot take what was asked of it."""
+
+
+def prev_path(path: str | Path) -> Path:
+    """Where the previous night's file is kept: ``MODEL.prev``."""
+    p = Path(path)
+    return p.with_name(p.name + ".prev")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class NightlyModel:
+    """Weights, owner map, per-task heads and the JSON metadata of a deployed model.
+
+    Tasks are numbered by position: task ``j`` (0-based) owns the weights whose owner is ``j + 1``.
+    """
+
+    meta: dict[str, Any]
+    trunk: dict[str, Tensor]
+    owner: dict[str, Tensor]
+    heads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    mean: Tensor = field(default_factory=lambda: torch.zeros(1))
+    std: Tensor = field(default_factory=lambda: torch.ones(1))
+
+    # -- construction --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, *, network: str, widths: tuple[int, ...] | None, input_shape: tuple[int, ...], kind: str,
+               mean: np.ndarray, std: np.ndarray, normalisation: str, policy: dict[str, Any],
+               training: dict[str, Any], seed: int) -> "NightlyModel":
+        """A fresh model: random trunk (``seed``), every weight free, no task yet."""
+        net_shape = net_input_shape(network, input_shape)
+        net = make_network(network, net_shape, 1, widths, 2)
+        init = net.init(torch.Generator().manual_seed(int(seed)))
+        trunk = {k: v.contiguous() for k, v in init.items() if not k.startswith("head.")}
+        owner = {name: torch.zeros_like(trunk[name], dtype=torch.uint8) for name in net.prunable}
+        meta = {
+            "format": FORMAT, "version": VERSION, "created": now_iso(), "updated": now_iso(),
+            "network": {"name": network, "widths": list(getattr(net, "widths", widths or ())),
+                        "net_input_shape": list(net_shape)},
+            "input": {"shape": list(input_shape), "kind": kind, "normalisation": normalisation},
+            "policy": policy, "training": dict(training, seed=int(seed)),
+            "tasks": [], "history": [],
+        }
+        return cls(meta, trunk, owner, [], torch.as_tensor(mean, dtype=torch.float32).contiguous(),
+                   torch.as_tensor(std, dtype=torch.float32).contiguous())
+
+    # -- description ---------------------------------------------------------------------------------
+
+    @property
+    def network(self) -> Network:
+        spec = self.meta["network"]
+        return make_network(spec["name"], spec["net_input_shape"], 1, spec["widths"], 2)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input"]["shape"])
+
+    @property
+    def input_kind(self) -> str:
+        return self.meta["input"]["kind"]
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return self.meta["tasks"]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.meta["history"]
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        return self.meta["policy"]
+
+    @property
+    def prunable(self) -> tuple[str, ...]:
+        return tuple(self.owner)
+
+    def task_index(self, name: str) -> int:
+        """0-based position of the task called ``name``."""
+        for j, t in enumerate(self.tasks):
+            if t["name"] == name:
+                return j
+        known = ", ".join(repr(t["name"]) for t in self.tasks) or "none yet"
+        raise ModelError(f"the model has no task {name!r} (tasks: {known})")
+
+    def layer_sizes(self) -> dict[str, int]:
+        return {name: o.numel() for name, o in self.owner.items()}
+
+    def free_counts(self) -> dict[str, int]:
+        return {name: int((o == ownership.FREE).sum()) for name, o in self.owner.items()}
+
+    def held_counts(self, task_position: int) -> dict[str, int]:
+        return {name: int((o == task_position + 1).sum()) for name, o in self.owner.items()}
+
+    def free_fraction(self) -> float:
+        return sum(self.free_counts().values()) / sum(self.layer_sizes().values())
+
+    # -- computation ---------------------------------------------------------------------------------
+
+    def normalise(self, x: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
+        """Raw samples (``uint8`` pixels or ``float32``) -> the network's input: ``(x - mean) / std``."""
+        t = torch.as_tensor(x).to(device)
+        t = t.to(torch.float32)
+        t = (t - self.mean.to(device)) / self.std.to(device)
+        return t.reshape(t.shape[0], *self.meta["network"]["net_input_shape"])
+
+    def params_for(self, task_position: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """The trunk task ``task_position`` answers with (its own and earlier tasks' weights), member axis 1."""
+        out = {}
+        for name, w in self.trunk.items():
+            if name in self.owner:
+                w = w * ownership.visible(self.owner[name], task_position + 1)
+            out[name] = w.to(device)[None]
+        return out
+
+    @torch.no_grad()
+    def logits(self, task_position: int, x: np.ndarray | Tensor, device: torch.device | str = "cpu",
+               chunk: int = EVAL_CHUNK) -> Tensor:
+        """Logits ``(n, classes)`` of task ``task_position`` for raw samples ``x``, in fixed-size chunks."""
+        net = self.network
+        params = self.params_for(task_position, device)
+        w, b = (t.to(device) for t in self.heads[task_position])
+        out = []
+        for start in range(0, len(x), chunk):
+            xb = self.normalise(x[start:start + chunk], device)
+            h = net.features(params, xb[None])[0]
+            out.append(torch.addmm(b, h, w.t()).cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(b))
+
+    def accuracy(self, task_position: int, x: np.ndarray, class_index: np.ndarray,
+                 device: torch.device | str = "cpu") -> float:
+        pred = self.logits(task_position, x, device).argmax(1).numpy()
+        return float((pred == class_index).mean())
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        tensors: dict[str, Tensor] = {}
+        for name, t in self.trunk.items():
+            tensors[f"trunk/{name}"] = t.detach().cpu().contiguous()
+        for name, o in self.owner.items():
+            tensors[f"owner/{name}"] = o.cpu().contiguous()
+        for j, (w, b) in enumerate(self.heads):
+            tensors[f"head/{j + 1}/weight"] = w.detach().cpu().contiguous()
+            tensors[f"head/{j + 1}/bias"] = b.detach().cpu().contiguous()
+        tensors["input/mean"] = self.mean.cpu().contiguous()
+        tensors["input/std"] = self.std.cpu().contiguous()
+        metadata = {"format": FORMAT, "version": str(VERSION), "sleepcl": json.dumps(self.meta, sort_keys=True)}
+        return save(tensors, metadata)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model atomically, keeping the file it replaces as ``MODEL.prev``."""
+        self.meta["updated"] = now_iso()
+        return atomic_write(Path(path), self.to_bytes(), keep_previous=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "model") -> "NightlyModel":
+        from safetensors.torch import load
+
+        meta = _parse_metadata(data, source)
+        try:
+            tensors = load(data)
+        except Exception as e:  # safetensors raises its own error types
+            raise ModelError(f"{source}: damaged model file ({e})") from e
+        trunk = {k[len("trunk/"):]: v for k, v in tensors.items() if k.startswith("trunk/")}
+        owner = {k[len("owner/"):]: v for k, v in tensors.items() if k.startswith("owner/")}
+        heads = []
+        for j in range(len(meta["tasks"])):
+            try:
+                heads.append((tensors[f"head/{j + 1}/weight"], tensors[f"head/{j + 1}/bias"]))
+            except KeyError:
+                raise ModelError(f"{source}: the head of task {j + 1} is missing") from None
+        spec = meta["network"]
+        net = make_network(spec["name"], spec["net_input_shape"], 1, spec["widths"], 2)
+        shapes = {k: v for k, v in net.shapes().items() if not k.startswith("head.")}
+        for name, shape in shapes.items():
+            if name not in trunk or tuple(trunk[name].shape) != tuple(shape):
+                raise ModelError(f"{source}: trunk weight {name} is missing or has the wrong shape")
+        for name in net.prunable:
+            if name not in owner or tuple(owner[name].shape) != tuple(shapes[name]):
+                raise ModelError(f"{source}: owner map of {name} is missing or has the wrong shape")
+        # the network's own order (safetensors stores tensors in its own order)
+        trunk = {name: trunk[name] for name in shapes}
+        owner = {name: owner[name] for name in net.prunable}
+        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NightlyModel":
+        p = Path(path)
+        if not p.exists():
+            prev = prev_path(p)
+            hint = f"; the previous night's file {prev} exists: copy it to {p} to go back to it" if prev.exists() else ""
+            raise ModelError(f"no model at {p}{hint}")
+        if p.is_dir():
+            raise ModelError(f"{p} is a folder, not a model file")
+        return cls.from_bytes(p.read_bytes(), str(p))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a model file, read from its header only."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelError(f"{p}: not a sleepcl model (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100_000_000:
+            raise ModelError(f"{p}: not a sleepcl model (bad header)")
+        return _parse_metadata(head + f.read(n), str(p))
+
+
+def _parse_metadata(data: bytes, source: str) -> dict[str, Any]:
+    if len(data) < 8:
+        raise ModelError(f"{source}: not a sleepcl model (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + n])
+        md = header["__metadata__"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{source}: not a sleepcl model (no safetensors header with sleepcl metadata)") from None
+    if md.get("format") != FORMAT:
+        raise ModelError(f"{source}: a safetensors file but not a sleepcl nightly model (format {md.get('format')!r})")
+    if int(md.get("version", 0)) > VERSION:
+        raise ModelError(f"{source}: written by a newer sleepcl (format version {md['version']}); upgrade sleepcl")
+    try:
+        return json.loads(md["sleepcl"])
+    except (KeyError, ValueError):
+        raise ModelError(f"{source}: damaged metadata") from None
+
+
+def net_input_shape(network: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """What the network sees: the VGG takes ``(C, H, W)``, so grey ``(H, W)`` samples get one channel."""
+    if network == "vgg" and len(shape) == 2:
+        return (1, *shape)
+    return tuple(shape)
+
+
+# -- atomic files -------------------------------------------------------------------------------------
+
+def atomic_write(path: Path, data: bytes, *, keep_previous: bool = True) -> Path:
+    """Replace ``path`` by ``data`` so that ``path`` is always a complete file, old or new.
+
+    Temporary file in the same folder -> write -> fsync -> (keep the old file as ``path.prev``) -> rename ->
+    fsync the folder. Stale temporary files of killed writers are removed first.
+    """
+    folder = path.resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            prev = prev_path(path)
+            tmp_prev = folder / f".{prev.name}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                tmp_prev.unlink()
+            try:
+                os.link(path, tmp_prev)  # the old file itself, not a copy: no window where it is half-written
+            except OSError:
+                shutil.copyfile(path, tmp_prev)
+                with open(tmp_prev, "rb+") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp_prev, prev)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(folder)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    folder = path.resolve().parent
+    for name in (path.name, prev_path(path).name):
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            pid = tmp.name[len(name) + 2:-4]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def lock_model(path: Path) -> Iterator[None]:
+    """Hold ``MODEL.lock`` for the night, so two ``learn`` runs never write the same model at once."""
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise ModelError(f"another `sleepcl learn` is working on {path} (lock {lock}); wait for it to finish") from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def json_safe(v: Any) -> Any:
+    """Floats that JSON can hold (NaN/inf -> None), numpy scalars -> Python."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# -- what users do with a model file ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (``None``: leave torch's setting), restoring it afterwards."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_fits(model: NightlyModel, data: Any) -> None:
+    """Refuse data (a :class:`~sleepcl.nightly.data.Dataset`) whose sample shape or type differs from the model's input."""
+    from .data import DataFormatError
+
+    shape, kind = model.input_shape, model.input_kind
+    if data.sample_shape != shape:
+        raise DataFormatError(f"{data.source}: samples have shape {data.sample_shape} but the model takes {shape} "
+                              f"(the shape of its first task's data); reshape the data to {shape}")
+    if data.kind != kind:
+        what = {"uint8": "raw uint8 pixel values 0..255", "float32": "float features"}
+        hint = " (multiply by 255 and convert to uint8 if these are pixels scaled to 0..1)" if kind == "uint8" else ""
+        raise DataFormatError(f"{data.source}: samples are {what[data.kind]} but the model takes {what[kind]}{hint}")
+
+
+def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path | None = None,
+            label_column: str = "label", device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """Predict the classes of task ``task`` for ``data`` (a path, ``(x, y)`` or a Dataset).
+
+    Writes ``output`` (CSV: ``row`` or ``file``, ``prediction``, ``confidence`` and ``label`` when the data has
+    labels) if given. Returns the predictions (class labels), the class indices, the accuracy (labelled data
+    only; labels outside the task's classes are refused) and, when ``data`` is the very validation data of the
+    night that learnt the task, the accuracy recorded in the history.
+    """
+    from .data import DataFormatError, fingerprint, load_data
+
+    model = NightlyModel.load(model_path)
+    j = model.task_index(task)
+    info = model.tasks[j]
+    classes = info["classes"]
+    ds = load_data(data, label_column=label_column)
+    check_fits(model, ds)
+    from ..runner import resolve_device
+
+    with torch_threads(threads):
+        logits = model.logits(j, ds.x, resolve_device(device) if device != "cpu" else "cpu")
+    probs = torch.softmax(logits.double(), 1)
+    index = logits.argmax(1).numpy()
+    preds = [classes[i] for i in index.tolist()]
+    out: dict[str, Any] = {"task": task, "n": len(ds), "classes": classes, "predictions": preds,
+                           "class_index": index, "confidence": probs.max(1).values.numpy(), "logits": logits.numpy(),
+                           "accuracy": None, "recorded_val_accuracy": None, "is_validation_data": False,
+                           "output": None}
+    if ds.y is not None:
+        lookup = {c: i for i, c in enumerate(classes)}
+        labels = ds.y.tolist()
+        unknown = sorted({v for v in labels if v not in lookup}, key=str)
+        if unknown:
+            raise DataFormatError(f"{ds.source}: labels {unknown[:10]} are not classes of task {task!r} "
+                                  f"(its classes: {classes})")
+        truth = np.array([lookup[v] for v in labels])
+        out["accuracy"] = float((index == truth).mean())
+        fp = fingerprint(ds)
+        for entry in model.history:
+            if entry.get("task") == task and entry.get("val_fingerprint") == fp:
+                out["is_validation_data"] = True
+                out["recorded_val_accuracy"] = entry.get("val_accuracy")
+    if output is not None:
+        out["output"] = str(write_predictions(Path(output), ds, preds, out["confidence"]))
+    return out
+
+
+def write_predictions(path: Path, ds: Any, preds: list, confidence: np.ndarray) -> Path:
+    import csv
+
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'predictions.csv'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        key = "file" if ds.names is not None else "row"
+        w.writerow([key, "prediction", "confidence"] + (["label"] if ds.y is not None else []))
+        for i, (p, c) in enumerate(zip(preds, confidence.tolist())):
+            row = [ds.names[i] if ds.names is not None else i, p, f"{c:.6f}"]
+            if ds.y is not None:
+                row.append(ds.y[i].item() if hasattr(ds.y[i], "item") else ds.y[i])
+            w.writerow(row)
+    os.replace(tmp, path)
+    return path
+
+
+def inspect(model_path: str | Path) -> dict[str, Any]:
+    """Everything ``sleepcl inspect`` shows: tasks, free capacity per layer and overall, file size, history."""
+    p = Path(model_path)
+    model = NightlyModel.load(p)
+    sizes, free = model.layer_sizes(), model.free_counts()
+    layers = []
+    for name, n in sizes.items():
+        o = model.owner[name]
+        layers.append({"name": name, "weights": n, "free": free[name], "free_fraction": free[name] / n,
+                       "per_task": [int((o == j + 1).sum()) for j in range(len(model.tasks))]})
+    total = sum(sizes.values())
+    tasks = []
+    for j, t in enumerate(model.tasks):
+        kept = sum(model.held_counts(j).values())
+        tasks.append({**t, "kept_weights": kept, "kept_fraction": kept / total})
+    prev = prev_path(p)
+    return {"path": str(p), "file_bytes": p.stat().st_size, "file_size": human_size(p.stat().st_size),
+            "previous": str(prev) if prev.exists() else None, "format": model.meta["format"],
+            "version": model.meta["version"], "created": model.meta["created"], "updated": model.meta["updated"],
+            "network": model.meta["network"], "input": model.meta["input"], "policy": model.policy,
+            "training": model.meta["training"], "tasks": tasks, "layers": layers, "weights": total,
+            "free": sum(free.values()), "free_fraction": sum(free.values()) / total, "history": model.history}
