@@ -10,7 +10,10 @@ def mnist5k():
     return load_split_benchmark("mnist-5k")
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    torch.manual_seed(0)
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, two threads per process are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)

@@ -5,6 +5,8 @@ One record per population member. The record is the unit the results store keeps
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import platform
 from datetime import datetime, timezone
@@ -38,7 +40,23 @@ def environment(device: torch.device | str) -> dict[str, Any]:
             env[pkg] = None
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
+    env["source_digest"] = source_digest()
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """sha256 (first 16 hex digits) of the package's own source files.
+
+    The store finds runs by config alone, so a record must say which code produced it: two records with
+    different digests came from different code, whatever the version number says.
+    """
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,144 @@
+"""``sleepcl study`` (train what an experiment needs, then write its report) and ``sleepcl report``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from .experiments import EXPERIMENTS, PRESETS
+
+__all__ = ["add_parsers"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from ..config import BENCHMARK_NAMES
+
+    p.add_argument("name", nargs="?", default="all", choices=[*EXPERIMENTS, "all"],
+                   help="experiment: pruning (Figure 1), matching (Table 1, Figure 3), budget (Figure 2), "
+                        "nobudget (Figure 4), schedules (sleep schedules), or all")
+    p.add_argument("--preset", default="quick", choices=PRESETS,
+                   help="quick: minutes on a CPU; paper: the paper's Table 2 settings and seed counts; "
+                        "tiny: a seconds-long smoke test")
+    p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARK_NAMES, help="the Split benchmark")
+    p.add_argument("--seeds", default=None,
+                   help="replace every experiment's seeds, e.g. 0-4 (default: the preset's)")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default docs/results/<benchmark>-<preset>/)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study", help="run an experiment of the paper's study (resumable), then write its report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train every run the experiment needs that the results store does not hold yet (so an "
+                    "interrupted study resumes where it stopped), then write plots, tables and report.md.")
+    _common(p)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 is often faster on a busy machine")
+    p.add_argument("--max-population", type=int, default=None,
+                   help="split populations larger than this (less memory; finer-grained resume)")
+    p.add_argument("--force", action="store_true", help="retrain the fixed grids even if stored")
+    p.add_argument("--no-report", action="store_true", help="train only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_study)
+
+    r = sub.add_parser(
+        "report", help="write the study's plots, tables and report.md from the stored runs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Read the runs of a preset from the results store (training nothing) and write, per "
+                    "experiment, plots (PNG, SVG) and tables (Markdown, CSV), and report.md beside the paper's "
+                    "numbers. Runs that are missing are listed with the command that trains them.")
+    _common(r)
+    r.set_defaults(func=cmd_report)
+
+
+def _settings(args: argparse.Namespace):
+    from ..config import parse_int_list
+    from .experiments import settings
+
+    seeds = parse_int_list(args.seeds) if args.seeds else None
+    return settings(args.preset, args.benchmark, seeds=seeds)
+
+
+def _store(args: argparse.Namespace, must_exist: bool):
+    from ..cli import default_store
+    from ..store import RunStore
+
+    path = Path(args.store) if args.store else default_store()
+    if must_exist and not path.exists():
+        raise ValueError(f"no results store at {path}: run `sleepcl study` first, or pass --store FILE")
+    return RunStore(path)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this invocation: every option that differs from its default.
+
+    Rebuilt from the parsed arguments rather than ``sys.argv``, so it is exact however ``main`` was called.
+    """
+    parts = ["sleepcl", args.command, args.name, "--preset", args.preset, "--benchmark", args.benchmark]
+    for flag, dest in (("--seeds", "seeds"), ("--store", "store"), ("--out", "out"), ("--device", "device"),
+                       ("--data-dir", "data_dir"), ("--threads", "threads"), ("--max-population", "max_population")):
+        value = getattr(args, dest, None)
+        if value is not None and not (dest == "device" and value == "auto"):
+            parts += [flag, str(value)]
+    for flag, dest in (("--download", "download"), ("--force", "force"), ("--no-report", "no_report")):
+        if getattr(args, dest, False):
+            parts.append(flag)
+    return shlex.join(parts)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cli import _progress, console
+    from ..runner import resolve_device
+    from .report import write_report
+    from .run import run_study
+
+    s = _settings(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    resolve_device(args.device)  # refuse a missing GPU before opening anything
+    con = console()
+    store = _store(args, must_exist=False)
+    started = time.perf_counter()
+    con.print(f"[bold]sleepcl study {args.name}[/] · {args.benchmark} · preset {args.preset} · store {store.path}")
+    with _progress(args.quiet) as progress:
+        summary = run_study(args.name, s, store=store, device=args.device, data_dir=args.data_dir,
+                            download=args.download, max_population=args.max_population, force=args.force,
+                            progress=progress, log=con.print)
+    wall = time.perf_counter() - started
+    con.print(f"trained {summary['trained']} runs in {wall / 60:.1f} min")
+    if not args.no_report:
+        res = write_report(s, store, args.out, names=args.name, command=_command(args), wall_seconds=wall,
+                           trained=summary["trained"])
+        _print_claims(res, con)
+        con.print(f"report: {res.page}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..cli import console
+    from .report import write_report
+
+    s = _settings(args)
+    store = _store(args, must_exist=True)
+    res = write_report(s, store, args.out, names=args.name, command=_command(args))
+    con = console()
+    _print_claims(res, con)
+    con.print(f"report: {res.page} ({len(res.files)} files)")
+    return 0
+
+
+def _print_claims(res, con) -> None:
+    for c in res.claims:
+        con.print(f"claim ({c.key}): [bold]{c.verdict}[/] — {c.statement}")

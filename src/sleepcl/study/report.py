@@ -1,0 +1,613 @@
+"""The study's report: per experiment a plot (PNG and SVG) and tables (Markdown and CSV), and one page.
+
+``write_report`` reads the stored runs of the preset (through :mod:`sleepcl.study.analysis`), so every
+number in the report is computed from runs in the store; the paper's numbers come from
+:mod:`sleepcl.study.paper` and are labelled "paper" wherever they appear. Plots use matplotlib's
+object API with the Agg canvas (no pyplot, no global backend switch), and SVGs are written without a
+date and with a fixed id salt, so rerunning a report on the same runs gives the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..store import RunStore
+from . import analysis as an
+from . import paper
+from .experiments import (
+    BASELINES,
+    STRATEGIES,
+    TITLES,
+    StudySettings,
+    expand_names,
+    matching_configs,
+    matching_point_configs,
+    settings,
+)
+from .run import RecordLookup
+
+__all__ = ["ReportResult", "default_out_dir", "write_report"]
+
+COLORS = {"packnet": "#d62728", "memory": "#1f77b4", "multinet": "#2ca02c",
+          "uniform": "#444444", "lengthening": "#9467bd", "cubic": "#ff7f0e"}
+LABELS = {"packnet": "PackNet", "memory": "Memory", "multinet": "Multinet"}
+
+
+def default_out_dir(benchmark: str, preset: str) -> Path:
+    return Path("docs") / "results" / f"{benchmark}-{preset}"
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    page: Path
+    files: list[Path] = field(default_factory=list)
+    claims: list[an.Claim] = field(default_factory=list)
+    analyses: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pm(m: float, se: float, digits: int = 4) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "–"
+    return f"{m:.{digits}f}" if se is None or math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
+
+
+def md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A Markdown pipe table from already formatted cells."""
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+class _Writer:
+    """Writes files into the output folder and remembers them."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.files: list[Path] = []
+
+    def csv(self, name: str, df: pd.DataFrame) -> Path:
+        path = self.out / f"{name}.csv"
+        df.to_csv(path, index=False, float_format="%.6g")
+        self.files.append(path)
+        return path
+
+    def md(self, name: str, text: str) -> Path:
+        path = self.out / f"{name}.md"
+        path.write_text(text)
+        self.files.append(path)
+        return path
+
+    def figure(self, name: str, fig: Figure) -> list[Path]:
+        paths = []
+        with matplotlib.rc_context({"svg.hashsalt": "sleepcl", "svg.fonttype": "path"}):
+            for ext, kw in (("png", {"dpi": 130, "metadata": {"Software": None}}),
+                            ("svg", {"metadata": {"Date": None, "Creator": None}})):
+                path = self.out / f"{name}.{ext}"
+                fig.savefig(path, format=ext, bbox_inches="tight", **kw)
+                paths.append(path)
+        self.files.extend(paths)
+        return paths
+
+
+def _new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2, **kw: Any):
+    fig = Figure(figsize=(width * ncols if ncols > 1 else width, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _kept_axis(ax, ps: Sequence[float]) -> None:
+    """x = 1 - p on a log scale, reversed so that p grows to the right; ticks labelled with p."""
+    ax.set_xscale("log")
+    kept = sorted({1 - p for p in ps})
+    ax.set_xticks(kept)
+    ax.set_xticklabels([f"{1 - k:g}" for k in kept], rotation=45, ha="right")
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("final free fraction p (log scale in 1 - p, the weights kept)")
+
+
+def _rounds_axis(ax, ns: Sequence[int], label: str = "pruning rounds per night N (log scale)") -> None:
+    ns = sorted(set(int(n) for n in ns))
+    if len(ns) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel(label)
+
+
+def _err(se: pd.Series) -> np.ndarray:
+    return np.nan_to_num(np.asarray(se, dtype=float))
+
+
+def _missing_note(loaded: an.Loaded, cmd: str) -> str:
+    if loaded.missing == 0:
+        return ""
+    return (f"\n> **{loaded.missing} of {loaded.total} runs are not in the store yet**; the numbers below use "
+            f"the {loaded.total - loaded.missing} that are. Run `{cmd}` to train the rest.\n")
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> str:
+    t = res.table
+    w.csv("pruning", t)
+    rows = []
+    by = {(r.strategy, r.p): r for r in t.itertuples()}
+    for p in s.pruning_grid:
+        cells = [f"{p:g}"]
+        for st in STRATEGIES:
+            r = by.get((st, p))
+            cells.append(_pm(r.mean, r.se) if r else "–")
+        g = res.gap[res.gap.p == p] if not res.gap.empty else res.gap
+        cells.append(_fmt(float(g["gap_best"].iloc[0])) if not g.empty else "–")
+        rows.append(cells)
+    header = ["p", *[f"{LABELS[st]} mean ± s.e." for st in STRATEGIES], "best baseline − PackNet"]
+    table_md = md_table(rows, header)
+    w.md("pruning", table_md)
+    if not t.empty:
+        fig, axes = _new_figure()
+        ax = axes[0, 0]
+        for st in STRATEGIES:
+            g = t[t.strategy == st].sort_values("p")
+            if g.empty:
+                continue
+            ax.errorbar(1 - g["p"], g["mean"], yerr=_err(g["se"]), marker="o", ms=4, capsize=3,
+                        color=COLORS[st], label=LABELS[st])
+        _kept_axis(ax, s.pruning_grid)
+        ax.set_ylabel("average final test accuracy over tasks")
+        ax.set_title(f"{s.benchmark}: accuracy vs final free fraction (mean ± s.e., {len(s.seeds)} seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        w.figure("pruning", fig)
+    return (f"Each strategy trained on the {s.n_tasks} tasks with the capacity schedule of Algorithm 2 ending at "
+            f"free fraction p; seeds {_seeds(s.seeds)}." + _missing_note(res.loaded, cmd)
+            + ("\n![accuracy against p](pruning.png)\n\n" if not t.empty else "\n") + table_md)
+
+
+def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) -> str:
+    table = res.table()
+    w.csv("matching", table)
+    w.csv("matching_targets", res.targets)
+    tasks_rows = []
+    for r in res.per_task:
+        for j, (m, se) in enumerate(zip(r["task_mean"], r["task_se"]), start=1):
+            tasks_rows.append({"p_packnet": r["p_packnet"], "who": r["who"], "p": r["p"], "task": j,
+                               "mean": m, "se": se})
+    tasks_df = pd.DataFrame(tasks_rows, columns=["p_packnet", "who", "p", "task", "mean", "se"])
+    w.csv("matching_tasks", tasks_df)
+
+    rows = []
+    for r in res.rows:
+        sc, fit = r.scalar, r.fit
+        sc_txt = (f"{sc.p_match:.5f} / **{sc.compression:.2f}×**" if sc is not None and sc.in_range
+                  else an.match_status(r))
+        fit_txt = "–"
+        if fit is not None and fit.in_range:
+            ci = (f" [{_fmt(fit.compression_ci_low, 2)}, {_fmt(fit.compression_ci_high, 2)}]"
+                  if not (math.isnan(fit.compression_ci_low) and math.isnan(fit.compression_ci_high)) else "")
+            fit_txt = f"{fit.p_match:.5f} / **{fit.compression:.2f}×**{ci}"
+        elif fit is not None:
+            fit_txt = "out of grid range"
+        agree = "–"
+        if r.agreement and r.agreement["both_in_range"]:
+            inside = r.agreement["a_in_b_ci"]
+            agree = (f"{100 * r.agreement['compression_rel_diff']:.0f}% apart"
+                     + ("" if inside is None else ("; inside the CI" if inside else "; outside the CI")))
+        paper_txt = f"{r.paper_compression:.2f}×" if r.paper_compression is not None else "–"
+        rows.append([f"{r.p:g}", LABELS[r.baseline], _fmt(r.target), sc_txt, fit_txt, agree, paper_txt])
+    header = ["PackNet p", "baseline", "PackNet accuracy", "minimize_scalar: p' / compression",
+              "monotone fit: p' / compression [95% CI]", "agreement", "compression (paper)"]
+    table_md = md_table(rows, header)
+    trows = [[f"{t.p:g}", _pm(t.mean, t.se), _fmt(t.paper, 3)] for t in res.targets.itertuples()]
+    targets_md = md_table(trows, ["PackNet p", "our average performance (mean ± s.e.)",
+                                  f"paper (Figure 3, {paper_name(res.paper_key)})"])
+    w.md("matching", table_md + "\n" + targets_md)
+
+    figs = []
+    if any(r.scalar is not None or r.fit is not None for r in res.rows):
+        _matching_plot(s, res, w)
+        figs.append("![compression ratios](matching.png)")
+    if res.per_task:
+        _matching_tasks_plot(s, res, w)
+        figs.append("![per-task accuracy at the matched p'](matching_tasks.png)")
+    notes = ""
+    if res.missing_static:
+        notes += (f"\n> **{res.missing_static} runs of the fixed grid are not stored yet**; run `{cmd}` to "
+                  "train them.\n")
+    if res.pending_searches:
+        notes += (f"\n> **{res.pending_searches} minimize_scalar search(es) unfinished**: they need more runs; "
+                  f"`{cmd}` resumes them.\n")
+    for n in res.notes:
+        notes += f"\n> {n}\n"
+    unmatched = [f"- {LABELS[r.baseline]} at PackNet p={r.p:g}: {r.scalar.message}" for r in res.rows
+                 if r.scalar is not None and not r.scalar.in_range]
+    unmatched += [f"- {LABELS[r.baseline]} at PackNet p={r.p:g} (monotone fit): {r.fit.message}" for r in res.rows
+                  if r.fit is not None and not r.fit.in_range]
+    unmatched_md = ("\nNot matched (no number is guessed for these):\n\n" + "\n".join(unmatched) + "\n"
+                    if unmatched else "")
+    lo, hi = s.matching_compression_bounds
+    where = f"where the compression lies in [{lo:g}, {hi:g}]"
+    if s.matching_bounds_factor:
+        where = (f"where the compression lies within a factor {s.matching_bounds_factor:g} of the monotone fit's "
+                 f"estimate (in [{lo:g}, {hi:g}] where the fit has none)")
+    return (
+        f"For each PackNet p, the target is PackNet's mean average accuracy over seeds {_seeds(s.seeds)}. "
+        f"**minimize_scalar** (the paper's way): SciPy's bounded `minimize_scalar` on (target − acc(p'))² over "
+        f"log(1 − p'), p' searched {where}, xatol {s.matching_xatol:g}, "
+        f"at most {s.matching_maxiter} iterations; each evaluation is a set of runs of the baseline at p' "
+        f"(seeds {_seeds(s.seeds)}), stored like every other run. **monotone fit** (the cheap way): the "
+        f"baseline's accuracy over the Figure 1 grid, fitted as a non-decreasing function of log(1 − p) and "
+        f"inverted at the target; 95% bootstrap interval over {s.n_bootstrap} resamples of the seeds. "
+        f"Compression = (1 − p) / (1 − p'): how many times more weights PackNet needs for the same accuracy. "
+        f"Paper column: {res.paper_caption}."
+        + notes + "\n" + "\n\n".join(figs) + "\n\n" + table_md + unmatched_md
+        + "\nPackNet's average performance at the matched p (the targets; Figure 3's captions):\n\n" + targets_md
+    )
+
+
+def paper_name(key: str) -> str:
+    return {"mnist": "Split MNIST", "cifar10": "Split CIFAR-10"}.get(key, key)
+
+
+def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None:
+    fig, axes = _new_figure(ncols=2, width=5.0, sharey=True)
+    xs = np.arange(len(s.matching_ps))
+    for ax, b in zip(axes[0], BASELINES):
+        rows = [r for r in res.rows if r.baseline == b]
+        sc = [r.scalar.compression if r.scalar is not None and r.scalar.in_range else np.nan for r in rows]
+        fit = [r.fit.compression if r.fit is not None and r.fit.in_range else np.nan for r in rows]
+        lo = [r.fit.compression_ci_low if r.fit is not None else np.nan for r in rows]
+        hi = [r.fit.compression_ci_high if r.fit is not None else np.nan for r in rows]
+        ax.plot(xs - 0.12, sc, "o", color=COLORS[b], ms=8, label="ours: minimize_scalar")
+        yerr = np.array([[f - l if not math.isnan(l) else 0 for f, l in zip(fit, lo)],
+                         [h - f if not math.isnan(h) else 0 for f, h in zip(fit, hi)]])
+        yerr = np.nan_to_num(yerr)
+        ax.errorbar(xs + 0.12, fit, yerr=yerr, fmt="s", mfc="white", color=COLORS[b], ms=7, capsize=3,
+                    label="ours: monotone fit (95% CI)")
+        pap = [r.paper_compression if r.paper_compression is not None else np.nan for r in rows]
+        if not all(math.isnan(v) for v in pap):
+            ax.plot(xs, pap, "x", color="black", ms=9, mew=2, label=f"paper ({paper_name(res.paper_key)})")
+        ax.axhline(1.0, color="grey", lw=1, ls="--")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{p:g}" for p in s.matching_ps])
+        ax.set_xlabel("PackNet final free fraction p")
+        ax.set_title(f"{LABELS[b]} vs PackNet")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("compression (1 - p) / (1 - p')  [>1: PackNet wastes weights]")
+    fig.suptitle(f"{s.benchmark}: weights PackNet needs relative to the baselines at equal accuracy")
+    w.figure("matching", fig)
+
+
+def _matching_tasks_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None:
+    ps = s.matching_ps
+    fig, axes = _new_figure(ncols=len(ps), width=4.2, height=3.8)
+    for ax, p in zip(axes[0], ps):
+        entries = [r for r in res.per_task if r["p_packnet"] == p and r["task_mean"]]
+        n_tasks = max((len(r["task_mean"]) for r in entries), default=0)
+        width = 0.8 / max(1, len(entries))
+        lows = []
+        for k, r in enumerate(entries):
+            x = np.arange(n_tasks) + (k - (len(entries) - 1) / 2) * width
+            label = f"{LABELS[r['who']]} p={r['p']:.4g}"
+            ax.bar(x, r["task_mean"], width, yerr=_err(r["task_se"]), capsize=2, color=COLORS[r["who"]],
+                   label=label)
+            lows.append(min(r["task_mean"]))
+        if lows:
+            ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
+        ax.set_xticks(np.arange(n_tasks))
+        ax.set_xticklabels([f"task {j + 1}" for j in range(n_tasks)])
+        pn = next((r["mean"] for r in entries if r["who"] == "packnet"), math.nan)
+        pap = paper.FIGURE3_AVERAGE_PERFORMANCE.get(res.paper_key, {}).get(p)
+        ax.set_title(f"PackNet p={p:g}: ave. perf. {pn:.3f}" + (f" (paper {pap:.3f})" if pap else ""), fontsize=9)
+        ax.set_ylabel("final test accuracy")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(entries) or 1,
+                  frameon=False)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{s.benchmark}: per-task accuracy of PackNet and of the baselines at the p' matching it "
+                 f"(minimize_scalar)")
+    w.figure("matching_tasks", fig)
+
+
+def _panels_by_p(ps: Sequence[float]):
+    n = len(ps)
+    return _new_figure(ncols=n, width=4.0, height=3.6) if n > 1 else _new_figure()
+
+
+def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str:
+    t = res.table
+    w.csv("budget", t)
+    w.csv("budget_best", res.best)
+    rows = [[f"{r.p:g}", str(r.N), str(r.R), _pm(r.mean, r.se), str(r.n), "**best**" if r.best else ""]
+            for r in t.itertuples()]
+    table_md = md_table(rows, ["p", "N", "R = B/N", "accuracy mean ± s.e.", "seeds", ""])
+    brows = [[f"{r.p:g}", f"{r.best_N} ({r.best_mean:.4f})", f"{r.worst_N} ({r.worst_mean:.4f})",
+              f"{r.gap:.4f} ± {r.gap_se:.4f}", f"×{r.error_ratio:.2f}", "yes" if r.significant else "no"]
+             for r in res.best.itertuples()]
+    best_md = md_table(brows, ["p", "best N (accuracy)", "worst N (accuracy)", "best − worst", "error worst/best",
+                               "gap > 2 s.e."])
+    w.md("budget", table_md + "\n" + best_md)
+    if not t.empty:
+        ps = [p for p in s.budget_ps if p in set(t["p"])]
+        fig, axes = _panels_by_p(ps)
+        for ax, p in zip(axes[0], ps):
+            g = t[t.p == p].sort_values("N")
+            ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"])
+            b = g[g["best"]]
+            ax.plot(b["N"], b["mean"], "*", ms=16, color="gold", mec="black", label=f"best N = {int(b['N'].iloc[0])}")
+            _rounds_axis(ax, g["N"])
+            ax.set_title(f"p = {p:g}")
+            ax.set_ylabel("average final test accuracy")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{s.benchmark}: PackNet with N rounds in a fixed budget B = {s.retrain_epochs} epochs "
+                     f"(mean ± s.e., {len(s.budget_seeds)} seeds)")
+        w.figure("budget", fig)
+    return (f"PackNet with a night of B = {s.retrain_epochs} retraining epochs per task split into N rounds of "
+            f"R = B/N epochs, N over the divisors of B; seeds {_seeds(s.budget_seeds)}. The star marks the best "
+            f"N for each p." + _missing_note(res.loaded, cmd)
+            + ("\n![fixed budget](budget.png)\n\n" if not t.empty else "\n") + best_md + "\n" + table_md)
+
+
+def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
+              budget: an.BudgetResult | None = None) -> str:
+    t = res.table
+    w.csv("nobudget", t)
+    w.csv("nobudget_trend", res.trend)
+    rows = [[f"{r.p:g}", str(r.N), str(r.R), str(r.B), _pm(r.mean, r.se), str(r.n)] for r in t.itertuples()]
+    table_md = md_table(rows, ["p", "N", "R", "B = R·N (cost)", "accuracy mean ± s.e.", "seeds"])
+    trows = [[f"{r.p:g}", f"{r.first_mean:.4f}", f"{r.last_mean:.4f} (N={r.last_N})", f"{r.gain:+.4f} ± {r.gain_se:.4f}",
+              f"{r.spearman:+.2f}", str(r.best_N)] for r in res.trend.itertuples()]
+    trend_md = md_table(trows, ["p", "N=1", "largest N", "gain", "Spearman(N, accuracy)", "best N"])
+    w.md("nobudget", table_md + "\n" + trend_md)
+    if not t.empty:
+        ps = [p for p in s.nobudget_ps if p in set(t["p"])]
+        fig, axes = _panels_by_p(ps)
+        for ax, p in zip(axes[0], ps):
+            g = t[t.p == p].sort_values("N")
+            ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"],
+                        label=f"no budget: R = {s.nobudget_round_epochs}, B = R·N")
+            ns = list(g["N"])
+            if budget is not None and not budget.table.empty:
+                fixed = budget.table[(budget.table.p == p) & budget.table.N.isin(ns)].sort_values("N")
+                if len(fixed) > 1:
+                    ax.errorbar(fixed["N"], fixed["mean"], yerr=_err(fixed["se"]), marker="s", ms=4, capsize=3,
+                                color="grey", ls="--", label=f"fixed budget B = {s.retrain_epochs} (Figure 2)")
+            ax.legend(fontsize=7)
+            _rounds_axis(ax, g["N"], "pruning rounds per night N")
+            ax.set_title(f"p = {p:g}")
+            ax.set_ylabel("average final test accuracy")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{s.benchmark}: PackNet without a budget: every round retrains R = "
+                     f"{s.nobudget_round_epochs} epochs (mean ± s.e., {len(s.seeds)} seeds)")
+        w.figure("nobudget", fig)
+    one_shot = " (the whole one-shot night of the budget experiment)" if s.nobudget_round_epochs == s.retrain_epochs else ""
+    return (f"Every round retrains R = {s.nobudget_round_epochs} epochs{one_shot}, so the night costs "
+            f"B = R·N epochs and grows with N; seeds {_seeds(s.seeds)}." + _missing_note(res.loaded, cmd)
+            + ("\n![no budget](nobudget.png)\n\n" if not t.empty else "\n") + trend_md + "\n" + table_md)
+
+
+def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) -> str:
+    t = res.table
+    if not t.empty:
+        order = {sch: i for i, sch in enumerate(s.schedules)}
+        t = t.sort_values(["p", "schedule", "N"], key=lambda c: c.map(order) if c.name == "schedule" else c)
+    w.csv("schedules", t)
+    w.csv("schedules_best", res.compare)
+    rows = [[f"{r.p:g}", r.schedule, str(r.N), _pm(r.mean, r.se), str(r.n)] for r in t.itertuples()]
+    table_md = md_table(rows, ["p", "schedule", "N", "accuracy mean ± s.e.", "seeds"])
+    crows = [[f"{r.p:g}", r.schedule, str(r.best_N), _pm(r.best_mean, r.best_se),
+              f"N={r.budget_best_N} ({r.budget_best_mean:.4f})" if r.budget_best_N is not None else "–",
+              f"{r.diff_vs_budget_best:+.4f} ± {r.diff_se:.4f}", "yes" if r.significant else "no"]
+             for r in res.compare.itertuples()]
+    cmp_md = md_table(crows, ["p", "schedule", "its best N", "accuracy", "best fixed N of Figure 2",
+                              "difference", "> 2 s.e."])
+    w.md("schedules", table_md + "\n" + cmp_md)
+    if not t.empty:
+        ps = [p for p in s.schedules_ps if p in set(t["p"])]
+        fig, axes = _panels_by_p(ps)
+        for ax, p in zip(axes[0], ps):
+            for k, sch in enumerate(s.schedules):
+                g = t[(t.p == p) & ((t.schedule == sch) | (t.N == 1))].sort_values("N")
+                if g.empty:
+                    continue
+                ax.errorbar(g["N"] * (1 + 0.03 * (k - 1)), g["mean"], yerr=_err(g["se"]), marker="o", capsize=3,
+                            color=COLORS[sch], label=sch)
+            ref = res.compare[(res.compare.p == p)]
+            if not ref.empty and ref["budget_best_N"].iloc[0] is not None:
+                ax.axhline(ref["budget_best_mean"].iloc[0], color="black", ls=":", lw=1,
+                           label=f"best fixed N of Figure 2 (N={int(ref['budget_best_N'].iloc[0])})")
+            _rounds_axis(ax, t[t.p == p]["N"])
+            ax.set_title(f"p = {p:g}")
+            ax.set_ylabel("average final test accuracy")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{s.benchmark}: sleep schedules at B = {s.retrain_epochs} (mean ± s.e., "
+                     f"{len(s.budget_seeds)} seeds)")
+        w.figure("schedules", fig)
+    return ("The same budget B split differently: `uniform` (the paper's: equal rounds, equal pruning), "
+            "`lengthening` (rounds of 1 : 2 : … : N epochs, like REM periods through the night) and `cubic` "
+            "(Zhu & Gupta: prune most early). At N = 1 all coincide. Compared with the best fixed N of the budget "
+            f"experiment at the same p; seeds {_seeds(s.budget_seeds)}." + _missing_note(res.loaded, cmd)
+            + ("\n![schedules](schedules.png)\n\n" if not t.empty else "\n") + cmp_md + "\n" + table_md)
+
+
+# --------------------------------------------------------------------------------------------- the page
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]} ({len(seeds)})"
+    return ", ".join(str(x) for x in seeds) + f" ({len(seeds)})"
+
+
+def _machine(records: Sequence[dict[str, Any]]) -> tuple[str, float, str]:
+    envs: Counter = Counter()
+    seconds, created = 0.0, []
+    for r in records:
+        e = r.get("environment") or {}
+        dev = e.get("device", "?") + (f" ({e['device_name']})" if e.get("device_name") else "")
+        envs[(e.get("platform", "?"), e.get("machine", "?"), dev, e.get("threads"), e.get("torch"),
+              e.get("python"), e.get("sleepcl"))] += 1
+        t = r.get("timings") or {}
+        seconds += (t.get("total") or 0.0) / (t.get("population_size") or 1)
+        if r.get("created"):
+            created.append(r["created"])
+    lines = [f"{n} runs on {plat} ({mach}), device {dev}, {thr} torch threads, torch {torch}, Python {py}, "
+             f"sleepcl {ver}" for (plat, mach, dev, thr, torch, py, ver), n in envs.most_common()]
+    span = f"{min(created)} to {max(created)}" if created else "–"
+    return "; ".join(lines) or "no runs", seconds, span
+
+
+def _trained_note(trained: int | None, used: int) -> str:
+    if trained is None:
+        return ""
+    if trained == 0:
+        return " and trained none of them (all were already in the store)"
+    if trained >= used:
+        return f" and trained all {trained}"
+    return f" and trained {trained} of them (the rest were already in the store)"
+
+
+def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path | None = None, *,
+                 names: str | Sequence[str] = "all", command: str | None = None,
+                 wall_seconds: float | None = None, trained: int | None = None) -> ReportResult:
+    """Write plots, tables and ``report.md`` for experiments ``names`` of preset ``s`` from ``store``.
+
+    ``command`` is the command line to print at the top; ``wall_seconds`` and ``trained`` (how long the
+    command that wrote the report ran and how many runs it trained) are stated when given.
+    """
+    names = expand_names(names)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(s.benchmark, s.preset)
+    out.mkdir(parents=True, exist_ok=True)
+    w = _Writer(out)
+    lookup = RecordLookup(store)
+    seeds_flag = ""
+    if s != settings(s.preset, s.benchmark):
+        seeds_flag = " --seeds " + ",".join(str(x) for x in sorted(set(s.seeds) | set(s.budget_seeds)))
+    resume = f"sleepcl study {{name}} --preset {s.preset} --benchmark {s.benchmark}{seeds_flag}"
+    command = command or (f"sleepcl report {' '.join(names) if len(names) < 5 else 'all'} "
+                          f"--preset {s.preset} --benchmark {s.benchmark}{seeds_flag}")
+
+    analyses: dict[str, Any] = {}
+    sections: list[tuple[str, str]] = []
+    if "pruning" in names or "matching" in names:
+        analyses["pruning"] = an.analyse_pruning(s, lookup)
+    if "matching" in names:
+        analyses["matching"] = an.analyse_matching(s, lookup)
+    if "budget" in names or "schedules" in names:
+        analyses["budget"] = an.analyse_budget(s, lookup)
+    if "nobudget" in names:
+        analyses["nobudget"] = an.analyse_nobudget(s, lookup)
+    if "schedules" in names:
+        analyses["schedules"] = an.analyse_schedules(s, lookup, analyses["budget"])
+    writers = {"pruning": _pruning, "matching": _matching, "budget": _budget, "nobudget": _nobudget,
+               "schedules": _schedules}
+    if "nobudget" in names and "budget" not in analyses:
+        analyses["budget"] = an.analyse_budget(s, lookup)
+    for name in names:
+        extra = {"budget": analyses["budget"]} if name == "nobudget" else {}
+        sections.append((name, writers[name](s, analyses[name], w, resume.format(name=name), **extra)))
+
+    claims = an.check_claims(
+        matching=analyses.get("matching"), pruning=analyses.get("pruning"),
+        budget=analyses.get("budget") if "budget" in names else None,
+        nobudget=analyses.get("nobudget"), network=s.network)
+    relevant = {"a": "matching", "b": "matching", "c": "budget", "d": "nobudget"}
+    claims = [c for c in claims if relevant[c.key] in names]
+    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict,
+                               "evidence": c.evidence} for c in claims], columns=["claim", "statement", "verdict",
+                                                                                  "evidence"])
+    if claims:
+        w.csv("claims", claims_df)
+
+    used: dict[str, dict[str, Any]] = {}
+    for a in analyses.values():
+        for r in getattr(getattr(a, "loaded", None), "records", []) or []:
+            used[r["config_hash"]] = r
+    if "matching" in analyses:
+        for row in analyses["matching"].rows:
+            for q, _ in row.search.evaluations:
+                recs, _ = lookup.records(matching_point_configs(s, row.baseline, q))
+                used.update((r["config_hash"], r) for r in recs)
+        recs, _ = lookup.records(matching_configs(s))
+        used.update((r["config_hash"], r) for r in recs)
+    machine, seconds, span = _machine(list(used.values()))
+
+    lines = [f"# The study on {s.benchmark}, `{s.preset}` preset",
+             "",
+             f"- **Command:** `{command}`",
+             f"- **Reproduce:** `sleepcl study all --preset {s.preset} --benchmark {s.benchmark}{seeds_flag}` "
+             f"(trains only runs missing from the store, then writes this report)",
+             f"- **Benchmark:** {s.benchmark}, {s.n_tasks} binary tasks of class pairs (0,1), (2,3), …; "
+             f"network and hyperparameters: {s.describe()}",
+             f"- **Preset:** `{s.preset}`; seeds {_seeds(s.seeds)} (Figures 1, 3, 4 and Table 1), "
+             f"{_seeds(s.budget_seeds)} (Figure 2 and schedules)",
+             f"- **Machine (from the runs' records):** {machine}",
+             f"- **Runs used:** {len(used)} stored runs, created {span}; their training took "
+             f"{seconds / 60:.1f} min of population time in all"
+             + (f"; this command ran for {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
+             + _trained_note(trained, len(used)),
+             f"- **Written:** {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Every number below is "
+             f"computed from those runs; numbers labelled *paper* are the paper's own (constants in "
+             f"`sleepcl/study/paper.py`).",
+             ""]
+    if s.preset != "paper":
+        ref = settings("paper", s.benchmark)
+        lines += [f"> The `{s.preset}` preset is far smaller than the `paper` preset (Table 2 for the "
+                  f"{ref.network.upper()}: E = {ref.epochs}, B = {ref.retrain_epochs}; {len(ref.seeds)} and "
+                  f"{len(ref.budget_seeds)} seeds): every prune is followed by far less retraining, so expect the "
+                  "same *shapes* at most, with larger error bars and lower accuracy at high p.", ""]
+    if claims:
+        lines += ["## The paper's claims, checked against these runs", ""]
+        lines.append(md_table([[f"({c.key})", c.statement, f"**{c.verdict}**", c.evidence] for c in claims],
+                              ["", "claim (paper)", "our data", "evidence (computed from the stored runs)"]))
+        if "matching" in analyses:
+            key = analyses["matching"].paper_key
+            lines += [f"For comparison, the same rule for (b) applied to the paper's own Table 1 "
+                      f"({paper_name(key)}): {an.paper_table1_trend(key)}.", ""]
+        if "budget" in names:
+            key = paper.PAPER_BENCHMARKS[s.benchmark]
+            lines += [f"The paper on Figure 2 ({paper_name(key)}): {paper.FIGURE2_TEXT[key]}.", ""]
+    for i, (name, body) in enumerate(sections, start=1):
+        lines += [f"## {i}. {TITLES[name]}", "", body.strip(), "",
+                  f"Files: `{name}*.csv`, `{name}*.md`" + (f", `{name}.png`, `{name}.svg`"
+                                                            if (out / f"{name}.png").exists() else ""), ""]
+    page = out / "report.md"
+    page.write_text("\n".join(lines).rstrip() + "\n")
+    w.files.append(page)
+    return ReportResult(out, page, w.files, claims, analyses)

@@ -1,0 +1,214 @@
+"""The report: every plot and table comes from stored runs, and the claims checks follow the data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sleepcl.cli import main
+from sleepcl.store import RunStore
+from sleepcl.study import analysis as an
+from sleepcl.study import experiments as ex
+from sleepcl.study import paper
+from sleepcl.study.report import write_report
+from sleepcl.study.run import RecordLookup, run_study
+from sleepcl.study.synthetic import SyntheticWorld
+
+
+def tiny(**changes) -> ex.StudySettings:
+    s = ex.settings("tiny", "mnist-5k")
+    # a precise search and a fixed-budget experiment whose no-budget runs (B = 2N) differ from it at N = 2
+    base = dict(matching_xatol=1e-3, matching_maxiter=30, matching_compression_bounds=(0.3, 8.0),
+                nobudget_round_epochs=2)
+    return dataclasses.replace(s, **{**base, **changes})
+
+
+def stored(tmp_path, s: ex.StudySettings, world: SyntheticWorld, names="all") -> RunStore:
+    store = RunStore(tmp_path / f"runs-{id(world)}.sqlite")
+    run_study(names, s, store=store, run=world.runner)
+    return store
+
+
+GROWING = {0.8: 1.5, 0.9: 2.5}
+
+
+def good_world(s: ex.StudySettings, **kw) -> SyntheticWorld:
+    """PackNet wastes weights, more so at larger p; one N is clearly best; more rounds help without a budget."""
+    args = dict(packnet_compression=lambda p: GROWING.get(round(p, 6), 1.2), multinet_factor=1.4, noise=0.001,
+                budget=s.retrain_epochs,
+                # one-shot (N = 1) costs 0.05 at the largest budget p (0.95, not a matching p)
+                budget_penalty=lambda p, n: 0.05 if n == 1 and p == max(s.budget_ps) else 0.0,
+                nobudget_gain=lambda p, n: 0.02 * n, schedule_offset={"lengthening": 0.01})
+    return SyntheticWorld(**{**args, **kw})
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    s = tiny()
+    store = stored(tmp, s, good_world(s))
+    res = write_report(s, store, tmp / "out", command="sleepcl study all --preset tiny --benchmark mnist-5k")
+    yield s, store, res
+    store.close()
+
+
+# ----------------------------------------------------------------------------------- files and tables
+
+
+def test_every_experiment_has_plots_and_tables(report) -> None:
+    s, _, res = report
+    out = res.out_dir
+    for name in ex.EXPERIMENTS:
+        for ext in ("png", "svg", "csv", "md"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (out / f"{name}.svg").read_text()
+    assert (out / "matching_tasks.png").exists() and (out / "matching_tasks.svg").exists()
+    assert res.page == out / "report.md"
+    assert set(res.files) >= {out / "report.md", out / "claims.csv"}
+
+
+def _stored_mean(store: RunStore, **filters) -> float:
+    recs = [r for r in store.query(**filters)]
+    assert recs, filters
+    return float(np.mean([r["average_accuracy"] for r in recs]))
+
+
+def test_tables_hold_the_stored_values(report) -> None:
+    s, store, res = report
+    out = res.out_dir
+    pruning = pd.read_csv(out / "pruning.csv")
+    assert len(pruning) == 3 * len(s.pruning_grid)
+    for row in pruning.itertuples():
+        want = _stored_mean(store, strategy=row.strategy, final_free=row.p, rounds=1, seed=list(s.seeds),
+                            epochs=s.epochs, retrain_epochs=s.retrain_epochs)
+        assert row.mean == pytest.approx(want, abs=1e-6)
+        assert row.n == len(s.seeds)
+    budget = pd.read_csv(out / "budget.csv")
+    assert len(budget) == len(s.budget_ps) * len(s.budget_rounds)
+    for row in budget.itertuples():
+        want = _stored_mean(store, strategy="packnet", final_free=row.p, rounds=row.N, schedule="uniform",
+                            retrain_epochs=s.retrain_epochs, seed=list(s.budget_seeds))
+        assert row.mean == pytest.approx(want, abs=1e-6)
+    assert budget[budget.best].groupby("p").size().eq(1).all()   # one best N per p
+    nob = pd.read_csv(out / "nobudget.csv")
+    assert list(nob.B) == [s.nobudget_round_epochs * n for n in nob.N]
+    for row in nob.itertuples():
+        assert row.mean == pytest.approx(_stored_mean(store, strategy="packnet", final_free=row.p, rounds=row.N,
+                                                      retrain_epochs=row.B, seed=list(s.seeds)), abs=1e-6)
+    sched = pd.read_csv(out / "schedules.csv")
+    assert set(sched.schedule) == {"uniform", "lengthening", "cubic"}
+    matching = pd.read_csv(out / "matching.csv")
+    searches = {(x.p, x.baseline): x for x in res.analyses["matching"].rows}
+    for row in matching.itertuples():
+        sc = searches[(row.p_packnet, row.baseline)].scalar
+        assert row.compression_minimize_scalar == pytest.approx(sc.compression, rel=1e-5)
+        # its p' was trained and stored: the mean accuracy there is what the search saw
+        acc = _stored_mean(store, strategy=row.baseline, final_free=sc.p_match, seed=list(s.seeds))
+        assert (sc.p_match, pytest.approx(acc)) in [(q, a) for q, a in sc.evaluations]
+    tasks = pd.read_csv(out / "matching_tasks.csv")
+    assert set(tasks.who) == {"packnet", "memory", "multinet"}
+    assert set(tasks.task) == set(range(1, s.n_tasks + 1))
+
+
+def test_report_page_states_provenance_and_the_papers_numbers(report) -> None:
+    s, _, res = report
+    text = res.page.read_text()
+    assert "sleepcl study all --preset tiny --benchmark mnist-5k" in text.splitlines()[2]  # the command, at the top
+    assert "synthetic-platform" in text                      # the machine, from the records' environment
+    assert "`tiny`" in text and "mnist-5k" in text and "seeds 0, 1" in text
+    for p, row in paper.TABLE1_COMPRESSION["mnist"].items():
+        if p in s.matching_ps:
+            assert f"{row['memory']:.2f}×" in text
+    assert "paper" in text.lower()
+    for c in res.claims:
+        assert f"**{c.verdict}**" in text
+    assert {c.key for c in res.claims} == {"a", "b", "c", "d"}
+
+
+# ----------------------------------------------------------------------------------- claims follow the data
+
+
+def _claims(tmp_path, s, world) -> dict[str, str]:
+    store = stored(tmp_path, s, world)
+    look = RecordLookup(store)
+    budget = an.analyse_budget(s, look)
+    claims = an.check_claims(matching=an.analyse_matching(s, look), pruning=an.analyse_pruning(s, look),
+                             budget=budget, nobudget=an.analyse_nobudget(s, look), network=s.network)
+    store.close()
+    return {c.key: c.verdict for c in claims}
+
+
+def test_claims_supported_by_supporting_data(tmp_path) -> None:
+    s = tiny()
+    assert _claims(tmp_path, s, good_world(s)) == {k: an.SUPPORTED for k in "abcd"}
+
+
+def test_claims_flip_when_the_data_flips(tmp_path) -> None:
+    s = tiny()
+    flipped = good_world(
+        s,
+        packnet_compression=lambda p: {0.8: 0.7, 0.9: 0.5}.get(round(p, 6), 1.0),  # PackNet the MOST efficient
+        multinet_factor=1.2,                                                        # ... and less so at larger p
+        noise=0.0, budget_penalty=lambda p, n: 0.001 * (n - 1),                    # N barely matters, N=1 best
+        nobudget_gain=lambda p, n: -0.02 * n)                                       # more rounds hurt
+    verdicts = _claims(tmp_path, s, flipped)
+    assert verdicts == {"a": an.NOT_SUPPORTED, "b": an.NOT_SUPPORTED, "c": an.NOT_SUPPORTED, "d": an.NOT_SUPPORTED}
+
+
+def test_claim_b_alone_flips(tmp_path) -> None:
+    s = tiny()
+    shrinking = good_world(s, packnet_compression=lambda p: {0.8: 2.5, 0.9: 1.5}.get(round(p, 6), 1.2))
+    v = _claims(tmp_path, s, shrinking)
+    assert v["a"] == an.SUPPORTED and v["b"] == an.NOT_SUPPORTED
+
+
+def test_empty_store_gives_a_report_that_says_so(tmp_path) -> None:
+    s = tiny()
+    with RunStore(tmp_path / "empty.sqlite") as store:
+        res = write_report(s, store, tmp_path / "out", names=["budget", "nobudget"])
+    text = res.page.read_text()
+    assert "not in the store yet" in text and "sleepcl study budget --preset tiny" in text
+    assert {c.verdict for c in res.claims} == {an.NO_DATA}
+    assert not (tmp_path / "out" / "budget.png").exists()
+    assert not any(math.isfinite(v) for v in pd.read_csv(tmp_path / "out" / "budget.csv").get("mean", []))
+
+
+# ----------------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()  # `sleepcl study --threads 1` sets torch's thread count for the process
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_report_and_study_end_to_end(tmp_path, report, restore_threads) -> None:
+    s, store, _ = report
+    out = tmp_path / "rep"
+    assert main(["report", "budget", "--preset", "tiny", "--benchmark", "mnist-5k", "--store", str(store.path),
+                 "--out", str(out)]) == 0
+    assert (out / "budget.png").exists() and "sleepcl report budget" in (out / "report.md").read_text()
+    assert main(["report", "--preset", "tiny", "--store", str(tmp_path / "nope.sqlite"), "--out", str(out)]) == 2
+
+    # real training: the tiny budget experiment, end to end, then a rerun that trains nothing
+    path, out2 = tmp_path / "real.sqlite", tmp_path / "real"
+    args = ["study", "budget", "--preset", "tiny", "--benchmark", "mnist-5k", "--store", str(path), "--out",
+            str(out2), "--device", "cpu", "--quiet", "--threads", "1"]
+    assert main(args) == 0
+    text = (out2 / "report.md").read_text()
+    assert "sleepcl study budget --preset tiny" in text and "cpu" in text
+    with RunStore(path) as st:
+        n = len(st)
+        assert n == len(ex.budget_configs(ex.settings("tiny", "mnist-5k")))
+    assert main(args) == 0
+    with RunStore(path) as st:
+        assert len(st) == n
+    table = pd.read_csv(out2 / "budget.csv")
+    assert table["n"].eq(2).all() and table["mean"].between(0.4, 1.0).all()
