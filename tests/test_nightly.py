@@ -398,3 +398,16 @@ def test_cli_learn_predict_inspect(tasks, tmp_path, capsys):
     assert "already has a task" in capsys.readouterr().err
     assert main(["learn", model, "--task", "x", "--data", str(tasks[1]["train"]), "--budget", "soon"]) == 2
     assert "cannot read the duration" in capsys.readouterr().err
+
+
+def test_only_the_sleepcl_command_takes_the_fast_exit(monkeypatch):
+    """`learn` ends with os._exit only in the sleepcl process itself: a test runner must survive it."""
+    from sleepcl.nightly.cli import _is_command
+    import sleepcl.cli
+
+    for runner in ("/usr/lib/python3/site-packages/pytest/__main__.py", "/usr/bin/pytest", "cli.py", ""):
+        monkeypatch.setattr("sys.argv", [runner])
+        assert not _is_command(), runner
+    for command in ("/work/.venv/bin/sleepcl", sleepcl.cli.__file__):
+        monkeypatch.setattr("sys.argv", [command])
+        assert _is_command(), command

@@ -124,9 +124,19 @@ def process_started() -> float:
 
 
 def _is_command() -> bool:
-    """Whether this process is the ``sleepcl`` command itself (not a program calling ``main``)."""
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return prog in ("sleepcl", "cli.py", "__main__.py")
+    """Whether this process is the ``sleepcl`` command itself, not a program calling ``main`` (a test runner:
+    ``python -m pytest`` has ``__main__.py`` as its argv[0], so only sleepcl's own entry points count)."""
+    if not sys.argv or not sys.argv[0]:
+        return False
+    prog = Path(sys.argv[0])
+    if prog.name == "sleepcl":
+        return True
+    from .. import cli
+
+    try:
+        return prog.resolve() == Path(cli.__file__).resolve()
+    except OSError:
+        return False
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
