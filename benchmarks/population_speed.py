@@ -259,10 +259,7 @@ def run_method(method: str, w: Workload, size: int, device: torch.device,
     if method == "plain":
         finals = [float(np.mean(run_packnet(c, w.bench, device)["accuracy_matrix"][-1])) for c in configs]
     else:
-        if method.startswith("without:"):
-            speed: str | list[str] = [p for p in FAST_PARTS if p != method.split(":", 1)[1]]
-        else:
-            speed = "fast" if method == "sleepcl" else "reference"
+        speed = "fast" if method == "sleepcl" else "reference"
         results = train_population(configs, w.bench, device, speed=speed, tf32=tf32)
         finals = [float(np.mean(r.accuracy_matrix[-1])) for r in results]
     sync(device)
@@ -351,15 +348,15 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
         m = head[method]
         pme = m.best / (compare * epochs)
         gflops = flops * compare / m.best / 1e9
-        cpu_share = flops * compare / min(m.cpu_seconds) / 1e9 / peak
+        cpu_share = flops * compare / min(m.cpu_seconds) / 1e9 / (peak / torch.get_num_threads())
         rows.append([LABEL[method], f"{m.best:.2f}", f"{statistics.median(m.seconds):.2f}",
                      f"{min(m.cpu_seconds):.2f}", f"{pme * 1e3:.1f}",
                      f"{pme / plain_pme:.2f}", f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%", f"{100 * cpu_share:.0f}%",
                      f"{m.peak_mb:.0f}", f"{m.above_mb:.0f}", f"{m.accuracy:.4f}"])
     print(table(["method", "wall s (min)", "wall s (median)", "CPU s (min)", "ms / member-epoch", "vs plain", "GFLOP/s",
                  "of peak", "of peak per CPU s", "peak MB", "+MB for the run", "final avg acc"], rows))
-    print("('of peak per CPU s': FLOPs per second of CPU time the process got, against the peak: with --threads 1 "
-          "the efficiency of the code itself on a shared machine)")
+    print("('of peak per CPU s': FLOPs per second of CPU time the process got, against one thread's share of the "
+          "peak (peak / threads): the efficiency of the code itself when other jobs take part of the cores)")
     speedup = head["plain"].best / head["sleepcl"].best
     print(f"\nratio: sleepcl's fast path takes {1 / speedup:.2f}x the plain loop's time per member-epoch "
           f"({speedup:.2f}x faster)")
@@ -370,7 +367,7 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
         for size, m in res["scaling"].items():
             pme = m.best / (size * epochs)
             gflops = flops * size / m.best / 1e9
-            cpu_share = flops * size / min(m.cpu_seconds) / 1e9 / peak
+            cpu_share = flops * size / min(m.cpu_seconds) / 1e9 / (peak / torch.get_num_threads())
             rows.append([str(size), f"{m.best:.2f}", f"{min(m.cpu_seconds):.2f}", f"{pme * 1e3:.1f}",
                          f"{pme / plain_pme:.2f}", f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%",
                          f"{100 * cpu_share:.0f}%", f"{m.peak_mb:.0f}", f"{m.above_mb:.0f}", f"{m.above_mb / size:.1f}"])
@@ -379,50 +376,75 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
         print(f"\n(vs plain: against the plain loop's {plain_pme * 1e3:.1f} ms per member-epoch above; it trains one "
               f"model at a time, so its time per member does not depend on S)")
     if res["ablation"]:
-        ab = res["ablation"]
-        fast = ab["fast path (all parts)"]
-        print(f"\nwhat each part of the fast path buys: CPU time per member-epoch of the population at S = "
-              f"{compare} without it (E = B = 3; epochs 2 and 3 of every phase, each the minimum over "
-              f"{args.repeats} interleaved repeats: CPU time, as the machine is shared)\n")
-        rows = []
-        for name, cpu in ab.items():
-            rows.append([name, f"{cpu * 1e3:.1f}", f"{cpu / fast:.2f}",
-                         "" if name.startswith(("fast", "reference")) else f"{100 * (cpu - fast) / cpu:+.0f}%"])
-        print(table(["variant", "CPU ms / member-epoch", "vs fast path", "time the part saves"], rows))
+        print(f"\nwhat each part of the fast path buys: CPU seconds of one epoch of the population at S = {compare}, "
+              f"the fast path against the fast path without the part, in the phase the part is for (minimum and "
+              f"median over {args.repeats * 3} interleaved epochs each; CPU time, as the machine is shared)\n")
+        rows = [[name, phase, f"{f:.3f}", f"{w_:.3f}", f"{100 * (w_ - f) / w_:+.1f}%", f"{100 * (wm - fm) / wm:+.1f}%"]
+                for name, phase, f, w_, fm, wm in res["ablation"]]
+        print(table(["part", "epoch timed", "fast s (min)", "without s (min)", "saves (min)", "saves (median)"], rows))
 
 
-def measure_ablation(w: Workload, size: int, repeats: int, device: torch.device, tf32: bool) -> dict[str, float]:
-    """CPU seconds per member-epoch of the fast path, the reference path and the fast path less each part.
+# The phase each part is for: the first day's training (nothing frozen yet), the first night after its prune
+# (few weights trainable), the second day's training (some weights and the biases frozen).
+ABLATION_PHASES = {"fused_adam": "day 2", "compact_nights": "night 1", "handover_grads": "day 2",
+                   "skip_full_masks": "day 1", "no_untrained_grads": "day 2", "stacked_linear": "day 2",
+                   "gather_buffer": "day 2", "member_convs": "day 2"}
 
-    Only epochs that follow another epoch of the same phase are timed (no evaluation, set-up or pruning in
-    them), from the progress events; each epoch's time is its minimum over the repeats."""
-    import dataclasses
 
-    base = dataclasses.replace(w.base, epochs=3, retrain_epochs=3, rounds=1)
-    configs = [RunConfig(**{**base.to_dict(), "seed": s}).resolved() for s in range(size)]
-    parts = [p for p in FAST_PARTS if p != "member_convs" or base.network == "vgg"]
-    variants: dict[str, str | list[str]] = {"fast path (all parts)": "fast", "reference path (no part)": "reference"}
-    variants.update({f"without {p}": [q for q in FAST_PARTS if q != p] for p in parts})
-    epochs: dict[str, dict[tuple, list[float]]] = {v: {} for v in variants}
-    names = list(variants)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            last: list = [None]
+def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, speed, phase: str, tf32: bool):
+    """A population set up at the start of one epoch of ``phase``, through the engine's own steps."""
+    from sleepcl.networks import Dropout
+    from sleepcl.population import IndexStream, Population
 
-            def progress(ev, name=name, last=last) -> None:
-                now = time.process_time()
-                if ev.phase in ("train", "retrain"):
-                    if last[0] is not None and last[0][0] == (ev.day, ev.phase):
-                        epochs[name].setdefault((ev.day, ev.phase, ev.epoch), []).append(now - last[0][1])
-                    last[0] = ((ev.day, ev.phase), now)
-                else:
-                    last[0] = None
+    pop = Population(configs, w.bench, device, speed=speed, tf32=tf32)
+    days = pop.days()
+    day = days[0]
+    pop.begin_day(day)
+    masks = pop.trainable_masks(day)
+    opt = pop.make_optimizer(0, masks)
+    if phase != "day 1":
+        n_total = {n: o[0].numel() for n, o in pop.owner.items()}
+        targets = pop.night_targets(day, [dict(n_total) for _ in configs])
+        for m in range(len(configs)):
+            pop.prune_member(m, day, targets[m][-1], opt, masks)
+    if phase == "day 2":
+        day = days[1]
+        pop.begin_day(day)
+        masks = pop.trainable_masks(day)
+        opt = pop.make_optimizer(1, masks)
+    pool = torch.cat([pop.bench.train[t].cpu() for t in day.pool])
+    streams = [IndexStream(pool.numel(), g) for g in pop.order_generators]
+    rate = getattr(pop.net, "dropout_rate", 0.0)
+    dropout = Dropout(rate, pop.dropout_generators) if rate > 0 else None
+    epoch = lambda: pop.run_epoch(day, streams, pool, opt, masks, dropout)  # noqa: E731
+    epoch()  # warm
+    return epoch
 
-            t0 = time.perf_counter()
-            train_population(configs, w.bench, device, progress, speed=variants[name], tf32=tf32)
-            print(f"    {name:32s} run {r + 1}: {time.perf_counter() - t0:6.2f} s  (load {load_average()})",
-                  flush=True)
-    return {name: sum(min(ts) for ts in e.values()) / (len(e) * size) for name, e in epochs.items()}
+
+def measure_ablation(w: Workload, size: int, repeats: int, device: torch.device, tf32: bool) -> list[tuple]:
+    """Per part: CPU seconds of an epoch with the whole fast path and without that part (min, median)."""
+    configs = w.configs(size)
+    parts = [p for p in FAST_PARTS if p != "member_convs" or w.base.resolved().network == "vgg"]
+    out = []
+    for part in [*parts, "reference"]:
+        phase = ABLATION_PHASES.get(part, "day 2")
+        other = "reference" if part == "reference" else [p for p in FAST_PARTS if p != part]
+        epochs = {"fast": _epoch_state(w, configs, device, "fast", phase, tf32),
+                  "without": _epoch_state(w, configs, device, other, phase, tf32)}
+        times: dict[str, list[float]] = {"fast": [], "without": []}
+        for r in range(repeats * 3):
+            for v in ("fast", "without") if r % 2 == 0 else ("without", "fast"):
+                sync(device)
+                c0 = time.process_time() if device.type == "cpu" else time.perf_counter()
+                epochs[v]()
+                sync(device)
+                times[v].append((time.process_time() if device.type == "cpu" else time.perf_counter()) - c0)
+        name = "all of them (the reference path)" if part == "reference" else part
+        out.append((name, phase, min(times["fast"]), min(times["without"]), statistics.median(times["fast"]),
+                    statistics.median(times["without"])))
+        print(f"    {name:34s} {phase}: fast {min(times['fast']):.3f} s, without {min(times['without']):.3f} s "
+              f"(load {load_average()})", flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,9 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--final-free", type=float, default=0.9)
     ap.add_argument("--no-reference", action="store_true", help="skip sleepcl's reference path")
     ap.add_argument("--ablation", action="store_true",
-                    help="also time the population without each part of the fast path (what each part buys)")
+                    help="also time epochs of the population without each part of the fast path (what each buys)")
     ap.add_argument("--tf32", action="store_true", help="let sleepcl use TF32 on CUDA")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--peak-seconds", type=float, default=6.0,
+                    help="time spent measuring the matmul peak at the start and at the end (default 6)")
     ap.add_argument("--quick", action="store_true",
                     help="a first look in minutes on CPU: 2 tasks, 1 repeat, sizes 1,2,5,10; the VGG at S <= 5 "
                          "on 128 samples per task")
@@ -469,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     start_load = load_average()
     print(f"load average at start (1, 5, 15 min): {start_load}")
     peak = PeakMeter(device)
-    print(f"fp32 matmul peak (torch.mm, square {'/'.join(map(str, peak.sizes))}): {peak.measure(6.0):.1f} GFLOP/s")
+    print(f"fp32 matmul peak (torch.mm, square {'/'.join(map(str, peak.sizes))}): {peak.measure(args.peak_seconds):.1f} GFLOP/s")
     results = []
     for name in [s.strip() for s in args.workloads.split(",") if s.strip()]:
         if name not in ("mlp", "vgg"):
@@ -478,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes = [s for s in all_sizes if s <= 5] if small else all_sizes
         compare = min(args.compare, 5) if small else args.compare
         results.append(run_workload(make_workload(name, args), args, device, peak, compare))
-    peak.measure(6.0)
+    peak.measure(args.peak_seconds)
     print(f"\n# results\nmachine: {where}; torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"fp32 matmul peak: {peak.best:.1f} GFLOP/s, the best of {len(peak.samples)} measurements during the run "
           f"(torch.mm, square {'/'.join(map(str, peak.sizes))}; they ranged {min(peak.samples):.1f}.."

@@ -32,6 +32,7 @@ def no_training(monkeypatch):
     (["--device", "cuda:0"], "no GPU"),
     (["--tasks", "7"], "between 1 and 5"),
     (["--epochs", "-1"], ">= 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_bad_input_is_refused_before_training(no_training, tmp_path, capsys, args, message):
     code = main(["run", *TINY, "--store", str(tmp_path / "s.sqlite"), *args])
@@ -102,3 +103,20 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--benchmark", "--strategy", "--final-free", "--rounds", "--epochs", "--retrain-epochs", "--seeds",
                  "--batch-size", "--lr", "--device", "--data-dir", "--output", "Table 2"):
         assert flag in text
+
+
+def test_threads_apply_to_the_training_and_are_restored(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    train = sleepcl.runner.train_population
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(sleepcl.runner, "train_population", spy)
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    assert main(["run", *TINY, "--tasks", "2", "--no-store", "--threads", str(wanted)]) == 0
+    assert seen == [wanted] and torch.get_num_threads() == before

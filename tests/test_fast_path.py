@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sleepcl.config import RunConfig
 from sleepcl.networks import _StackedLinear, make_network
@@ -174,3 +175,73 @@ def test_speed_options_are_checked_and_not_part_of_identity(mnist5k):
         Population(_members(), mnist5k, adam="sgd")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert not fields & {"speed", "adam", "tf32"}  # a run's identity cannot depend on how it was computed
+
+
+# Ops that make the host wait for the device on CUDA: a value read back (item, bool, int, equal), or an
+# output whose size depends on the data (nonzero, masked_select, unique, boolean-mask indexing).
+SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal", "aten::nonzero",
+                      "aten::nonzero_static", "aten::masked_select", "aten::unique_consecutive", "aten::_unique",
+                      "aten::_unique2", "aten::unique_dim", "aten::repeat_interleave", "aten::argwhere"})
+
+
+class _HostSyncs(TorchDispatchMode):
+    """Records every op dispatched under it that would synchronise the host with a CUDA device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name in SYNC_OPS:
+            self.found.append(name)
+        elif name.startswith("aten::index") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for a in args if isinstance(a, (list, tuple)) for i in a):
+            self.found.append(f"{name} with a boolean mask")
+        return func(*args, **(kwargs or {}))
+
+
+def _epochs_recorded(monkeypatch) -> list[str]:
+    found: list[str] = []
+    run_epoch = Population.run_epoch
+
+    def recorded(self, *args, **kwargs):
+        with _HostSyncs() as mode:
+            run_epoch(self, *args, **kwargs)
+        found.extend(mode.found)
+
+    monkeypatch.setattr(Population, "run_epoch", recorded)
+    return found
+
+
+def test_the_recorder_sees_a_host_sync():
+    """Guards the test below: a read-back and a boolean mask are caught."""
+    with _HostSyncs() as mode:
+        x = torch.arange(6.0)
+        _ = x.sum().item()
+        _ = x[x > 2]
+    assert "aten::_local_scalar_dense" in mode.found and any("boolean" in f for f in mode.found)
+
+
+@pytest.mark.parametrize("case", ["packnet", "memory", "vgg-gpu-like"])
+def test_no_host_sync_inside_an_epoch(mnist5k, monkeypatch, case):
+    """Inside an epoch nothing waits for the device (on CUDA a sync per step would idle the GPU between
+    kernels): every op of every step, backward and optimizer included, is recorded on CPU, for the fast
+    path (masked days, compact nights, per-sample task routing, dropout). Not for the reference path:
+    torch.optim.Adam keeps its step count on the host, even for CUDA parameters, and reads it with item()
+    each step: a read of host memory, which this CPU recording cannot tell from a device sync."""
+    found = _epochs_recorded(monkeypatch)
+    bench = dataclasses.replace(mnist5k, train=tuple(t[:128] for t in mnist5k.train[:2]), val=mnist5k.val[:2],
+                                test=mnist5k.test[:2], classes=mnist5k.classes[:2])
+    small = dict(widths=(16, 16), n_tasks=2, epochs=1, retrain_epochs=2, batch_size=32)
+    speed: str | list[str] = "fast"
+    if case == "vgg-gpu-like":
+        monkeypatch.setattr(MemberAdam, "PER_MEMBER_DEVICES", frozenset())
+        small.update(network="vgg", widths=(4, 4, 8, 8, 16))
+        speed = [p for p in FAST_PARTS if p != "member_convs"]
+    members = [RunConfig(seed=0, rounds=2, final_free=0.9, strategy="memory" if case == "memory" else "packnet",
+                         **small)]
+    pop = Population(members, bench, speed=speed)
+    pop.fit()
+    assert found == [], f"host syncs inside an epoch: {sorted(set(found))}"

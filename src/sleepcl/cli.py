@@ -76,6 +76,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-store", action="store_true", help="neither read nor write the results store")
     p.add_argument("--force", action="store_true", help="train again even if the store holds the run")
     p.add_argument("--max-population", type=int, default=None, help="split populations larger than this (memory)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 is often faster on a busy machine")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -102,13 +104,15 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .records import write_records
-    from .runner import run_configs
+    from .runner import run_configs, torch_threads
 
     configs = run_configs_from_args(args)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.output:
         _check_writable(Path(args.output))
     store = None if args.no_store else _open_store(args.store)
-    with _progress(args.quiet) as progress:
+    with torch_threads(args.threads), _progress(args.quiet) as progress:
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
                               progress=progress)

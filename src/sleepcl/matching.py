@@ -180,7 +180,7 @@ def match_by_minimize_scalar(
     if not bracketed:
         side = "above" if target > max(accs) else "below"
         msg = (
-            f"target {target:.4f} is {side} every accuracy seen in p in [{lo}, {hi}] "
+            f"target {target:.4f} is {side} every accuracy seen in p in [{lo:.6g}, {hi:.6g}] "
             f"(closest: p={p_best:.5f} with {acc_best:.4f}); widen the bounds "
             f"{'towards lower p' if side == 'above' else 'towards p -> 1'}"
         )
@@ -312,7 +312,7 @@ def match_by_monotone_fit(
         need = "higher p (prune more)" if u_hat < 0 else "lower p (keep more weights)"
         msg = (
             f"target {target:.4f} is {side} the fitted accuracy range "
-            f"[{fit.acc[0]:.4f}, {fit.acc[-1]:.4f}] over p in [{p.min()}, {p.max()}]; "
+            f"[{fit.acc[0]:.4f}, {fit.acc[-1]:.4f}] over p in [{p.min():.6g}, {p.max():.6g}]; "
             f"not extrapolating -- add grid points at {need}"
         )
         return MatchResult(method, target, NAN, False, msg, p_packnet, evaluations=evaluations)

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from .. import ownership
 from ..networks import Network, make_network
+from ..runner import torch_threads  # noqa: F401  (re-exported: the nightly API's name)
 
 __all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
            "read_metadata"]
@@ -409,22 +410,6 @@ def json_safe(v: Any) -> Any:
 
 
 # -- what users do with a model file ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (``None``: leave torch's setting), restoring it afterwards."""
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError(f"--threads must be >= 1, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 def check_fits(model: NightlyModel, data: Any) -> None:
     """Refuse data (a :class:`~sleepcl.nightly.data.Dataset`) whose sample shape or type differs from the model's input."""

@@ -95,24 +95,20 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    import torch
-
     from ..cli import _progress, console
-    from ..runner import resolve_device
+    from ..runner import resolve_device, torch_threads
     from .report import write_report
     from .run import run_study
 
     s = _settings(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     resolve_device(args.device)  # refuse a missing GPU before opening anything
     con = console()
     store = _store(args, must_exist=False)
     started = time.perf_counter()
     con.print(f"[bold]sleepcl study {args.name}[/] · {args.benchmark} · preset {args.preset} · store {store.path}")
-    with _progress(args.quiet) as progress:
+    with torch_threads(args.threads), _progress(args.quiet) as progress:
         summary = run_study(args.name, s, store=store, device=args.device, data_dir=args.data_dir,
                             download=args.download, max_population=args.max_population, force=args.force,
                             progress=progress, log=con.print)

@@ -144,31 +144,28 @@ _QUICK_VGG = dict(epochs=1, retrain_epochs=2, seeds=(0, 1), budget_seeds=(0, 1),
                   matching_maxiter=4, nobudget_rounds=(1, 2))
 
 
-def _mlp_paper(benchmark: str) -> dict:
-    b = PAPER_DEFAULTS["mlp"]["retrain_epochs"]
-    return dict(
-        epochs=PAPER_DEFAULTS["mlp"]["epochs"], retrain_epochs=b, widths=None, n_tasks=5,
-        seeds=tuple(range(5)), budget_seeds=tuple(range(10)),
-        pruning_grid=(0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999),
-        matching_ps=(0.95, 0.99, 0.995), matching_compression_bounds=(0.5, 8.0), matching_bounds_factor=None,
-        matching_xatol=1e-3, matching_maxiter=20, n_bootstrap=1000,
-        budget_ps=(0.9, 0.95, 0.99, 0.995), budget_rounds=divisors(b),
-        nobudget_ps=(0.95, 0.99, 0.995), nobudget_round_epochs=b, nobudget_rounds=(1, 2, 3, 4),
-        schedules=tuple(SCHEDULES), schedules_ps=(0.99, 0.995), schedules_rounds=divisors(b)[1:],
-    )
+# The paper's grids for each network (Figures 1-4, Table 1); the rest of the paper preset is shared.
+_PAPER_GRIDS = {
+    "mlp": dict(pruning_grid=(0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999),
+                matching_ps=(0.95, 0.99, 0.995), budget_ps=(0.9, 0.95, 0.99, 0.995),
+                nobudget_ps=(0.95, 0.99, 0.995), nobudget_rounds=(1, 2, 3, 4), schedules_ps=(0.99, 0.995)),
+    "vgg": dict(pruning_grid=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99),
+                matching_ps=(0.8, 0.9, 0.95), budget_ps=(0.8, 0.9, 0.95),
+                nobudget_ps=(0.8, 0.9, 0.95), nobudget_rounds=None, schedules_ps=(0.9, 0.95)),
+}
 
 
-def _vgg_paper(benchmark: str) -> dict:
-    b = PAPER_DEFAULTS["vgg"]["retrain_epochs"]
+def _paper(network: str) -> dict:
+    b = PAPER_DEFAULTS[network]["retrain_epochs"]
+    grids = dict(_PAPER_GRIDS[network])
     return dict(
-        epochs=PAPER_DEFAULTS["vgg"]["epochs"], retrain_epochs=b, widths=None, n_tasks=5,
+        epochs=PAPER_DEFAULTS[network]["epochs"], retrain_epochs=b, widths=None, n_tasks=5,
         seeds=tuple(range(5)), budget_seeds=tuple(range(10)),
-        pruning_grid=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99),
-        matching_ps=(0.8, 0.9, 0.95), matching_compression_bounds=(0.5, 8.0), matching_bounds_factor=None,
+        matching_compression_bounds=(0.5, 8.0), matching_bounds_factor=None,
         matching_xatol=1e-3, matching_maxiter=20, n_bootstrap=1000,
-        budget_ps=(0.8, 0.9, 0.95), budget_rounds=divisors(b),
-        nobudget_ps=(0.8, 0.9, 0.95), nobudget_round_epochs=b, nobudget_rounds=divisors(b),
-        schedules=tuple(SCHEDULES), schedules_ps=(0.9, 0.95), schedules_rounds=divisors(b)[1:],
+        budget_rounds=divisors(b), nobudget_round_epochs=b,
+        schedules=tuple(SCHEDULES), schedules_rounds=divisors(b)[1:],
+        **{**grids, "nobudget_rounds": grids["nobudget_rounds"] or divisors(b)},
     )
 
 
@@ -218,7 +215,7 @@ def settings(preset: str, benchmark: str, *, seeds: Sequence[int] | None = None)
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
     network = default_network(benchmark)
     if preset == "paper":
-        values = _vgg_paper(benchmark) if network == "vgg" else _mlp_paper(benchmark)
+        values = _paper(network)
     elif preset == "quick":
         values = _quick(benchmark, network)
     else:

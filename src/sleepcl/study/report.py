@@ -137,6 +137,16 @@ def _kept_axis(ax, ps: Sequence[float]) -> None:
     ax.set_xlabel("final free fraction p (log scale in 1 - p, the weights kept)")
 
 
+def _accuracy_by_rounds_panel(ax, p: float, ns: Sequence[int], legend_size: int,
+                              label: str = "pruning rounds per night N (log scale)") -> None:
+    """Axes, title and legend of one panel of accuracy against N at one final free fraction p."""
+    _rounds_axis(ax, ns, label)
+    ax.set_title(f"p = {p:g}")
+    ax.set_ylabel("average final test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
 def _rounds_axis(ax, ns: Sequence[int], label: str = "pruning rounds per night N (log scale)") -> None:
     ns = sorted(set(int(n) for n in ns))
     if len(ns) > 1:
@@ -368,11 +378,7 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
             ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"])
             b = g[g["best"]]
             ax.plot(b["N"], b["mean"], "*", ms=16, color="gold", mec="black", label=f"best N = {int(b['N'].iloc[0])}")
-            _rounds_axis(ax, g["N"])
-            ax.set_title(f"p = {p:g}")
-            ax.set_ylabel("average final test accuracy")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            _accuracy_by_rounds_panel(ax, p, g["N"], 8)
         fig.suptitle(f"{s.benchmark}: PackNet with N rounds in a fixed budget B = {s.retrain_epochs} epochs "
                      f"(mean ± s.e., {len(s.budget_seeds)} seeds)")
         w.figure("budget", fig)
@@ -406,11 +412,7 @@ def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
                 if len(fixed) > 1:
                     ax.errorbar(fixed["N"], fixed["mean"], yerr=_err(fixed["se"]), marker="s", ms=4, capsize=3,
                                 color="grey", ls="--", label=f"fixed budget B = {s.retrain_epochs} (Figure 2)")
-            ax.legend(fontsize=7)
-            _rounds_axis(ax, g["N"], "pruning rounds per night N")
-            ax.set_title(f"p = {p:g}")
-            ax.set_ylabel("average final test accuracy")
-            ax.grid(alpha=0.3)
+            _accuracy_by_rounds_panel(ax, p, g["N"], 7, "pruning rounds per night N")
         fig.suptitle(f"{s.benchmark}: PackNet without a budget: every round retrains R = "
                      f"{s.nobudget_round_epochs} epochs (mean ± s.e., {len(s.seeds)} seeds)")
         w.figure("nobudget", fig)
@@ -450,11 +452,7 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
             if not ref.empty and ref["budget_best_N"].iloc[0] is not None:
                 ax.axhline(ref["budget_best_mean"].iloc[0], color="black", ls=":", lw=1,
                            label=f"best fixed N of Figure 2 (N={int(ref['budget_best_N'].iloc[0])})")
-            _rounds_axis(ax, t[t.p == p]["N"])
-            ax.set_title(f"p = {p:g}")
-            ax.set_ylabel("average final test accuracy")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _accuracy_by_rounds_panel(ax, p, t[t.p == p]["N"], 7)
         fig.suptitle(f"{s.benchmark}: sleep schedules at B = {s.retrain_epochs} (mean ± s.e., "
                      f"{len(s.budget_seeds)} seeds)")
         w.figure("schedules", fig)
