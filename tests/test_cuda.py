@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import easy_digits
+from conftest import assert_task1_weights_stay, easy_digits
 from sleepcl.config import RunConfig
 from sleepcl.population import Population, train_population
 from sleepcl.split import class_pairs, make_split_benchmark
@@ -50,16 +50,7 @@ def test_tf32_keeps_the_accuracy(bench):
 
 
 def test_frozen_weights_stay_exact_on_cuda(bench):
-    pop = Population(_members(), bench, "cuda")
-    kept = {}
-
-    def after(p, day):
-        if day == 0:
-            kept.update({n: (o == 1, p.params[n].detach().clone()) for n, o in p.owner.items()})
-
-    pop.fit(on_day_end=after)
-    for name, (mask, before) in kept.items():
-        assert torch.equal(pop.params[name].detach()[mask], before[mask]), name
+    assert_task1_weights_stay(Population(_members(), bench, "cuda"), "cuda")
 
 
 def test_no_device_sync_inside_an_epoch(bench, monkeypatch):

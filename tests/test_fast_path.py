@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import assert_task1_weights_stay
 from sleepcl.config import RunConfig
 from sleepcl.networks import _StackedLinear, make_network
 from sleepcl.population import FAST_PARTS, MemberAdam, Population, fused_adam_available, speed_parts
@@ -87,16 +88,7 @@ def test_each_fast_part_alone_keeps_frozen_weights_exact(mnist5k):
     bench = dataclasses.replace(mnist5k, train=mnist5k.train[:3], val=mnist5k.val[:3], test=mnist5k.test[:3],
                                 classes=mnist5k.classes[:3])
     for part in FAST_PARTS:
-        pop = Population(members, bench, speed=[part])
-        kept = {}
-
-        def after(p, day):
-            if day == 0:
-                kept.update({n: (o == 1, p.params[n].detach().clone()) for n, o in p.owner.items()})
-
-        pop.fit(on_day_end=after)
-        for name, (mask, before) in kept.items():
-            assert torch.equal(pop.params[name].detach()[mask], before[mask]), (part, name)
+        assert_task1_weights_stay(Population(members, bench, speed=[part]), part)
 
 
 def test_stacked_linear_gradients_equal_autograd():

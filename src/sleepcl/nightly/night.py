@@ -723,7 +723,6 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
         timings["evaluate"] += clock() - te
         kept_weights = sum(new.held_counts(t_index).values())
         free_after = new.free_fraction()
-        elapsed = clock() - t0
         entry = {
             "night": night_no, "task": task, "started": now_iso(), "mode": "budget" if budget_s else "epochs",
             "budget_s": budget_s, "planned_s": (budget_s - margin_for(budget_s)) if budget_s else None,
