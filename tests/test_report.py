@@ -196,6 +196,12 @@ def test_cli_report_and_study_end_to_end(tmp_path, report, restore_threads) -> N
                  "--out", str(out)]) == 0
     assert (out / "budget.png").exists() and "sleepcl report budget" in (out / "report.md").read_text()
     assert main(["report", "--preset", "tiny", "--store", str(tmp_path / "nope.sqlite"), "--out", str(out)]) == 2
+    both = tmp_path / "both"  # several experiments in one report, in the study's order whatever the order given
+    assert main(["report", "budget", "pruning", "--preset", "tiny", "--benchmark", "mnist-5k", "--store",
+                 str(store.path), "--out", str(both)]) == 0
+    text = (both / "report.md").read_text()
+    assert "sleepcl report budget pruning" in text
+    assert 0 < text.index("(Figure 1)") < text.index("(Figure 2)")
 
     # real training: the tiny budget experiment, end to end, then a rerun that trains nothing
     path, out2 = tmp_path / "real.sqlite", tmp_path / "real"

@@ -15,9 +15,9 @@ __all__ = ["add_parsers"]
 def _common(p: argparse.ArgumentParser) -> None:
     from ..config import BENCHMARK_NAMES
 
-    p.add_argument("name", nargs="?", default="all", choices=[*EXPERIMENTS, "all"],
-                   help="experiment: pruning (Figure 1), matching (Table 1, Figure 3), budget (Figure 2), "
-                        "nobudget (Figure 4), schedules (sleep schedules), or all")
+    p.add_argument("name", nargs="*", default="all", choices=[*EXPERIMENTS, "all"], metavar="EXPERIMENT",
+                   help="one or more of: pruning (Figure 1), matching (Table 1, Figure 3), budget (Figure 2), "
+                        "nobudget (Figure 4), schedules (sleep schedules); or all")
     p.add_argument("--preset", default="quick", choices=PRESETS,
                    help="quick: minutes on a CPU; paper: the paper's Table 2 settings and seed counts; "
                         "tiny: a seconds-long smoke test")
@@ -59,6 +59,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_report)
 
 
+def _names(args: argparse.Namespace) -> list[str]:
+    # nargs="*" with a default: argparse gives the default string when no experiment is named
+    return [args.name] if isinstance(args.name, str) else list(args.name)
+
+
 def _settings(args: argparse.Namespace):
     from ..config import parse_int_list
     from .experiments import settings
@@ -82,7 +87,7 @@ def _command(args: argparse.Namespace) -> str:
 
     Rebuilt from the parsed arguments rather than ``sys.argv``, so it is exact however ``main`` was called.
     """
-    parts = ["sleepcl", args.command, args.name, "--preset", args.preset, "--benchmark", args.benchmark]
+    parts = ["sleepcl", args.command, *_names(args), "--preset", args.preset, "--benchmark", args.benchmark]
     for flag, dest in (("--seeds", "seeds"), ("--store", "store"), ("--out", "out"), ("--device", "device"),
                        ("--data-dir", "data_dir"), ("--threads", "threads"), ("--max-population", "max_population")):
         value = getattr(args, dest, None)
@@ -107,15 +112,15 @@ def cmd_study(args: argparse.Namespace) -> int:
     con = console()
     store = _store(args, must_exist=False)
     started = time.perf_counter()
-    con.print(f"[bold]sleepcl study {args.name}[/] · {args.benchmark} · preset {args.preset} · store {store.path}")
+    con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · store {store.path}")
     with torch_threads(args.threads), _progress(args.quiet) as progress:
-        summary = run_study(args.name, s, store=store, device=args.device, data_dir=args.data_dir,
+        summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
                             download=args.download, max_population=args.max_population, force=args.force,
                             progress=progress, log=con.print)
     wall = time.perf_counter() - started
     con.print(f"trained {summary['trained']} runs in {wall / 60:.1f} min")
     if not args.no_report:
-        res = write_report(s, store, args.out, names=args.name, command=_command(args), wall_seconds=wall,
+        res = write_report(s, store, args.out, names=_names(args), command=_command(args), wall_seconds=wall,
                            trained=summary["trained"])
         _print_claims(res, con)
         con.print(f"report: {res.page}")
@@ -128,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     store = _store(args, must_exist=True)
-    res = write_report(s, store, args.out, names=args.name, command=_command(args))
+    res = write_report(s, store, args.out, names=_names(args), command=_command(args))
     con = console()
     _print_claims(res, con)
     con.print(f"report: {res.page} ({len(res.files)} files)")
