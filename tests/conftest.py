@@ -1,6 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# No per-example deadline: on a loaded CI machine a 200 ms deadline fails property tests for timing,
+# not for behaviour.
+settings.register_profile("sleepcl", deadline=None)
+settings.load_profile("sleepcl")
 
 from sleepcl.datasets import RawDataset
 from sleepcl.split import load_split_benchmark
