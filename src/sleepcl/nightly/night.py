@@ -47,9 +47,10 @@ from .. import ownership
 from ..config import PAPER_DEFAULTS
 from ..networks import NETWORKS, Dropout, Network
 from ..population import IndexStream
+from ..runner import torch_threads
 from ..schedule import SCHEDULES, free_after_task, night_targets, sleep_schedule
 from .data import DataFormatError, fingerprint, load_data, split_validation
-from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path, torch_threads
+from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path
 from .planner import Costs, Phase, due, margin_for, night_positions, parse_duration, relative_schedule, split_time
 
 __all__ = ["DEFAULT_CANDIDATES", "POLICIES", "Candidate", "learn"]

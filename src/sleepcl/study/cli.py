@@ -112,7 +112,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     con = console()
     store = _store(args, must_exist=False)
     started = time.perf_counter()
-    con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · store {store.path}")
+    con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
+              f"store {store.path}")
     with torch_threads(args.threads), _progress(args.quiet) as progress:
         summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
                             download=args.download, max_population=args.max_population, force=args.force,
