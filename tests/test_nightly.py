@@ -423,3 +423,11 @@ def test_only_the_sleepcl_command_takes_the_fast_exit(monkeypatch):
     for command in ("/work/.venv/bin/sleepcl", sleepcl.cli.__file__):
         monkeypatch.setattr("sys.argv", [command])
         assert _is_command(), command
+
+
+def test_a_night_does_not_import_what_it_does_not_use():
+    """Start-up counts against the night's budget: the nightly must not pull in pandas or scipy (0.4 s and
+    more), which only the study and the results store need."""
+    code = "import sys, sleepcl.nightly.night, sleepcl.nightly.cli; print(sorted({'pandas', 'scipy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

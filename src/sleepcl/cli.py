@@ -104,7 +104,8 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .records import write_records
-    from .runner import run_configs, torch_threads
+    from .runner import run_configs
+    from .threads import torch_threads
 
     configs = run_configs_from_args(args)
     if args.threads is not None and args.threads < 1:

@@ -7,10 +7,9 @@ the next starts, so an interruption loses at most the population in flight.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -21,7 +20,7 @@ from .records import environment, make_record
 from .split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
 
-__all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs", "torch_threads"]
+__all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]
 
 
 @dataclass(frozen=True)
@@ -32,26 +31,6 @@ class PopulationEvent:
     count: int          # populations to train in all
     size: int           # members in this population
     event: Event
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (``None``: leave torch's setting), restoring it afterwards.
-
-    Why a knob: torch's default is one thread per core, and each parallel region waits for all of them;
-    on a machine whose cores are busy with other work, one thread can be several times faster.
-    """
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError(f"--threads must be >= 1, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .. import ownership
 from ..networks import Network, make_network
-from ..runner import torch_threads
+from ..threads import torch_threads
 
 __all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
            "read_metadata"]

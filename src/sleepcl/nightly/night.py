@@ -47,7 +47,7 @@ from .. import ownership
 from ..config import PAPER_DEFAULTS
 from ..networks import NETWORKS, Dropout, Network
 from ..population import IndexStream
-from ..runner import torch_threads
+from ..threads import torch_threads
 from ..schedule import SCHEDULES, free_after_task, night_targets, sleep_schedule
 from .data import DataFormatError, fingerprint, load_data, split_validation
 from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path

@@ -101,7 +101,8 @@ def _command(args: argparse.Namespace) -> str:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from ..cli import _progress, console
-    from ..runner import resolve_device, torch_threads
+    from ..runner import resolve_device
+    from ..threads import torch_threads
     from .report import write_report
     from .run import run_study
 
