@@ -7,8 +7,9 @@
 # Then one device call per step, each with carry [".data"] and the command
 #   bash benchmarks/gpu_session.sh STEP
 # STEP: check (GPU tests, ~1 min), mlp (the Figure 2 MLP grid, fp32 then TF32), vgg (the conv-net grid;
-# SEEDS=5 halves it if 10 seeds do not fit a call), speed (population_speed on CUDA). Logs go to $OUT
-# (the device tool's folder that comes back) or ./gpu-results.
+# SEEDS=5 halves it if 10 seeds do not fit a call), speed and speed-vgg (population_speed on CUDA: head to
+# head and scaling over S; SIZES=1,10,50 shortens the scaling). Logs go to $OUT (the device tool's folder
+# that comes back) or ./gpu-results.
 # No install: the machine's image has torch, numpy, scipy, pandas, safetensors, rich and pytest; sleepcl
 # is imported from src/.
 set -euo pipefail
@@ -16,7 +17,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SLEEPCL_DATA="$PWD/.data"
 out="${OUT:-gpu-results}"
 mkdir -p "$out"
-step="${1:?usage: bash benchmarks/gpu_session.sh check|mlp|vgg|speed}"
+step="${1:?usage: bash benchmarks/gpu_session.sh check|mlp|vgg|speed|speed-vgg}"
+sizes="${SIZES:-1,2,5,10,20,50}"
 
 case "$step" in
   check)
@@ -33,11 +35,15 @@ case "$step" in
       | tee "$out/figure2_vgg.txt"
     ;;
   speed)
-    python3 benchmarks/population_speed.py --device cuda --workloads mlp,vgg --repeats 1 2>&1 \
-      | tee "$out/population_speed_cuda.txt"
+    python3 benchmarks/population_speed.py --device cuda --workloads mlp --sizes "$sizes" 2>&1 \
+      | tee "$out/population_speed_cuda_mlp.txt"
+    ;;
+  speed-vgg)
+    python3 benchmarks/population_speed.py --device cuda --workloads vgg --repeats 1 --sizes "$sizes" 2>&1 \
+      | tee "$out/population_speed_cuda_vgg.txt"
     ;;
   *)
-    echo "unknown step '$step'; choose check, mlp, vgg or speed" >&2
+    echo "unknown step '$step'; choose check, mlp, vgg, speed or speed-vgg" >&2
     exit 2
     ;;
 esac
