@@ -352,9 +352,11 @@ def _matching_tasks_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -
     w.figure("matching_tasks", fig)
 
 
-def _panels_by_p(ps: Sequence[float]):
-    n = len(ps)
-    return _new_figure(ncols=n, width=4.0, height=3.6) if n > 1 else _new_figure()
+def _panels_by_p(t: pd.DataFrame, wanted: Sequence[float]):
+    """One panel for each p of ``wanted`` that table ``t`` holds: the figure and its (axes, p) pairs."""
+    ps = [p for p in wanted if p in set(t["p"])]
+    fig, axes = _new_figure(ncols=len(ps), width=4.0, height=3.6) if len(ps) > 1 else _new_figure()
+    return fig, list(zip(axes[0], ps))
 
 
 def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str:
@@ -371,9 +373,8 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
                                "gap > 2 s.e."])
     w.md("budget", table_md + "\n" + best_md)
     if not t.empty:
-        ps = [p for p in s.budget_ps if p in set(t["p"])]
-        fig, axes = _panels_by_p(ps)
-        for ax, p in zip(axes[0], ps):
+        fig, panels = _panels_by_p(t, s.budget_ps)
+        for ax, p in panels:
             g = t[t.p == p].sort_values("N")
             ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"])
             b = g[g["best"]]
@@ -400,9 +401,8 @@ def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
     trend_md = md_table(trows, ["p", "N=1", "largest N", "gain", "Spearman(N, accuracy)", "best N"])
     w.md("nobudget", table_md + "\n" + trend_md)
     if not t.empty:
-        ps = [p for p in s.nobudget_ps if p in set(t["p"])]
-        fig, axes = _panels_by_p(ps)
-        for ax, p in zip(axes[0], ps):
+        fig, panels = _panels_by_p(t, s.nobudget_ps)
+        for ax, p in panels:
             g = t[t.p == p].sort_values("N")
             ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"],
                         label=f"no budget: R = {s.nobudget_round_epochs}, B = R·N")
@@ -439,9 +439,8 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
                               "difference", "> 2 s.e."])
     w.md("schedules", table_md + "\n" + cmp_md)
     if not t.empty:
-        ps = [p for p in s.schedules_ps if p in set(t["p"])]
-        fig, axes = _panels_by_p(ps)
-        for ax, p in zip(axes[0], ps):
+        fig, panels = _panels_by_p(t, s.schedules_ps)
+        for ax, p in panels:
             for k, sch in enumerate(s.schedules):
                 g = t[(t.p == p) & ((t.schedule == sch) | (t.N == 1))].sort_values("N")
                 if g.empty:
