@@ -393,8 +393,7 @@ ABLATION_PHASES = {"fused_adam": "day 2", "compact_nights": "night 1", "handover
 
 def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, speed, phase: str, tf32: bool):
     """A population set up at the start of one epoch of ``phase``, through the engine's own steps."""
-    from sleepcl.networks import Dropout
-    from sleepcl.population import IndexStream, Population
+    from sleepcl.population import Population
 
     pop = Population(configs, w.bench, device, speed=speed, tf32=tf32)
     days = pop.days()
@@ -412,10 +411,8 @@ def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, sp
         pop.begin_day(day)
         masks = pop.trainable_masks(day)
         opt = pop.make_optimizer(1, masks)
-    pool = torch.cat([pop.bench.train[t].cpu() for t in day.pool])
-    streams = [IndexStream(pool.numel(), g) for g in pop.order_generators]
-    rate = getattr(pop.net, "dropout_rate", 0.0)
-    dropout = Dropout(rate, pop.dropout_generators) if rate > 0 else None
+    streams, pool = pop.data_streams(day)
+    dropout = pop.dropout()
     epoch = lambda: pop.run_epoch(day, streams, pool, opt, masks, dropout)  # noqa: E731
     epoch()  # warm
     return epoch

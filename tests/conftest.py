@@ -30,6 +30,19 @@ def easy_digits(n_per_class: int = 60, seed: int = 0) -> RawDataset:
     return RawDataset("easy", train_x, train_y, test_x, test_y, source="synthetic")
 
 
+def run_epochs_inside(monkeypatch, context) -> None:
+    """Make every epoch of every Population run inside a fresh ``context()`` (a context manager factory)."""
+    from sleepcl.population import Population
+
+    run_epoch = Population.run_epoch
+
+    def wrapped(self, *args, **kwargs):
+        with context():
+            run_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Population, "run_epoch", wrapped)
+
+
 def assert_task1_weights_stay(pop, label: str = "") -> None:
     """Fit population ``pop`` and check that the weights task 1 kept are bit-identical at the end."""
     kept = {}

@@ -8,10 +8,12 @@ use TF32, and nothing in an epoch may wait for the device.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
-from conftest import assert_task1_weights_stay, easy_digits
+from conftest import assert_task1_weights_stay, easy_digits, run_epochs_inside
 from sleepcl.config import RunConfig
 from sleepcl.population import Population, train_population
 from sleepcl.split import class_pairs, make_split_benchmark
@@ -55,15 +57,14 @@ def test_frozen_weights_stay_exact_on_cuda(bench):
 
 def test_no_device_sync_inside_an_epoch(bench, monkeypatch):
     """CUDA's own check: with the sync debug mode set to error, any synchronising call inside an epoch raises."""
-    run_epoch = Population.run_epoch
-
-    def strict(self, *args, **kwargs):
+    @contextlib.contextmanager
+    def strict():
         torch.cuda.set_sync_debug_mode("error")
         try:
-            run_epoch(self, *args, **kwargs)
+            yield
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    monkeypatch.setattr(Population, "run_epoch", strict)
+    run_epochs_inside(monkeypatch, strict)
     for strategy in ("packnet", "memory"):
         Population(_members(strategy=strategy), bench, "cuda").fit()

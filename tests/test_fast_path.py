@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import assert_task1_weights_stay
+from conftest import assert_task1_weights_stay, run_epochs_inside
 from sleepcl.config import RunConfig
 from sleepcl.networks import _StackedLinear, make_network
 from sleepcl.population import FAST_PARTS, MemberAdam, Population, fused_adam_available, speed_parts
@@ -179,9 +179,9 @@ SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::item", "aten::is_nonze
 class _HostSyncs(TorchDispatchMode):
     """Records every op dispatched under it that would synchronise the host with a CUDA device."""
 
-    def __init__(self) -> None:
+    def __init__(self, found: list[str] | None = None) -> None:
         super().__init__()
-        self.found: list[str] = []
+        self.found: list[str] = [] if found is None else found
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
@@ -192,19 +192,6 @@ class _HostSyncs(TorchDispatchMode):
                 for a in args if isinstance(a, (list, tuple)) for i in a):
             self.found.append(f"{name} with a boolean mask")
         return func(*args, **(kwargs or {}))
-
-
-def _epochs_recorded(monkeypatch) -> list[str]:
-    found: list[str] = []
-    run_epoch = Population.run_epoch
-
-    def recorded(self, *args, **kwargs):
-        with _HostSyncs() as mode:
-            run_epoch(self, *args, **kwargs)
-        found.extend(mode.found)
-
-    monkeypatch.setattr(Population, "run_epoch", recorded)
-    return found
 
 
 def test_the_recorder_sees_a_host_sync():
@@ -223,7 +210,8 @@ def test_no_host_sync_inside_an_epoch(mnist5k, monkeypatch, case):
     path (masked days, compact nights, per-sample task routing, dropout). Not for the reference path:
     torch.optim.Adam keeps its step count on the host, even for CUDA parameters, and reads it with item()
     each step: a read of host memory, which this CPU recording cannot tell from a device sync."""
-    found = _epochs_recorded(monkeypatch)
+    found: list[str] = []
+    run_epochs_inside(monkeypatch, lambda: _HostSyncs(found))
     bench = dataclasses.replace(mnist5k, train=tuple(t[:128] for t in mnist5k.train[:2]), val=mnist5k.val[:2],
                                 test=mnist5k.test[:2], classes=mnist5k.classes[:2])
     small = dict(widths=(16, 16), n_tasks=2, epochs=1, retrain_epochs=2, batch_size=32)

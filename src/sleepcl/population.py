@@ -262,6 +262,16 @@ class Population:
         if isinstance(optimizer, MemberAdam):
             optimizer.member_pruned(member)
 
+    def data_streams(self, day: Day) -> tuple[list[IndexStream], Tensor]:
+        """The day's pool of training positions and each member's shuffled stream over it."""
+        pool = torch.cat([self.bench.train[t].cpu() for t in day.pool])
+        return [IndexStream(pool.numel(), g) for g in self.order_generators], pool
+
+    def dropout(self) -> Dropout | None:
+        """Dropout with each member's own generator, for networks that have it."""
+        rate = getattr(self.net, "dropout_rate", 0.0)
+        return Dropout(rate, self.dropout_generators) if rate > 0 else None
+
     def days(self) -> list[Day]:
         c = self.configs[0]
         sizes = [int(i.numel()) for i in self.bench.train]
@@ -306,8 +316,7 @@ class Population:
         steps_total = sum(d.steps_per_epoch * (d.train_epochs + d.night_epochs) for d in days)
         steps_done = 0
         n_total = {name: o[0].numel() for name, o in self.owner.items()}
-        rate = getattr(self.net, "dropout_rate", 0.0)
-        dropout = Dropout(rate, self.dropout_generators) if rate > 0 else None
+        dropout = self.dropout()
         started = time.perf_counter()
 
         def report(i: int, phase: str, epoch: int, epochs: int) -> None:
@@ -326,8 +335,7 @@ class Population:
             held = [{name: int(free[name][m]) if self.strategy.only_free else n for name, n in n_total.items()}
                     for m in range(self.size)]
             self.begin_day(day)
-            pool = torch.cat([self.bench.train[t].cpu() for t in day.pool])
-            streams = [IndexStream(pool.numel(), g) for g in self.order_generators]
+            streams, pool = self.data_streams(day)
             masks = self.trainable_masks(day) if self.strategy.prunes else {}
             optimizer = self.make_optimizer(i, masks)
 
