@@ -3,8 +3,9 @@
 Prints, per workload:
 
 1. head to head at S = --compare members: the plain loop (benchmarks/plain_loop.py) runs the S configs
-   one after another; sleepcl trains them as one population, on its fast path (the default) and, for
-   what the fast path buys, on its reference path. Interleaved, --repeats times, the order alternating.
+   one after another; sleepcl trains them as one population, on its fast path (the default: on a CPU with
+   several threads, as one group of members per thread side by side, see sleepcl/workers.py), as one
+   group on all threads (what the groups buy), and, for what the fast path buys, on its reference path. Interleaved, --repeats times, the order alternating.
    Per member-epoch seconds, the ratio, achieved GFLOP/s against the fp32 matmul peak measured in this
    script, peak memory and the mean final accuracy (a check that both sides learn the same thing);
 2. scaling: the sleepcl population at each S of --sizes: time, per member-epoch time, GFLOP/s, peak memory.
@@ -47,6 +48,7 @@ from sleepcl.datasets import RawDataset  # noqa: E402
 from sleepcl.networks import make_network  # noqa: E402
 from sleepcl.population import FAST_PARTS, train_population  # noqa: E402
 from sleepcl.split import SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark  # noqa: E402
+from sleepcl.workers import default_workers  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- machine
 
@@ -259,8 +261,9 @@ def run_method(method: str, w: Workload, size: int, device: torch.device,
     if method == "plain":
         finals = [float(np.mean(run_packnet(c, w.bench, device)["accuracy_matrix"][-1])) for c in configs]
     else:
-        speed = "fast" if method == "sleepcl" else "reference"
-        results = train_population(configs, w.bench, device, speed=speed, tf32=tf32)
+        speed = "reference" if method == "reference" else "fast"
+        workers = 1 if method == "one-group" else None  # None: the default, one group per thread on CPU
+        results = train_population(configs, w.bench, device, speed=speed, tf32=tf32, workers=workers)
         finals = [float(np.mean(r.accuracy_matrix[-1])) for r in results]
     sync(device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -305,7 +308,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 LABEL = {"plain": "plain loop (one run after another)", "sleepcl": "sleepcl population (fast path)",
-         "reference": "sleepcl population (reference path)"}
+         "one-group": "sleepcl, fast path as one group", "reference": "sleepcl population (reference path)"}
 
 
 def run_workload(w: Workload, args: argparse.Namespace, device: torch.device, peak: PeakMeter,
@@ -318,7 +321,12 @@ def run_workload(w: Workload, args: argparse.Namespace, device: torch.device, pe
           flush=True)
     warm_up(w, device)
     peak.measure(2.0)
-    methods = ["plain", "sleepcl"] + (["reference"] if not args.no_reference else [])
+    methods = ["plain", "sleepcl"]
+    groups = default_workers(compare, device)
+    if groups > 1:  # what the groups side by side buy (workers.py)
+        methods.append("one-group")
+    if not args.no_reference:
+        methods.append("reference")
     print(f"  head to head at S = {compare}, {args.repeats} interleaved repeat(s):", flush=True)
     head = measure(methods, w, compare, args.repeats, device, args.tf32, peak)
     scaling = {}
@@ -332,7 +340,7 @@ def run_workload(w: Workload, args: argparse.Namespace, device: torch.device, pe
         print(f"  ablation at S = {compare}: the fast path without each of its parts:", flush=True)
         ablation = measure_ablation(w, compare, args.repeats, device, args.tf32)
     return {"workload": w, "methods": methods, "head": head, "scaling": scaling, "ablation": ablation,
-            "compare": compare}
+            "compare": compare, "groups": groups}
 
 
 def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
@@ -360,6 +368,9 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
     speedup = head["plain"].best / head["sleepcl"].best
     print(f"\nratio: sleepcl's fast path takes {1 / speedup:.2f}x the plain loop's time per member-epoch "
           f"({speedup:.2f}x faster)")
+    if "one-group" in head:
+        print(f"groups: {res['groups']} groups side by side take {head['sleepcl'].best / head['one-group'].best:.2f}x the "
+              f"time of one group on {torch.get_num_threads()} threads")
     if res["scaling"]:
         print(f"\nscaling of the sleepcl population (fast path) with S (min over {args.scaling_repeats} repeat(s); "
               f"S = {compare} is the head-to-head's)\n")
@@ -421,7 +432,10 @@ def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, sp
 def measure_ablation(w: Workload, size: int, repeats: int, device: torch.device, tf32: bool) -> list[tuple]:
     """Per part: CPU seconds of an epoch with the whole fast path and without that part (min, median)."""
     configs = w.configs(size)
-    parts = [p for p in FAST_PARTS if p != "member_convs" or w.base.resolved().network == "vgg"]
+    # member_workers acts on whole runs, not on one population's epochs: the head-to-head's "one group" row
+    # measures it.
+    parts = [p for p in FAST_PARTS if (p != "member_convs" or w.base.resolved().network == "vgg")
+             and p != "member_workers"]
     out = []
     for part in [*parts, "reference"]:
         phase = ABLATION_PHASES.get(part, "day 2")

@@ -18,6 +18,7 @@ import torch
 from sleepcl.config import RunConfig
 from sleepcl.population import FAST_PARTS
 from sleepcl.split import class_pairs, make_split_benchmark
+from sleepcl.threads import torch_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -54,17 +55,19 @@ def test_population_speed_prints_every_table(workload: ps.Workload, monkeypatch,
     args = argparse.Namespace(repeats=1, sizes=[1, 2], scaling_repeats=1, no_reference=False, ablation=True,
                               tf32=False)
     peak = ps.PeakMeter(torch.device("cpu"))
-    res = ps.run_workload(workload, args, torch.device("cpu"), peak, compare=2)
-    ps.report_workload(res, args, peak.best)
+    with torch_threads(2):  # two threads: the fast path trains two groups side by side, "one group" is shown
+        res = ps.run_workload(workload, args, torch.device("cpu"), peak, compare=2)
+        ps.report_workload(res, args, peak.best)
     out = capsys.readouterr().out
 
-    assert set(res["head"]) == {"plain", "sleepcl", "reference"}
+    assert set(res["head"]) == {"plain", "sleepcl", "one-group", "reference"}
     assert sorted(res["scaling"]) == [1, 2]
     for label in ps.LABEL.values():
         assert label in out
     assert "ratio: sleepcl's fast path takes" in out
+    assert "groups: 2 groups side by side take" in out
     # One ablation row per part that applies to an MLP, plus the reference path, each with a phase.
-    parts = [p for p in FAST_PARTS if p != "member_convs"]
+    parts = [p for p in FAST_PARTS if p not in ("member_convs", "member_workers")]
     names = [row[0] for row in res["ablation"]]
     assert names == [*parts, "all of them (the reference path)"]
     assert all(row[1] in ("day 1", "night 1", "day 2") and row[2] > 0 and row[3] > 0 for row in res["ablation"])

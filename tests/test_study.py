@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import pytest
-import torch
 
 import sleepcl.runner
 from sleepcl.config import PAPER_DEFAULTS
@@ -14,6 +13,7 @@ from sleepcl.store import RunStore
 from sleepcl.study import experiments as ex
 from sleepcl.study.run import RecordLookup, matching_searches, run_study
 from sleepcl.study.synthetic import SyntheticWorld
+from sleepcl.threads import torch_threads
 
 # ----------------------------------------------------------------------------------- experiment grids
 
@@ -165,10 +165,8 @@ class Crash(RuntimeError):
 @pytest.fixture
 def one_thread():
     """Tiny populations train fastest on one thread, and far more predictably on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def test_interrupted_study_resumes_without_training_anything_twice(tmp_path, monkeypatch, one_thread) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -33,7 +34,7 @@ from .split import SplitBenchmark
 from .strategies import Day, Strategy, get_strategy
 
 __all__ = ["ADAM_MODES", "FAST_PARTS", "SPEEDS", "Event", "MemberAdam", "MemberResult", "Population",
-           "fused_adam_available", "train_population"]
+           "Stopped", "fused_adam_available", "fused_adam_stacks_exact", "train_population"]
 
 # How the engine computes, never what it computes: speed options are not part of a run's identity
 # (RunConfig's hash). "fast" (the default) is every part below; "reference" is none of them: the plain
@@ -51,12 +52,16 @@ FAST_PARTS = (
     "stacked_linear",     # weight gradients computed straight into the weight's layout (no transposed copy)
     "gather_buffer",      # each step's batch gathered with one contiguous index into one reused buffer
     "member_convs",       # on CPU, one convolution per member instead of one grouped one (faster kernels)
+    "member_workers",     # on CPU, groups of members side by side, one core each (train_population; workers.py)
 )
 # Which Adam updates the weights: "foreach" (torch.optim.Adam's foreach kernels: the reference) or "fused"
 # (:class:`MemberAdam`: the fused kernel over per-member views, masks applied per member).
 ADAM_MODES = ("foreach", "fused")
 # A member that trains fewer than this share of a layer's weights keeps compact Adam moments for them.
 COMPACT_BELOW = 0.25
+# On CPU, stacked tensors whose members' slices are a multiple of this many floats go to the fused Adam
+# kernel whole: 16 floats are one cache line and a whole number of vectors (8 with AVX2, 16 with AVX-512).
+STACK_MULTIPLE = 16
 
 
 def speed_parts(speed: str | Sequence[str]) -> frozenset[str]:
@@ -96,6 +101,10 @@ class MemberResult:
     free_fraction_after_round: list[list[float]] = field(default_factory=list)
     layer_free_fraction: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+class Stopped(Exception):
+    """A population asked to stop between two steps (see :attr:`Population.stop`)."""
 
 
 class IndexStream:
@@ -166,6 +175,8 @@ class Population:
                                                for c in self.configs]
         # Fast path: which masks currently freeze something (a mask of all ones is skipped).
         self._mask_active: dict[str, bool] = {}
+        # Set by whoever runs this population beside others (workers.py): checked before every step.
+        self.stop: threading.Event | None = None
 
     @property
     def size(self) -> int:
@@ -227,6 +238,8 @@ class Population:
             x_buf = torch.empty((s * bs, x_flat.shape[1]), dtype=x_all.dtype, device=x_all.device)
         handover = "handover_grads" in parts
         for k in range(steps):
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped("stopped: a population training beside this one failed or was interrupted")
             if gather:
                 batch = by_step[k]
                 x = torch.index_select(x_flat, 0, batch, out=x_buf).view(s, bs, *x_all.shape[1:])
@@ -433,12 +446,23 @@ class Population:
 
 def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device: torch.device | str = "cpu",
                      progress: Callable[[Event], None] | None = None, *, speed: str | Sequence[str] = "fast",
-                     adam: str | None = None, tf32: bool = False) -> list[MemberResult]:
+                     adam: str | None = None, tf32: bool = False, workers: int | None = None) -> list[MemberResult]:
     """Train every member of ``configs`` on ``bench`` as one population; return each member's results.
 
     ``speed``, ``adam`` and ``tf32`` choose how it is computed (see :class:`Population`), not what: they
-    are not part of a run's identity."""
-    return Population(configs, bench, device, speed=speed, adam=adam, tf32=tf32).fit(progress)
+    are not part of a run's identity. ``workers``: on CPU, how many groups of members train side by side,
+    one core each (default, with the ``member_workers`` part: one group per torch thread; see
+    :mod:`sleepcl.workers`). Results come back in the order of ``configs`` either way."""
+    from .workers import default_workers, fit_side_by_side, split_members
+
+    device = torch.device(device)
+    if workers is None:
+        workers = default_workers(len(configs), device) if "member_workers" in speed_parts(speed) else 1
+    if workers <= 1:
+        return Population(configs, bench, device, speed=speed, adam=adam, tf32=tf32).fit(progress)
+    groups = [Population(group, bench, device, speed=speed, adam=adam, tf32=tf32)
+              for group in split_members(configs, workers)]
+    return fit_side_by_side(groups, progress)
 
 
 @contextlib.contextmanager
@@ -461,9 +485,11 @@ class MemberAdam:
 
     Same update and hyperparameters as ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, no weight decay),
     computed by its fused kernel in one call per step: one pass over weights, gradients and moments instead
-    of ~10. On CPU each member's slice goes to the kernel as its own tensor: the kernel rounds the vector
-    tail of a tensor differently from its body, so a slice inside a stacked tensor would round according to
-    its position (see :func:`fused_adam_available`). Trainable masks (one per prunable weight, updated in
+    of ~10. On CPU the kernel rounds the vector tail of a tensor differently from its body, so a member's
+    slice inside a stacked tensor could round according to its position. A stacked tensor whose per-member
+    slices are a multiple of :data:`STACK_MULTIPLE` floats has no tail inside it (the kernel's work units
+    are cache-line aligned), and goes to the kernel whole; any other goes member by member, each slice its
+    own tensor (both checked once per process, see :func:`fused_adam_available`). Trainable masks (one per prunable weight, updated in
     place by pruning) are applied here, per member and layer:
 
     * ``free``: the mask freezes nothing (the first day's training, rehearsal training): no mask pass
@@ -475,8 +501,8 @@ class MemberAdam:
       values, updates them and scatters the values back. Nothing else of the layer is read or written.
     """
 
-    # Devices where each member goes to the kernel as its own tensor (elsewhere: whole stacked tensors, fewer
-    # tensors per launch; members are not claimed bit-identical to their solo runs off CPU anyway).
+    # Devices where a member's rounding must not depend on its place in the stack (elsewhere: whole stacked
+    # tensors always; members are not claimed bit-identical to their solo runs off CPU anyway).
     PER_MEMBER_DEVICES = frozenset({"cpu"})
 
     def __init__(self, params: Params, names: Sequence[str], masks: dict[str, Tensor], lr: float, *,
@@ -488,6 +514,7 @@ class MemberAdam:
         first = next(iter(self.params.values()))
         self.size = first.shape[0]
         self.per_member = first.device.type in self.PER_MEMBER_DEVICES
+        self.stack_exact = self.per_member and fused_adam_stacks_exact(first.device)
         self.step_count = torch.zeros((), dtype=torch.float32, device=first.device)
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
@@ -567,7 +594,7 @@ class MemberAdam:
         scatter: list[tuple[Tensor, Tensor, Tensor]] = []
 
         def add(p: Tensor, g: Tensor, m: Tensor, v: Tensor, sizes: list[int] | None = None) -> None:
-            if not self.per_member:
+            if not self.per_member or (sizes is None and self.stack_exact and p[0].numel() % STACK_MULTIPLE == 0):
                 ps.append(p)
                 gs.append(g)
                 ms.append(m)
@@ -609,38 +636,61 @@ class MemberAdam:
             p.view(-1).index_copy_(0, index, values)
 
 
-_FUSED_OK: dict[str, bool] = {}
+_FUSED_PROBE: dict[str, tuple[bool, bool]] = {}
 
 
 def fused_adam_available(device: torch.device | str) -> bool:
     """Whether :class:`MemberAdam` can run on ``device``: this torch has the fused Adam kernel there, and on
     CPU a member updated as its own tensor inside a list gives exactly what it gives alone (checked once per
     process on a few sizes, tails included, against rows of a stack)."""
+    return _fused_probe(device)[0]
+
+
+def fused_adam_stacks_exact(device: torch.device | str) -> bool:
+    """Whether, on ``device``, a row of a stack whose rows are multiples of :data:`STACK_MULTIPLE` floats is
+    updated exactly as alone when the whole stack goes to the fused kernel (checked once per process, with
+    stacks large enough for the kernel to split them between threads). Always true off CPU, where members
+    are not claimed bit-identical to their solo runs."""
+    return _fused_probe(device)[1]
+
+
+def _fused_probe(device: torch.device | str) -> tuple[bool, bool]:
     device = torch.device(device)
-    key = device.type
-    if key not in _FUSED_OK:
-        _FUSED_OK[key] = _probe_fused_adam(device)
-    return _FUSED_OK[key]
+    if device.type not in _FUSED_PROBE:
+        _FUSED_PROBE[device.type] = _probe_fused_adam(device)
+    return _FUSED_PROBE[device.type]
 
 
-def _probe_fused_adam(device: torch.device) -> bool:
+def _probe_fused_adam(device: torch.device) -> tuple[bool, bool]:
+    """(members exact as their own tensors, members exact as rows of a whole stack)."""
     g = torch.Generator().manual_seed(0)
+    stacks_exact = True
     try:
-        for n in (10, 16, 100, 1040 + 7, 65536 + 48):
+        for n in (10, 16, 100, 1040 + 7, 65536 + 48, 200704 + 16):
             state = [torch.randn(3, n, generator=g), torch.randn(3, n, generator=g),
                      torch.randn(3, n, generator=g) * 1e-2, torch.rand(3, n, generator=g) * 1e-3]
             state = [t.to(device) for t in state]
             rows = [[t[s].clone() for t in state] for s in range(3)]
+            whole = [t.clone() for t in state]
             _fused_adam_step(*(list(t.unbind(0)) for t in state))
             if device.type != "cpu":
                 continue  # off CPU: only that the kernel exists
+            if n % STACK_MULTIPLE == 0:
+                _fused_adam_step(*([t] for t in whole))
             for s, (p, grad, m, v) in enumerate(rows):
                 _fused_adam_step([p], [grad], [m], [v])
-                if not (torch.equal(p, state[0][s]) and torch.equal(m, state[2][s]) and torch.equal(v, state[3][s])):
-                    return False
+                if not _same_row((p, m, v), state, s):
+                    return False, False
+                if n % STACK_MULTIPLE == 0 and not _same_row((p, m, v), whole, s):
+                    stacks_exact = False
     except (RuntimeError, NotImplementedError):  # a torch without the fused kernel here: foreach it is
-        return False
-    return True
+        return False, False
+    return True, stacks_exact
+
+
+def _same_row(alone: tuple[Tensor, Tensor, Tensor], state: list[Tensor], row: int) -> bool:
+    p, m, v = alone
+    return torch.equal(p, state[0][row]) and torch.equal(m, state[2][row]) and torch.equal(v, state[3][row])
 
 
 def _fused_adam_step(p: list[Tensor], grad: list[Tensor], m: list[Tensor], v: list[Tensor]) -> None:
