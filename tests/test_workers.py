@@ -77,6 +77,8 @@ def test_groups_side_by_side_are_bit_identical_to_one_population(mnist5k, two_th
         for name in whole.owner:
             assert torch.equal(g.owner[name], whole.owner[name][rows]), name
         start += g.size
+    assert all(r.timings["population_size"] == 3 and r.timings["groups"] == 2 for r in results)
+    assert len({r.timings["total"] for r in results}) == 1, "one wall time for the whole run"
     # Progress follows the slowest group: steps never go back, and the run ends with one "done" at the end.
     steps = [e.steps_done for e in events]
     assert steps == sorted(steps) and events[-1].phase == "done"
@@ -124,6 +126,35 @@ def test_a_failing_group_stops_the_others(mnist5k, two_threads, monkeypatch):
     assert epochs[id(groups[0])] < all_epochs, "the healthy group trained on after its sibling failed"
     assert torch.get_num_threads() == 2
     assert all(g.stop is None for g in groups)
+
+
+def test_ctrl_c_stops_every_group(mnist5k, two_threads, monkeypatch):
+    import time
+
+    import sleepcl.workers as workers
+
+    bench = _bench(mnist5k)
+    groups = [Population(part, bench) for part in split_members(_members(), 2)]
+    epochs = {id(g): 0 for g in groups}
+    run_epoch = Population.run_epoch
+
+    def counted(self, *args, **kwargs):
+        epochs[id(self)] += 1
+        return run_epoch(self, *args, **kwargs)
+
+    def interrupted(futures, return_when):
+        deadline = time.monotonic() + 60
+        while not all(epochs.values()) and time.monotonic() < deadline:  # until both groups train
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Population, "run_epoch", counted)
+    monkeypatch.setattr(workers, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit_side_by_side(groups)
+    all_epochs = sum(d.train_epochs + d.night_epochs for d in groups[0].days())
+    assert all(0 < n < all_epochs for n in epochs.values()), epochs
+    assert torch.get_num_threads() == 2
 
 
 def test_stop_is_checked_before_every_step(mnist5k):

@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+# Shared by every command that trains (sleepcl run, sleepcl study).
+THREADS_HELP = ("torch CPU threads (default: torch's choice, one per core); on CPU a population of several "
+                "members trains as one group of members per thread, side by side; 1 is often faster on a busy "
+                "machine")
+
 __all__ = ["main"]
 
 STORE_ENV = "SLEEPCL_STORE"
@@ -77,7 +82,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="train again even if the store holds the run")
     p.add_argument("--max-population", type=int, default=None, help="split populations larger than this (memory)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice); 1 is often faster on a busy machine")
+                   help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

@@ -100,6 +100,10 @@ class MemberResult:
     free_fraction_after_task: list[float] = field(default_factory=list)
     free_fraction_after_round: list[list[float]] = field(default_factory=list)
     layer_free_fraction: dict[str, float] = field(default_factory=dict)
+    # Seconds of the member's population by phase ("train", "prune", "retrain", "evaluate"), "total" and
+    # "population_size" (so that total / population_size is the time per member); trained side by side in
+    # groups (workers.py), the phases are its group's, "total" and "population_size" the whole run's, and
+    # "groups" says how many there were.
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ in the whole population or alone (tests/test_workers.py checks this bit for bit)
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable, Sequence, TypeVar
 
@@ -77,7 +78,7 @@ def fit_side_by_side(populations: Sequence[Population],
             stop.set()  # the other groups end at their next step
             raise
 
-    before = torch.get_num_threads()
+    before, started = torch.get_num_threads(), time.perf_counter()
     try:
         with ThreadPoolExecutor(len(populations), thread_name_prefix="sleepcl-group") as pool:
             futures = [pool.submit(fit, i, pop) for i, pop in enumerate(populations)]
@@ -89,7 +90,11 @@ def fit_side_by_side(populations: Sequence[Population],
             failed = [f for f in futures if f.exception() is not None and not isinstance(f.exception(), Stopped)]
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
-            return [member for f in futures for member in f.result()]
+            results = [member for f in futures for member in f.result()]
+        total = time.perf_counter() - started
+        for r in results:
+            r.timings.update(total=total, population_size=len(results), groups=len(populations))
+        return results
     finally:
         torch.set_num_threads(before)  # torch's thread count is global: the groups set it to one
         for pop in populations:

@@ -7,6 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
+from ..cli import THREADS_HELP
 from .experiments import EXPERIMENTS, PRESETS
 
 __all__ = ["add_parsers"]
@@ -41,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     p.add_argument("--download", action="store_true", help="download missing dataset files (needs a network)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice); 1 is often faster on a busy machine")
+                   help=THREADS_HELP)
     p.add_argument("--max-population", type=int, default=None,
                    help="split populations larger than this (less memory; finer-grained resume)")
     p.add_argument("--force", action="store_true", help="retrain the fixed grids even if stored")
