@@ -165,7 +165,8 @@ class MLP(Network):
     def features(self, params: Params, x: Tensor, dropout: Dropout | None = None) -> Tensor:
         h = x.flatten(2)
         for i in range(len(self.widths)):
-            h = torch.relu(_linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"], self.fast))
+            # In place: the layer's backward needs its input, not its output (one pass and buffer fewer).
+            h = torch.relu_(_linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"], self.fast))
         return h
 
 
@@ -212,7 +213,7 @@ class SmallVGG(Network):
             outs = []
             for m, h in enumerate(x.unbind(0)):
                 for i in range(4):
-                    h = torch.relu(F.conv2d(h, weights[i][m], biases[i][m], padding=1))
+                    h = torch.relu_(F.conv2d(h, weights[i][m], biases[i][m], padding=1))
                     if i in (1, 3):
                         h = F.max_pool2d(h, 2)
                 outs.append(h.reshape(b, -1))
@@ -222,13 +223,13 @@ class SmallVGG(Network):
             h = x.transpose(0, 1).reshape(b, s * x.shape[2], *x.shape[3:])
             for i in range(4):
                 w = params[f"conv{i}.weight"]
-                h = torch.relu(F.conv2d(h, w.flatten(0, 1), params[f"conv{i}.bias"].flatten(), padding=1, groups=s))
+                h = torch.relu_(F.conv2d(h, w.flatten(0, 1), params[f"conv{i}.bias"].flatten(), padding=1, groups=s))
                 if i in (1, 3):
                     h = F.max_pool2d(h, 2)
             h = h.reshape(b, s, -1).transpose(0, 1)
         if dropout is not None:
             h = dropout(h)
-        h = torch.relu(_linear(h, params["fc0.weight"], params["fc0.bias"], self.fast))
+        h = torch.relu_(_linear(h, params["fc0.weight"], params["fc0.bias"], self.fast))
         if dropout is not None:
             h = dropout(h)
         return h
