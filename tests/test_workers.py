@@ -85,6 +85,18 @@ def test_groups_side_by_side_are_bit_identical_to_one_population(mnist5k, two_th
     assert events[-1].steps_done == events[-1].steps_total > 0
 
 
+def test_a_member_in_a_group_is_bit_identical_to_its_solo_run_on_two_threads(mnist5k, two_threads):
+    """Groups train on one intra-op thread each, a solo run on two: the member must not notice."""
+    bench = _bench(mnist5k)
+    members = _members()
+    groups = [Population(part, bench) for part in split_members(members, 2)]
+    fit_side_by_side(groups)
+    solo = Population(members[2:], bench)
+    solo.fit()
+    for name in solo.params:
+        assert torch.equal(solo.params[name].detach(), groups[1].params[name].detach()), name
+
+
 def test_train_population_uses_groups_by_default_with_two_threads(mnist5k, two_threads, monkeypatch):
     seen = []
     real = fit_side_by_side
