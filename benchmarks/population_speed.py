@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -140,6 +141,23 @@ class MemoryMeter:
         else:
             top = self._status("VmHWM")
         return top / 2**20, (top - self.base) / 2**20
+
+
+class BusyCores:
+    """``n`` other processes that each keep one core busy while the block runs: a shared machine, on purpose."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "BusyCores":
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
 
 
 # ----------------------------------------------------------------------------------------- workloads
@@ -483,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--peak-seconds", type=float, default=6.0,
                     help="time spent measuring the matmul peak at the start and at the end (default 6)")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="other processes that each keep a core busy during the workloads: a shared machine")
     ap.add_argument("--quick", action="store_true",
                     help="a first look in minutes on CPU: 2 tasks, 1 repeat, sizes 1,2,5,10; the VGG at S <= 5 "
                          "on 128 samples per task")
@@ -505,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start (1, 5, 15 min): {start_load}")
     peak = PeakMeter(device)
     print(f"fp32 matmul peak (torch.mm, square {'/'.join(map(str, peak.sizes))}): {peak.measure(args.peak_seconds):.1f} GFLOP/s")
+    if args.busy:
+        print(f"--busy {args.busy}: {args.busy} other process(es) each keep a core busy during the workloads "
+              f"(the peak is measured before and after them)")
     results = []
     for name in [s.strip() for s in args.workloads.split(",") if s.strip()]:
         if name not in ("mlp", "vgg"):
@@ -512,13 +535,16 @@ def main(argv: list[str] | None = None) -> int:
         small = args.quick and name == "vgg"
         args.sizes = [s for s in all_sizes if s <= 5] if small else all_sizes
         compare = min(args.compare, 5) if small else args.compare
-        results.append(run_workload(make_workload(name, args), args, device, peak, compare))
+        with BusyCores(args.busy):
+            results.append(run_workload(make_workload(name, args), args, device, peak, compare))
     peak.measure(args.peak_seconds)
     print(f"\n# results\nmachine: {where}; torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"fp32 matmul peak: {peak.best:.1f} GFLOP/s, the best of {len(peak.samples)} measurements during the run "
           f"(torch.mm, square {'/'.join(map(str, peak.sizes))}; they ranged {min(peak.samples):.1f}.."
           f"{max(peak.samples):.1f} as the machine's load varied); 'of peak' is against the best")
     print(f"load average (1, 5, 15 min) at start {start_load}, at end {load_average()}")
+    if args.busy:
+        print(f"shared on purpose: {args.busy} other process(es) kept a core busy each while the workloads ran")
     for res in results:
         report_workload(res, args, peak.best)
     return 0

@@ -85,3 +85,9 @@ def test_flops_count_is_the_analytic_one(workload: ps.Workload) -> None:
                    + sum(b.test[j].numel() + b.val[j].numel() for j in range(t + 1)) * fwd for t in range(2))
     assert ps.flops_per_member(workload) == pytest.approx(expected)
     assert ps.epochs_per_member(dataclasses.replace(workload)) == 2 * (2 + 2)
+
+
+def test_busy_cores_run_only_inside_the_block() -> None:
+    with ps.BusyCores(2) as busy:
+        assert len(busy.procs) == 2 and all(p.poll() is None for p in busy.procs)
+    assert all(p.poll() is not None for p in busy.procs)

@@ -41,9 +41,11 @@ def test_split_members_keeps_order_and_balances(n, groups):
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
 
 
-def test_split_members_refuses_zero_groups():
+def test_zero_groups_are_refused(mnist5k):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         split_members([1, 2], 0)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        train_population(_members(), _bench(mnist5k), workers=0)
 
 
 def test_default_workers_one_group_per_thread_on_cpu_only():

@@ -462,7 +462,9 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     device = torch.device(device)
     if workers is None:
         workers = default_workers(len(configs), device) if "member_workers" in speed_parts(speed) else 1
-    if workers <= 1:
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (groups of members side by side), got {workers}")
+    if workers == 1:
         return Population(configs, bench, device, speed=speed, adam=adam, tf32=tf32).fit(progress)
     groups = [Population(group, bench, device, speed=speed, adam=adam, tf32=tf32)
               for group in split_members(configs, workers)]
