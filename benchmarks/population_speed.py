@@ -268,6 +268,18 @@ class Measurement:
         return min(self.seconds)
 
 
+
+def fold(into: dict, key: object, m: Measurement) -> None:
+    """Add measurement ``m`` (of one method at one size) to ``into[key]``: times appended, memory peaks kept."""
+    if key not in into:
+        into[key] = m
+        return
+    old = into[key]
+    old.seconds += m.seconds
+    old.cpu_seconds += m.cpu_seconds
+    old.peak_mb, old.above_mb = max(old.peak_mb, m.peak_mb), max(old.above_mb, m.above_mb)
+
+
 def run_method(method: str, w: Workload, size: int, device: torch.device,
                tf32: bool) -> tuple[float, float, float, float, float]:
     """(seconds, CPU seconds, peak MB, MB above start, mean final average accuracy) of one method."""
@@ -297,10 +309,7 @@ def measure(methods: list[str], w: Workload, size: int, repeats: int, device: to
         for method in order:
             peak.measure(0.6)
             seconds, cpu, mb, above, acc = run_method(method, w, size, device, tf32)
-            m = out.setdefault(method, Measurement(method, size, [], [], 0.0, 0.0, acc))
-            m.seconds.append(seconds)
-            m.cpu_seconds.append(cpu)
-            m.peak_mb, m.above_mb = max(m.peak_mb, mb), max(m.above_mb, above)
+            fold(out, method, Measurement(method, size, [seconds], [cpu], mb, above, acc))
             print(f"    {method:10s} S={size:<3d} run {r + 1}: {seconds:7.2f} s, {cpu:7.2f} CPU s  "
                   f"(load {load_average()})", flush=True)
     return out
@@ -350,9 +359,14 @@ def run_workload(w: Workload, args: argparse.Namespace, device: torch.device, pe
     scaling = {}
     if args.sizes:
         print(f"  scaling of the population with S = {args.sizes}:", flush=True)
-        for size in args.sizes:
-            scaling[size] = head["sleepcl"] if size == compare else measure(
-                ["sleepcl"], w, size, args.scaling_repeats, device, args.tf32, peak)["sleepcl"]
+        if compare in args.sizes:
+            scaling[compare] = head["sleepcl"]
+        # Round robin over the sizes, the order alternating, so that a slow spell of the machine is spread
+        # over all of them rather than landing on one.
+        others = [size for size in args.sizes if size != compare]
+        for r in range(args.scaling_repeats):
+            for size in others if r % 2 == 0 else others[::-1]:
+                fold(scaling, size, measure(["sleepcl"], w, size, 1, device, args.tf32, peak)["sleepcl"])
     ablation = {}
     if args.ablation:
         print(f"  ablation at S = {compare}: the fast path without each of its parts:", flush=True)
@@ -393,7 +407,7 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
         print(f"\nscaling of the sleepcl population (fast path) with S (min over {args.scaling_repeats} repeat(s); "
               f"S = {compare} is the head-to-head's)\n")
         rows = []
-        for size, m in res["scaling"].items():
+        for size, m in sorted(res["scaling"].items()):
             pme = m.best / (size * epochs)
             gflops = flops * size / m.best / 1e9
             cpu_share = flops * size / min(m.cpu_seconds) / 1e9 / (peak / torch.get_num_threads())
@@ -484,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=int, default=10, help="population size of the head-to-head (default 10)")
     ap.add_argument("--sizes", default="1,2,5,10,20,50", help="population sizes of the scaling table ('' = none)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the head-to-head (default 2)")
-    ap.add_argument("--scaling-repeats", type=int, default=1)
+    ap.add_argument("--scaling-repeats", type=int, default=2,
+                    help="repeats of the scaling table, round robin over the sizes (default 2)")
     ap.add_argument("--tasks", type=int, default=5, help="tasks T (default 5)")
     ap.add_argument("--epochs", type=int, default=1, help="MLP training epochs E per task (paper: 72)")
     ap.add_argument("--retrain-epochs", type=int, default=1, help="MLP night budget B (paper: 72)")

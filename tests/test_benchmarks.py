@@ -52,7 +52,7 @@ def test_population_speed_prints_every_table(workload: ps.Workload, monkeypatch,
 
     monkeypatch.setattr(ps.PeakMeter, "measure", fixed_peak)
     monkeypatch.setattr(ps, "warm_up", lambda w, device: None)
-    args = argparse.Namespace(repeats=1, sizes=[1, 2], scaling_repeats=1, no_reference=False, ablation=True,
+    args = argparse.Namespace(repeats=1, sizes=[1, 2], scaling_repeats=2, no_reference=False, ablation=True,
                               tf32=False)
     peak = ps.PeakMeter(torch.device("cpu"))
     with torch_threads(2):  # two threads: the fast path trains two groups side by side, "one group" is shown
@@ -62,6 +62,8 @@ def test_population_speed_prints_every_table(workload: ps.Workload, monkeypatch,
 
     assert set(res["head"]) == {"plain", "sleepcl", "one-group", "reference"}
     assert sorted(res["scaling"]) == [1, 2]
+    assert len(res["scaling"][1].seconds) == 2, "each size of the scaling table measured once per repeat"
+    assert res["scaling"][2] is res["head"]["sleepcl"], "the head-to-head's size is not measured again"
     for label in ps.LABEL.values():
         assert label in out
     assert "ratio: sleepcl's fast path takes" in out
