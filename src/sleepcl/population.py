@@ -457,7 +457,7 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     are not part of a run's identity. ``workers``: on CPU, how many groups of members train side by side,
     one core each (default, with the ``member_workers`` part: one group per torch thread; see
     :mod:`sleepcl.workers`). Results come back in the order of ``configs`` either way."""
-    from .workers import default_workers, fit_side_by_side, split_members
+    from .workers import default_workers, fit_side_by_side, split_members  # workers.py builds on this module
 
     device = torch.device(device)
     if workers is None:
@@ -495,8 +495,9 @@ class MemberAdam:
     slice inside a stacked tensor could round according to its position. A stacked tensor whose per-member
     slices are a multiple of :data:`STACK_MULTIPLE` floats has no tail inside it (the kernel's work units
     are cache-line aligned), and goes to the kernel whole; any other goes member by member, each slice its
-    own tensor (both checked once per process, see :func:`fused_adam_available`). Trainable masks (one per prunable weight, updated in
-    place by pruning) are applied here, per member and layer:
+    own tensor (both checked once per process: :func:`fused_adam_available`, :func:`fused_adam_stacks_exact`).
+    Trainable masks (one per prunable weight, updated in place by pruning) are applied here, per member and
+    layer:
 
     * ``free``: the mask freezes nothing (the first day's training, rehearsal training): no mask pass
       (with ``skip_full``);
@@ -600,7 +601,8 @@ class MemberAdam:
         scatter: list[tuple[Tensor, Tensor, Tensor]] = []
 
         def add(p: Tensor, g: Tensor, m: Tensor, v: Tensor, sizes: list[int] | None = None) -> None:
-            if not self.per_member or (sizes is None and self.stack_exact and p[0].numel() % STACK_MULTIPLE == 0):
+            whole = sizes is None and self.stack_exact and p[0].numel() % STACK_MULTIPLE == 0
+            if whole or not self.per_member:
                 ps.append(p)
                 gs.append(g)
                 ms.append(m)
@@ -655,8 +657,8 @@ def fused_adam_available(device: torch.device | str) -> bool:
 def fused_adam_stacks_exact(device: torch.device | str) -> bool:
     """Whether, on ``device``, a row of a stack whose rows are multiples of :data:`STACK_MULTIPLE` floats is
     updated exactly as alone when the whole stack goes to the fused kernel (checked once per process, with
-    stacks large enough for the kernel to split them between threads). Always true off CPU, where members
-    are not claimed bit-identical to their solo runs."""
+    stacks large enough for the kernel to split them between threads). Off CPU, where members are not
+    claimed bit-identical to their solo runs, true wherever the kernel exists."""
     return _fused_probe(device)[1]
 
 
