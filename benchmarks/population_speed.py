@@ -5,7 +5,8 @@ Prints, per workload:
 1. head to head at S = --compare members: the plain loop (benchmarks/plain_loop.py) runs the S configs
    one after another; sleepcl trains them as one population, on its fast path (the default: on a CPU with
    several threads, as one group of members per thread side by side, see sleepcl/workers.py), as one
-   group on all threads (what the groups buy), and, for what the fast path buys, on its reference path. Interleaved, --repeats times, the order alternating.
+   group on all threads (what the groups buy), and, for what the fast path buys, on its reference path.
+   Interleaved, --repeats times, the order alternating.
    Per member-epoch seconds, the ratio, achieved GFLOP/s against the fp32 matmul peak measured in this
    script, peak memory and the mean final accuracy (a check that both sides learn the same thing);
 2. scaling: the sleepcl population at each S of --sizes: time, per member-epoch time, GFLOP/s, peak memory.
@@ -266,7 +267,6 @@ class Measurement:
     @property
     def best(self) -> float:
         return min(self.seconds)
-
 
 
 def fold(into: dict, key: object, m: Measurement) -> None:
