@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 import sleepcl.population as population
 from sleepcl.config import RunConfig
 from sleepcl.population import Population, Stopped, train_population
+from sleepcl.split import load_split_benchmark
 from sleepcl.threads import torch_threads
 from sleepcl.workers import default_workers, fit_side_by_side, split_members
 
@@ -24,11 +25,10 @@ def two_threads():
         yield
 
 
-def _bench(mnist5k):
-    import dataclasses
-
-    return dataclasses.replace(mnist5k, train=mnist5k.train[:3], val=mnist5k.val[:3], test=mnist5k.test[:3],
-                               classes=mnist5k.classes[:3])
+@pytest.fixture(scope="module")
+def bench():
+    """mnist-5k cut to the members' 3 tasks, as the runner loads it for them."""
+    return load_split_benchmark("mnist-5k", n_tasks=SMALL["n_tasks"])
 
 
 @given(st.integers(1, 40), st.integers(1, 12))
@@ -41,11 +41,11 @@ def test_split_members_keeps_order_and_balances(n, groups):
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
 
 
-def test_zero_groups_are_refused(mnist5k):
+def test_zero_groups_are_refused(bench):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         split_members([1, 2], 0)
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        train_population(_members(), _bench(mnist5k), workers=0)
+        train_population(_members(), bench, workers=0)
 
 
 def test_default_workers_one_group_per_thread_on_cpu_only():
@@ -57,8 +57,7 @@ def test_default_workers_one_group_per_thread_on_cpu_only():
     assert default_workers(10, torch.device("cuda"), threads=2) == 1
 
 
-def test_groups_side_by_side_are_bit_identical_to_one_population(mnist5k, two_threads):
-    bench = _bench(mnist5k)
+def test_groups_side_by_side_are_bit_identical_to_one_population(bench, two_threads):
     members = _members()
     whole = Population(members, bench)
     whole_results = whole.fit()
@@ -87,9 +86,8 @@ def test_groups_side_by_side_are_bit_identical_to_one_population(mnist5k, two_th
     assert events[-1].steps_done == events[-1].steps_total > 0
 
 
-def test_a_member_in_a_group_is_bit_identical_to_its_solo_run_on_two_threads(mnist5k, two_threads):
+def test_a_member_in_a_group_is_bit_identical_to_its_solo_run_on_two_threads(bench, two_threads):
     """Groups train on one intra-op thread each, a solo run on two: the member must not notice."""
-    bench = _bench(mnist5k)
     members = _members()
     groups = [Population(part, bench) for part in split_members(members, 2)]
     fit_side_by_side(groups)
@@ -99,7 +97,7 @@ def test_a_member_in_a_group_is_bit_identical_to_its_solo_run_on_two_threads(mni
         assert torch.equal(solo.params[name].detach(), groups[1].params[name].detach()), name
 
 
-def test_train_population_uses_groups_by_default_with_two_threads(mnist5k, two_threads, monkeypatch):
+def test_train_population_uses_groups_by_default_with_two_threads(bench, two_threads, monkeypatch):
     seen = []
     real = fit_side_by_side
 
@@ -109,7 +107,6 @@ def test_train_population_uses_groups_by_default_with_two_threads(mnist5k, two_t
 
     monkeypatch.setattr("sleepcl.workers.fit_side_by_side", spy)
     members = _members()
-    bench = _bench(mnist5k)
     grouped = train_population(members, bench)
     assert seen == [[2, 1]]
     alone = train_population(members, bench, workers=1)
@@ -120,41 +117,39 @@ def test_train_population_uses_groups_by_default_with_two_threads(mnist5k, two_t
     assert len(reference) == 2
 
 
-def test_a_failing_group_stops_the_others(mnist5k, two_threads, monkeypatch):
-    bench = _bench(mnist5k)
-    groups = [Population(part, bench) for part in split_members(_members(), 2)]
-    failing = groups[1]
-    epochs = {id(g): 0 for g in groups}
+def _count_epochs(groups, monkeypatch, fail_at: tuple[int, int] | None = None) -> tuple[dict[int, int], int]:
+    """Count each group's epochs (by index); ``fail_at=(group, epoch)`` raises there. Also: epochs in all."""
+    epochs = {i: 0 for i in range(len(groups))}
     run_epoch = Population.run_epoch
 
     def counted(self, *args, **kwargs):
-        epochs[id(self)] += 1
-        if self is failing and epochs[id(self)] == 2:
+        i = next(i for i, g in enumerate(groups) if g is self)
+        epochs[i] += 1
+        if fail_at == (i, epochs[i]):
             raise RuntimeError("boom")
         return run_epoch(self, *args, **kwargs)
 
     monkeypatch.setattr(Population, "run_epoch", counted)
+    return epochs, sum(d.train_epochs + d.night_epochs for d in groups[0].days())
+
+
+def test_a_failing_group_stops_the_others(bench, two_threads, monkeypatch):
+    groups = [Population(part, bench) for part in split_members(_members(), 2)]
+    epochs, all_epochs = _count_epochs(groups, monkeypatch, fail_at=(1, 2))
     with pytest.raises(RuntimeError, match="boom"):
         fit_side_by_side(groups)
-    all_epochs = sum(d.train_epochs + d.night_epochs for d in groups[0].days())
-    assert epochs[id(groups[0])] < all_epochs, "the healthy group trained on after its sibling failed"
+    assert epochs[0] < all_epochs, "the healthy group trained on after its sibling failed"
     assert torch.get_num_threads() == 2
     assert all(g.stop is None for g in groups)
 
 
-def test_ctrl_c_stops_every_group(mnist5k, two_threads, monkeypatch):
+def test_ctrl_c_stops_every_group(bench, two_threads, monkeypatch):
     import time
 
     import sleepcl.workers as workers
 
-    bench = _bench(mnist5k)
     groups = [Population(part, bench) for part in split_members(_members(), 2)]
-    epochs = {id(g): 0 for g in groups}
-    run_epoch = Population.run_epoch
-
-    def counted(self, *args, **kwargs):
-        epochs[id(self)] += 1
-        return run_epoch(self, *args, **kwargs)
+    epochs, all_epochs = _count_epochs(groups, monkeypatch)
 
     def interrupted(futures, return_when):
         deadline = time.monotonic() + 60
@@ -162,29 +157,26 @@ def test_ctrl_c_stops_every_group(mnist5k, two_threads, monkeypatch):
             time.sleep(0.001)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Population, "run_epoch", counted)
     monkeypatch.setattr(workers, "wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit_side_by_side(groups)
-    all_epochs = sum(d.train_epochs + d.night_epochs for d in groups[0].days())
     assert all(0 < n < all_epochs for n in epochs.values()), epochs
     assert torch.get_num_threads() == 2
 
 
-def test_stop_is_checked_before_every_step(mnist5k):
+def test_stop_is_checked_before_every_step(bench):
     import threading
 
-    pop = Population(_members()[:1], _bench(mnist5k))
+    pop = Population(_members()[:1], bench)
     pop.stop = threading.Event()
     pop.stop.set()
     with pytest.raises(Stopped):
         pop.fit()
 
 
-def test_whole_stacks_in_fused_adam_match_member_by_member(mnist5k, two_threads, monkeypatch):
+def test_whole_stacks_in_fused_adam_match_member_by_member(bench, two_threads, monkeypatch):
     """Members whose slices are multiples of 16 floats go to the fused kernel as whole stacks; with the
     kernel split between two threads they must update exactly as member by member."""
-    bench = _bench(mnist5k)
     members = _members()
     population.fused_adam_stacks_exact("cpu")  # the probe's own calls before the spy
     calls: dict[str, list[int]] = {"whole": [], "by member": []}
