@@ -122,17 +122,18 @@ def test_threads_apply_to_the_training_and_are_restored(tmp_path, monkeypatch):
     assert seen == [wanted] and torch.get_num_threads() == before
 
 
-def test_the_command_sets_a_short_openmp_spin_unless_the_user_did(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name, value", [("GOMP_SPINCOUNT", "1000"), ("MKL_CBWR", "AUTO,STRICT")])
+def test_the_command_sets_its_process_defaults_unless_the_user_did(monkeypatch, tmp_path, name, value):
     import os
     import subprocess
     import sys
 
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv(name, raising=False)
     main(["results", "--store", str(tmp_path / "none.sqlite")])
-    assert os.environ["GOMP_SPINCOUNT"] == "1000"
-    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
+    assert os.environ[name] == value
+    monkeypatch.setenv(name, "5")
     main(["results", "--store", str(tmp_path / "none.sqlite")])
-    assert os.environ["GOMP_SPINCOUNT"] == "5"
+    assert os.environ[name] == "5"
     # main sets it before anything loads torch (and with it libgomp, which reads it once)
     code = "import sys, sleepcl.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -312,17 +312,27 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return out
 
 
-# libgomp's threads spin (~300,000 times) at the end of each parallel region before they sleep. When other
-# processes hold the cores, that spinning takes the time slices the working threads need: measured on this
-# project's 2-core machine beside a busy study, the README's main job took 470 s with torch's two threads
-# instead of 61 s with one; with a spin count of 1,000 it took 51 s, and on the quiet machine about 30 s
-# either way. libgomp reads it when torch is first imported, so it is set before that, only by the command
-# (a library must not change its host process), and only where the user has not set it.
-OPENMP_SPIN = ("GOMP_SPINCOUNT", "1000")
+# Settings of the libraries under torch that the command gives its own process, only where the user has not set
+# them, before torch is first imported (both are read once, at start-up). A library must not change its host
+# process, so the Python API leaves them to the caller (README, "Python").
+PROCESS_DEFAULTS = (
+    # libgomp's threads spin (~300,000 times) at the end of each parallel region before they sleep. When other
+    # processes hold the cores, that spinning takes the time slices the working threads need: measured on this
+    # project's 2-core machine beside a busy study, the README's main job took 470 s with torch's two threads
+    # instead of 61 s with one; with a spin count of 1,000 it took 51 s, and about 30 s either way when quiet.
+    ("GOMP_SPINCOUNT", "1000"),
+    # MKL's strict conditional numerical reproducibility: a matmul gives the same bits whatever the number of
+    # threads. Without it, on an Intel Xeon with AVX-512 (2026-12-03), a (64 x 784) @ (784 x 48) product
+    # differed between one and two threads, so a member trained in a group (one thread) was not the member
+    # trained alone (two threads). Measured no slower (benchmarks/README.md); where MKL is not the BLAS it is
+    # ignored.
+    ("MKL_CBWR", "AUTO,STRICT"),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault(*OPENMP_SPIN)
+    for name, value in PROCESS_DEFAULTS:
+        os.environ.setdefault(name, value)
     from .datasets import DataCorruptError, DataNotFoundError
 
     parser = build_parser()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -32,6 +33,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),  # matmuls independent of the thread count when "...,STRICT"
     }
     for pkg in ("sleepcl", "numpy"):
         try:
