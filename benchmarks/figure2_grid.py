@@ -29,7 +29,7 @@ from population_speed import (PeakMeter, Workload, cpu_name, epochs_per_member, 
 from plain_loop import run_packnet  # noqa: E402
 
 from sleepcl.config import RunConfig  # noqa: E402
-from sleepcl.population import train_population  # noqa: E402
+from sleepcl.engine.population import train_population  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

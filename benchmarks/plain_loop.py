@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sleepcl.config import RunConfig
 from sleepcl.schedule import free_after_task, night_targets, sleep_schedule
-from sleepcl.split import SplitBenchmark
+from sleepcl.data.split import SplitBenchmark
 
 
 class MLP(nn.Module):
@@ -165,7 +165,7 @@ if __name__ == "__main__":  # a single run, for a look at what the yardstick doe
     import argparse
     import time
 
-    from sleepcl.split import load_split_benchmark
+    from sleepcl.data.split import load_split_benchmark
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--benchmark", default="mnist-5k")

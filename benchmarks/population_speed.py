@@ -4,7 +4,7 @@ Prints, per workload:
 
 1. head to head at S = --compare members: the plain loop (benchmarks/plain_loop.py) runs the S configs
    one after another; sleepcl trains them as one population, on its fast path (the default: on a CPU with
-   several threads, as one group of members per thread side by side, see sleepcl/workers.py), as one
+   several threads, as one group of members per thread side by side, see sleepcl/engine/workers.py), as one
    group on all threads (what the groups buy), and, for what the fast path buys, on its reference path.
    Interleaved, --repeats times, the order alternating.
    Per member-epoch seconds, the ratio, achieved GFLOP/s against the fp32 matmul peak measured in this
@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import run_packnet  # noqa: E402
 
 from sleepcl.config import RunConfig  # noqa: E402
-from sleepcl.datasets import RawDataset  # noqa: E402
-from sleepcl.networks import make_network  # noqa: E402
-from sleepcl.population import FAST_PARTS, train_population  # noqa: E402
-from sleepcl.split import SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark  # noqa: E402
-from sleepcl.workers import default_workers  # noqa: E402
+from sleepcl.data.datasets import RawDataset  # noqa: E402
+from sleepcl.models.paper import make_network  # noqa: E402
+from sleepcl.engine.population import FAST_PARTS, train_population  # noqa: E402
+from sleepcl.data.split import SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark  # noqa: E402
+from sleepcl.engine.workers import default_workers  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- machine
 
@@ -350,7 +350,7 @@ def run_workload(w: Workload, args: argparse.Namespace, device: torch.device, pe
     peak.measure(2.0)
     methods = ["plain", "sleepcl"]
     groups = default_workers(compare, device)
-    if groups > 1:  # what the groups side by side buy (workers.py)
+    if groups > 1:  # what the groups side by side buy (engine/workers.py)
         methods.append("one-group")
     if not args.no_reference:
         methods.append("reference")
@@ -436,7 +436,7 @@ ABLATION_PHASES = {"fused_adam": "day 2", "compact_nights": "night 1", "handover
 
 def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, speed, phase: str, tf32: bool):
     """A population set up at the start of one epoch of ``phase``, through the engine's own steps."""
-    from sleepcl.population import Population
+    from sleepcl.engine.population import Population
 
     pop = Population(configs, w.bench, device, speed=speed, tf32=tf32)
     days = pop.days()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sleepcl.datasets import load_raw, stratified_holdout
+from sleepcl.data.datasets import load_raw, stratified_holdout
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 TASKS = ["tshirt-trouser", "pullover-dress", "coat-sandal", "shirt-sneaker", "bag-boot"]

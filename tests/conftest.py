@@ -14,8 +14,8 @@ from hypothesis import settings
 settings.register_profile("sleepcl", deadline=None)
 settings.load_profile("sleepcl")
 
-from sleepcl.datasets import RawDataset
-from sleepcl.split import load_split_benchmark
+from sleepcl.data.datasets import RawDataset
+from sleepcl.data.split import load_split_benchmark
 
 
 def easy_digits(n_per_class: int = 60, seed: int = 0) -> RawDataset:
@@ -38,7 +38,7 @@ def easy_digits(n_per_class: int = 60, seed: int = 0) -> RawDataset:
 
 def run_epochs_inside(monkeypatch, context) -> None:
     """Make every epoch of every Population run inside a fresh ``context()`` (a context manager factory)."""
-    from sleepcl.population import Population
+    from sleepcl.engine.population import Population
 
     run_epoch = Population.run_epoch
 

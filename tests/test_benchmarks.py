@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from sleepcl.config import RunConfig
-from sleepcl.population import FAST_PARTS
-from sleepcl.split import class_pairs, make_split_benchmark
+from sleepcl.engine.population import FAST_PARTS
+from sleepcl.data.split import class_pairs, make_split_benchmark
 from sleepcl.threads import torch_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import sleepcl.runner
+import sleepcl.runs.runner
 from sleepcl.cli import main
 
 TINY = ["--widths", "16,16", "--epochs", "1", "--retrain-epochs", "2", "--batch-size", "128", "--quiet"]
@@ -16,7 +16,7 @@ REQUIRED_KEYS = {"config", "accuracy_matrix", "average_accuracy", "free_fraction
 def no_training(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("training started although the input was invalid")
-    monkeypatch.setattr(sleepcl.runner, "train_population", refuse)
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -68,7 +68,7 @@ def test_run_writes_records_and_finds_them_again(tmp_path, monkeypatch, capsys):
     assert "task 5" in capsys.readouterr().out
 
     # Same command again: everything comes from the store, nothing trains.
-    monkeypatch.setattr(sleepcl.runner, "train_population",
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained a stored run")))
     out2 = tmp_path / "again.json"
     assert main([*args[:-1], str(out2)]) == 0
@@ -76,8 +76,8 @@ def test_run_writes_records_and_finds_them_again(tmp_path, monkeypatch, capsys):
 
     # A new member trains alone, the stored ones are reused.
     calls = []
-    real = sleepcl.population.train_population
-    monkeypatch.setattr(sleepcl.runner, "train_population", lambda c, *a, **k: calls.append(len(c)) or real(c, *a, **k))
+    real = sleepcl.engine.population.train_population
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", lambda c, *a, **k: calls.append(len(c)) or real(c, *a, **k))
     assert main(["run", *TINY, "--seeds", "0-2", "--store", str(store), "--output", str(out2)]) == 0
     assert calls == [1]
 
@@ -109,13 +109,13 @@ def test_threads_apply_to_the_training_and_are_restored(tmp_path, monkeypatch):
     import torch
 
     seen = []
-    train = sleepcl.runner.train_population
+    train = sleepcl.runs.runner.train_population
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(sleepcl.runner, "train_population", spy)
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", spy)
     before = torch.get_num_threads()
     wanted = 2 if before == 1 else 1
     assert main(["run", *TINY, "--tasks", "2", "--no-store", "--threads", str(wanted)]) == 0

@@ -15,8 +15,8 @@ import torch
 
 from conftest import assert_task1_weights_stay, easy_digits, run_epochs_inside
 from sleepcl.config import RunConfig
-from sleepcl.population import Population, train_population
-from sleepcl.split import class_pairs, make_split_benchmark
+from sleepcl.engine.population import Population, train_population
+from sleepcl.data.split import class_pairs, make_split_benchmark
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -1,4 +1,4 @@
-"""Tests of sleepcl.datasets (reading the standard file formats) and sleepcl.split (Split benchmarks).
+"""Tests of sleepcl.data.datasets (reading the standard file formats) and sleepcl.data.split (Split benchmarks).
 
 The tests write small files in the real formats themselves (IDX plain and gzipped, CIFAR-10 python
 pickles as a folder and as a tar.gz) and check that what is loaded equals what was written.  Nothing
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from sleepcl import datasets
-from sleepcl.datasets import (
+from sleepcl.data import datasets
+from sleepcl.data.datasets import (
     DataCorruptError,
     DataNotFoundError,
     RawDataset,
@@ -30,7 +30,7 @@ from sleepcl.datasets import (
     read_idx,
     stratified_holdout,
 )
-from sleepcl.split import BENCHMARKS, SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark
+from sleepcl.data.split import BENCHMARKS, SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark
 
 IDX_NAMES = {
     "train_x": "train-images-idx3-ubyte",

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from sleepcl import ownership
+from sleepcl.engine import ownership
 from sleepcl.config import RunConfig
-from sleepcl.networks import make_network
-from sleepcl.population import Population, train_population
+from sleepcl.models.paper import make_network
+from sleepcl.engine.population import Population, train_population
 from sleepcl.schedule import free_after_task
 
 SMALL = dict(widths=(48, 32), epochs=2, retrain_epochs=2, batch_size=64)

@@ -15,8 +15,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import assert_task1_weights_stay, run_epochs_inside
 from sleepcl.config import RunConfig
-from sleepcl.networks import _StackedLinear, make_network
-from sleepcl.population import FAST_PARTS, MemberAdam, Population, fused_adam_available, speed_parts
+from sleepcl.models.paper import _StackedLinear, make_network
+from sleepcl.engine.population import FAST_PARTS, MemberAdam, Population, fused_adam_available, speed_parts
 
 TOL = 0.01
 SMALL = dict(widths=(64, 32), epochs=2, retrain_epochs=2, batch_size=64)

@@ -1,4 +1,4 @@
-"""Tests for sleepcl.matching on synthetic accuracy curves with a known matching point."""
+"""Tests for sleepcl.study.matching on synthetic accuracy curves with a known matching point."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sleepcl.matching import (
+from sleepcl.study.matching import (
     MatchResult,
     agreement,
     compression_ratio,

@@ -34,7 +34,7 @@ PAIRS = [(0, 1), (2, 3), (4, 5)]
 @pytest.fixture(scope="session")
 def tasks(tmp_path_factory):
     """task k: train / val / test .npz files of digit pair k (x uint8 (n, 28, 28), y the digits)."""
-    from sleepcl.datasets import load_raw, stratified_holdout
+    from sleepcl.data.datasets import load_raw, stratified_holdout
 
     raw = load_raw("mnist-5k")
     folder = tmp_path_factory.mktemp("tasks")
@@ -414,13 +414,15 @@ def test_cli_learn_predict_inspect(tasks, tmp_path, capsys):
 
 def test_only_the_sleepcl_command_takes_the_fast_exit(monkeypatch):
     """`learn` ends with os._exit only in the sleepcl process itself: a test runner must survive it."""
-    from sleepcl.nightly.cli import _is_command
+    from pathlib import Path
+
+    from sleepcl.cli.nightly import _is_command
     import sleepcl.cli
 
     for runner in ("/usr/lib/python3/site-packages/pytest/__main__.py", "/usr/bin/pytest", "cli.py", ""):
         monkeypatch.setattr("sys.argv", [runner])
         assert not _is_command(), runner
-    for command in ("/work/.venv/bin/sleepcl", sleepcl.cli.__file__):
+    for command in ("/work/.venv/bin/sleepcl", str(Path(sleepcl.cli.__file__).with_name("__main__.py"))):
         monkeypatch.setattr("sys.argv", [command])
         assert _is_command(), command
 
@@ -428,6 +430,6 @@ def test_only_the_sleepcl_command_takes_the_fast_exit(monkeypatch):
 def test_a_night_does_not_import_what_it_does_not_use():
     """Start-up counts against the night's budget: the nightly must not pull in pandas or scipy (0.4 s and
     more), which only the study and the results store need."""
-    code = "import sys, sleepcl.nightly.night, sleepcl.nightly.cli; print(sorted({'pandas', 'scipy'} & set(sys.modules)))"
+    code = "import sys, sleepcl.nightly.night, sleepcl.cli.nightly; print(sorted({'pandas', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sleepcl.cli import main
-from sleepcl.store import RunStore
+from sleepcl.runs.store import RunStore
 from sleepcl.study import analysis as an
 from sleepcl.study import experiments as ex
 from sleepcl.study import paper

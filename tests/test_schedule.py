@@ -5,7 +5,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from sleepcl.matching import compression_ratio
+from sleepcl.study.matching import compression_ratio
 from sleepcl.schedule import (free_after_task, keep_per_task, night_targets, prune_fraction, sleep_schedule)
 
 

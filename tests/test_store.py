@@ -1,4 +1,4 @@
-"""Tests for sleepcl.store: roundtrip, queries, exports, atomicity, crashes, concurrent writers."""
+"""Tests for sleepcl.runs.store: roundtrip, queries, exports, atomicity, crashes, concurrent writers."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sleepcl.store as store_mod
-from sleepcl.store import SCHEMA_VERSION, RunStore
+import sleepcl.runs.store as store_mod
+from sleepcl.runs.store import SCHEMA_VERSION, RunStore
 
 
 def make_record(
@@ -326,7 +326,7 @@ def test_put_many_exception_between_inserts_rolls_back(store: RunStore, monkeypa
 
 _WRITER_DIES_IN_TRANSACTION = """
 import os, sys
-import sleepcl.store as sm
+import sleepcl.runs.store as sm
 sys.path.insert(0, sys.argv[2])
 from test_store import make_record
 s = sm.RunStore(sys.argv[1])
@@ -358,7 +358,7 @@ def test_process_exiting_inside_transaction_leaves_previous_records(tmp_path: Pa
 
 _WRITER_LOOP = """
 import sys
-from sleepcl.store import RunStore
+from sleepcl.runs.store import RunStore
 s = RunStore(sys.argv[1])
 pad = "x" * 2000
 b = 0
@@ -397,7 +397,7 @@ def test_sigkill_mid_writing_leaves_only_whole_batches(tmp_path: Path) -> None:
 
 _CONCURRENT_WRITER = """
 import sys
-from sleepcl.store import RunStore
+from sleepcl.runs.store import RunStore
 tag, n = sys.argv[2], int(sys.argv[3])
 with RunStore(sys.argv[1]) as s:
     for i in range(0, n, 5):

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-import sleepcl.runner
+import sleepcl.runs.runner
 from sleepcl.config import PAPER_DEFAULTS
-from sleepcl.store import RunStore
+from sleepcl.runs.store import RunStore
 from sleepcl.study import experiments as ex
 from sleepcl.study.run import RecordLookup, matching_searches, run_study
 from sleepcl.study.synthetic import SyntheticWorld
@@ -172,7 +172,7 @@ def one_thread():
 def test_interrupted_study_resumes_without_training_anything_twice(tmp_path, monkeypatch, one_thread) -> None:
     """Kill the study after its first population is stored; the rerun trains exactly the rest."""
     s = ex.settings("tiny", "mnist-5k")
-    real = sleepcl.runner.train_population
+    real = sleepcl.runs.runner.train_population
     trained: list[list[str]] = []
 
     def crash_on_second(configs, *a, **kw):
@@ -182,7 +182,7 @@ def test_interrupted_study_resumes_without_training_anything_twice(tmp_path, mon
         return real(configs, *a, **kw)
 
     path = tmp_path / "runs.sqlite"
-    monkeypatch.setattr(sleepcl.runner, "train_population", crash_on_second)
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", crash_on_second)
     with RunStore(path) as store:
         with pytest.raises(Crash):
             run_study("all", s, store=store, device="cpu")
@@ -193,7 +193,7 @@ def test_interrupted_study_resumes_without_training_anything_twice(tmp_path, mon
         trained.append([c.hash() for c in configs])
         return real(configs, *a, **kw)
 
-    monkeypatch.setattr(sleepcl.runner, "train_population", counting)
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", counting)
     with RunStore(path) as store:
         summary = run_study("all", s, store=store, device="cpu")
         every = [h for call in trained for h in call]

@@ -1,16 +1,16 @@
-"""Groups of members side by side (sleepcl.workers) compute exactly what one population computes."""
+"""Groups of members side by side (sleepcl.engine.workers) compute exactly what one population computes."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import sleepcl.population as population
+import sleepcl.engine.population as population
 from sleepcl.config import RunConfig
-from sleepcl.population import Population, Stopped, train_population
-from sleepcl.split import load_split_benchmark
+from sleepcl.engine.population import Population, Stopped, train_population
+from sleepcl.data.split import load_split_benchmark
 from sleepcl.threads import torch_threads
-from sleepcl.workers import default_workers, fit_side_by_side, split_members
+from sleepcl.engine.workers import default_workers, fit_side_by_side, split_members
 
 SMALL = dict(widths=(48, 32), epochs=2, retrain_epochs=2, batch_size=64, n_tasks=3)
 
@@ -105,7 +105,7 @@ def test_train_population_uses_groups_by_default_with_two_threads(bench, two_thr
         seen.append([g.size for g in groups])
         return real(groups, progress)
 
-    monkeypatch.setattr("sleepcl.workers.fit_side_by_side", spy)
+    monkeypatch.setattr("sleepcl.engine.workers.fit_side_by_side", spy)
     members = _members()
     grouped = train_population(members, bench)
     assert seen == [[2, 1]]
@@ -146,7 +146,7 @@ def test_a_failing_group_stops_the_others(bench, two_threads, monkeypatch):
 def test_ctrl_c_stops_every_group(bench, two_threads, monkeypatch):
     import time
 
-    import sleepcl.workers as workers
+    import sleepcl.engine.workers as workers
 
     groups = [Population(part, bench) for part in split_members(_members(), 2)]
     epochs, all_epochs = _count_epochs(groups, monkeypatch)

@@ -14,13 +14,13 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "Population": "population", "train_population": "population",
+    "Population": "engine.population", "train_population": "engine.population",
     "RunConfig": "config",
-    "RunStore": "store",
-    "SplitBenchmark": "split", "load_split_benchmark": "split",
-    "compression_ratio": "matching",
+    "RunStore": "runs.store",
+    "SplitBenchmark": "data.split", "load_split_benchmark": "data.split",
+    "compression_ratio": "study.matching",
     "prune_fraction": "schedule", "sleep_schedule": "schedule",
-    "run_configs": "runner",
+    "run_configs": "runs.runner",
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .datasets import DATASETS as BENCHMARK_NAMES
-from .networks import NETWORKS
+from .data.datasets import DATASETS as BENCHMARK_NAMES
+from .models.paper import NETWORKS
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import STRATEGIES
 

@@ -4,7 +4,7 @@ The paper's motivating user trades by day and folds the day's data into the mode
 fixed memory (the network's weights) and a fixed time window. This package serves that user:
 
 * :func:`learn` -- ``sleepcl learn MODEL --task NAME --data FILE --budget 45m``: add a task from the user's
-  own data (:mod:`.data`) in one night (:mod:`.night`) planned in seconds (:mod:`.planner`), creating the
+  own data (:mod:`sleepcl.data.user`) in one night (:mod:`.night`) planned in seconds (:mod:`.planner`), creating the
   model on the first night; the model file (:mod:`.model`) is replaced atomically, the previous night's
   kept as ``MODEL.prev``.
 * :func:`predict` -- ``sleepcl predict MODEL --task NAME --data FILE [--output preds.csv]``.
@@ -12,7 +12,7 @@ fixed memory (the network's weights) and a fixed time window. This package serve
   the history of nights.
 """
 
-from .data import DataFormatError, Dataset, load_data
+from ..data.user import DataFormatError, Dataset, load_data
 from .model import ModelError, NightlyModel, inspect, predict, prev_path
 from .night import DEFAULT_CANDIDATES, Candidate, learn
 from .planner import parse_duration

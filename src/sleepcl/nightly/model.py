@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import ownership
-from ..networks import Network, make_network
+from ..engine import ownership
+from ..models.paper import Network, make_network
 from ..threads import torch_threads
 
 __all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
@@ -412,8 +412,8 @@ def json_safe(v: Any) -> Any:
 # -- what users do with a model file ------------------------------------------------------------------
 
 def check_fits(model: NightlyModel, data: Any) -> None:
-    """Refuse data (a :class:`~sleepcl.nightly.data.Dataset`) whose sample shape or type differs from the model's input."""
-    from .data import DataFormatError
+    """Refuse data (a :class:`~sleepcl.data.user.Dataset`) whose sample shape or type differs from the model's input."""
+    from ..data.user import DataFormatError
 
     shape, kind = model.input_shape, model.input_kind
     if data.sample_shape != shape:
@@ -434,7 +434,7 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     only; labels outside the task's classes are refused) and, when ``data`` is the very validation data of the
     night that learnt the task, the accuracy recorded in the history.
     """
-    from .data import DataFormatError, fingerprint, load_data
+    from ..data.user import DataFormatError, fingerprint, load_data
 
     model = NightlyModel.load(model_path)
     j = model.task_index(task)
@@ -442,7 +442,7 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     classes = info["classes"]
     ds = load_data(data, label_column=label_column)
     check_fits(model, ds)
-    from ..runner import resolve_device
+    from ..runs.runner import resolve_device
 
     with torch_threads(threads):
         logits = model.logits(j, ds.x, resolve_device(device) if device != "cpu" else "cpu")

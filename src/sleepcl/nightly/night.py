@@ -4,7 +4,7 @@ A night on ``S`` stacked copies of the model (``S = 1`` normally; a small popula
 ``--schedule auto``) follows the core engine's rules exactly: the new task takes every free weight, a
 gradient mask keeps every other weight bit-identical, biases are trained on the first task only, Adam
 moments of pruned weights are cleared, and pruning frees the smallest-magnitude weights of the task, per
-layer, to exact counts (:mod:`sleepcl.ownership`, :mod:`sleepcl.schedule`). What differs from the study's
+layer, to exact counts (:mod:`sleepcl.engine.ownership`, :mod:`sleepcl.schedule`). What differs from the study's
 engine: each task has its own head with as many outputs as it has classes, and nights may be measured in
 seconds (:mod:`sleepcl.nightly.planner`).
 
@@ -43,13 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import ownership
+from ..engine import ownership
 from ..config import PAPER_DEFAULTS
-from ..networks import NETWORKS, Dropout, Network
-from ..population import IndexStream
+from ..models.paper import NETWORKS, Dropout, Network
+from ..engine.population import IndexStream
 from ..threads import torch_threads
 from ..schedule import SCHEDULES, free_after_task, night_targets, sleep_schedule
-from .data import DataFormatError, fingerprint, load_data, split_validation
+from ..data.user import DataFormatError, fingerprint, load_data, split_validation
 from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path
 from .planner import Costs, Phase, due, margin_for, night_positions, parse_duration, relative_schedule, split_time
 
@@ -494,7 +494,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
         raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
     if not task or not task.strip() or task != task.strip():
         raise ValueError(f"task names must be non-empty without surrounding spaces, got {task!r}")
-    from ..runner import resolve_device
+    from ..runs.runner import resolve_device
 
     dev = resolve_device(device)
 

@@ -1,11 +1,11 @@
 """The paper's study: named experiments with presets, a resumable runner, analysis and the report.
 
 * :mod:`~sleepcl.study.experiments` -- presets and the run configs of each experiment (pure data);
-* :mod:`~sleepcl.study.run` -- trains what is missing through :func:`sleepcl.runner.run_configs`;
+* :mod:`~sleepcl.study.run` -- trains what is missing through :func:`sleepcl.runs.runner.run_configs`;
 * :mod:`~sleepcl.study.analysis` -- means, standard errors, matches, best N, the claims checks;
 * :mod:`~sleepcl.study.report` -- plots, tables and ``report.md``;
 * :mod:`~sleepcl.study.paper` -- the paper's own numbers, in one place;
-* :mod:`~sleepcl.study.cli` -- ``sleepcl study`` and ``sleepcl report``.
+* :mod:`~sleepcl.cli.study` -- ``sleepcl study`` and ``sleepcl report``.
 
 ``run_study`` and ``write_report`` are imported lazily, so ``sleepcl --help`` does not load matplotlib.
 """

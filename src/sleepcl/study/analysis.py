@@ -1,6 +1,6 @@
 """From stored runs to the study's numbers: means and standard errors over seeds, matches, best N, claims.
 
-Everything here is computed from records (the dicts :func:`sleepcl.records.make_record` writes and the
+Everything here is computed from records (the dicts :func:`sleepcl.runs.records.make_record` writes and the
 store returns); nothing trains. Each ``analyse_*`` function takes the preset's :class:`StudySettings`
 and a :class:`~sleepcl.study.run.RecordLookup`, reads exactly the runs the experiment's configs name
 (so unrelated runs in the same store never leak in), and says how many are still missing.
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..matching import MatchResult, agreement
+from .matching import MatchResult, agreement
 from . import paper
 from .experiments import (
     BASELINES,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..store import RunStore
+from ..runs.store import RunStore
 from . import analysis as an
 from . import paper
 from .experiments import (

@@ -1,4 +1,4 @@
-"""Running the study: every experiment's runs through :func:`sleepcl.runner.run_configs` and its store.
+"""Running the study: every experiment's runs through :func:`sleepcl.runs.runner.run_configs` and its store.
 
 The fixed grids of all requested experiments go into ONE ``run_configs`` call, so runs that can share a
 population do (all seeds x p x N of PackNet at one budget train as one batched network), and a run that
@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..config import RunConfig
-from ..matching import MatchResult, match_by_minimize_scalar, match_by_monotone_fit
-from ..runner import run_configs
-from ..store import RunStore
+from .matching import MatchResult, match_by_minimize_scalar, match_by_monotone_fit
+from ..runs.runner import run_configs
+from ..runs.store import RunStore
 from .experiments import (
     BASELINES,
     StudySettings,
@@ -204,7 +204,7 @@ def run_study(names: str | Iterable[str], s: StudySettings, *, store: RunStore |
               **run_kwargs: Any) -> dict[str, Any]:
     """Train what ``names`` need that ``store`` lacks; return a summary (counts, the matching searches).
 
-    ``run`` is :func:`sleepcl.runner.run_configs` (replaceable for tests); ``run_kwargs`` go to it
+    ``run`` is :func:`sleepcl.runs.runner.run_configs` (replaceable for tests); ``run_kwargs`` go to it
     (device, data_dir, download, max_population, progress, force). Training happens in ONE call for the
     fixed grids of all experiments, then one call per round of the matching searches.
     """

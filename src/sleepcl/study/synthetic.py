@@ -9,8 +9,8 @@
 * PackNet with ``N`` rounds loses ``budget_penalty(p, N)`` on a fixed budget and gains
   ``nobudget_gain(p, N)`` when each round has its own ``R`` epochs; each schedule adds its own offset.
 
-:meth:`SyntheticWorld.runner` is a drop-in replacement for :func:`sleepcl.runner.run_configs` that makes
-records (same keys as :func:`sleepcl.records.make_record`) and writes them to the store.
+:meth:`SyntheticWorld.runner` is a drop-in replacement for :func:`sleepcl.runs.runner.run_configs` that makes
+records (same keys as :func:`sleepcl.runs.records.make_record`) and writes them to the store.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class SyntheticWorld:
         return float(min(1.0, max(0.0, acc)))
 
     def runner(self, configs: Sequence[RunConfig], *, store=None, force: bool = False, **_: Any) -> list[dict[str, Any]]:
-        """Like :func:`sleepcl.runner.run_configs`: reuse stored records, "train" (make) the rest, store them."""
+        """Like :func:`sleepcl.runs.runner.run_configs`: reuse stored records, "train" (make) the rest, store them."""
         resolved = [c.resolved() for c in configs]
         found = {}
         if store is not None and not force:
@@ -89,7 +89,7 @@ class SyntheticWorld:
 
 
 def synthetic_record(c: RunConfig, accuracy: float, *, population_size: int = 1) -> dict[str, Any]:
-    """A record of the shape :func:`sleepcl.records.make_record` writes, with every task at ``accuracy``
+    """A record of the shape :func:`sleepcl.runs.records.make_record` writes, with every task at ``accuracy``
     give or take a zero-mean spread (so the average is exactly ``accuracy``)."""
     c = c.resolved()
     n = c.n_tasks

@@ -5,7 +5,7 @@ on have no network, so the data must come from files the user already has (or a 
 PyPI package).  Each loader reads the dataset's *own* published format -- IDX for the MNIST family,
 the pickled "python version" batches for CIFAR-10 -- validates it, and returns plain numpy arrays in one
 layout (:class:`RawDataset`: uint8 images ``(n, C, H, W)``, int64 labels).  Turning that into a task
-sequence is :mod:`sleepcl.split`'s job.
+sequence is :mod:`sleepcl.data.split`'s job.
 
 Where the files are looked for (``data_dir=None``):
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import stratified_holdout
+from .datasets import stratified_holdout
 
 __all__ = ["DataFormatError", "Dataset", "IMAGE_SUFFIXES", "fingerprint", "load_data", "normalise_labels",
            "split_validation"]

@@ -3,7 +3,7 @@
 One population spreads each op over torch's intra-op threads, and every op ends at a barrier where the
 threads wait for each other; the many small ops of a step (activations, biases, heads, the loss, the
 optimizer's bookkeeping) barely split at all. Instead, the members are cut into as many groups as there are
-threads, each group an ordinary :class:`~sleepcl.population.Population` trained in its own Python thread
+threads, each group an ordinary :class:`~sleepcl.engine.population.Population` trained in its own Python thread
 with one intra-op thread: torch's ops release the GIL, so the groups' steps run at once on separate cores
 without waiting for one another. ``benchmarks/population_speed.py`` measures both ways in one run.
 

@@ -17,7 +17,7 @@ DATA_HELP = ("a .npz file (arrays x and y), a .csv file (a 'label' column + nume
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..networks import NETWORKS
+    from ..models.paper import NETWORKS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser(
@@ -28,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "--budget gives the night's wall-clock budget (counted from the start of the command; the model is "
             "saved before it runs out); --epochs/--retrain-epochs give the paper's epoch budgets instead. The "
             "model file is replaced atomically and the previous night's is kept as MODEL.prev. Data: " + DATA_HELP
-            + "; see `python -c 'import sleepcl.nightly.data as d; help(d)'`."))
+            + "; see `python -c 'import sleepcl.data.user as d; help(d)'`."))
     p.add_argument("model", metavar="MODEL", help="the model file (safetensors; created if it does not exist)")
     p.add_argument("--task", required=True, help="name of the new task (unique within the model)")
     p.add_argument("--data", required=True, metavar="FILE", help="training data: " + DATA_HELP)
@@ -131,17 +131,15 @@ def _is_command() -> bool:
     prog = Path(sys.argv[0])
     if prog.name == "sleepcl":
         return True
-    from .. import cli
-
-    try:
-        return prog.resolve() == Path(cli.__file__).resolve()
+    try:  # python -m sleepcl.cli
+        return prog.resolve() == (Path(__file__).parent / "__main__.py").resolve()
     except OSError:
         return False
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     started = process_started()
-    from .night import learn
+    from ..nightly.night import learn
 
     widths = _int_list(args.widths, "--widths") if args.widths else None
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else None
@@ -177,7 +175,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .model import predict
+    from ..nightly.model import predict
 
     out = predict(args.model, args.task, args.data, output=args.output, label_column=args.label_column,
                   device=args.device, threads=args.threads)
@@ -202,7 +200,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .model import inspect
+    from ..nightly.model import inspect
 
     info = inspect(args.model)
     if args.json:
@@ -210,7 +208,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    from ..cli import console
+    from .common import console
 
     con = console()
     net, inp, pol = info["network"], info["input"], info["policy"]

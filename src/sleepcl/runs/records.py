@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 import torch
 
-from .metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
-from .population import MemberResult
+from ..metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
+from ..engine.population import MemberResult
 
 __all__ = ["environment", "make_record", "read_records", "write_records"]
 

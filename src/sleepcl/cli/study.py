@@ -7,8 +7,8 @@ import shlex
 import time
 from pathlib import Path
 
-from ..cli import THREADS_HELP
-from .experiments import EXPERIMENTS, PRESETS
+from .common import THREADS_HELP
+from ..study.experiments import EXPERIMENTS, PRESETS
 
 __all__ = ["add_parsers"]
 
@@ -67,15 +67,15 @@ def _names(args: argparse.Namespace) -> list[str]:
 
 def _settings(args: argparse.Namespace):
     from ..config import parse_int_list
-    from .experiments import settings
+    from ..study.experiments import settings
 
     seeds = parse_int_list(args.seeds) if args.seeds else None
     return settings(args.preset, args.benchmark, seeds=seeds)
 
 
 def _store(args: argparse.Namespace, must_exist: bool):
-    from ..cli import default_store
-    from ..store import RunStore
+    from .common import default_store
+    from ..runs.store import RunStore
 
     path = Path(args.store) if args.store else default_store()
     if must_exist and not path.exists():
@@ -101,11 +101,11 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from ..cli import _progress, console
-    from ..runner import resolve_device
+    from .common import Progress, console
+    from ..runs.runner import resolve_device
     from ..threads import torch_threads
-    from .report import write_report
-    from .run import run_study
+    from ..study.report import write_report
+    from ..study.run import run_study
 
     s = _settings(args)
     if args.threads is not None and args.threads < 1:
@@ -116,7 +116,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
               f"store {store.path}")
-    with torch_threads(args.threads), _progress(args.quiet) as progress:
+    with torch_threads(args.threads), Progress(args.quiet) as progress:
         summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
                             download=args.download, max_population=args.max_population, force=args.force,
                             progress=progress, log=con.print)
@@ -131,8 +131,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..cli import console
-    from .report import write_report
+    from .common import console
+    from ..study.report import write_report
 
     s = _settings(args)
     store = _store(args, must_exist=True)

@@ -13,11 +13,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .config import MEMBER_FIELDS, RunConfig
-from .datasets import check_available
-from .population import Event, train_population
+from ..config import MEMBER_FIELDS, RunConfig
+from ..data.datasets import check_available
+from ..engine.population import Event, train_population
 from .records import environment, make_record
-from .split import SplitBenchmark, load_split_benchmark
+from ..data.split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
 
 __all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]

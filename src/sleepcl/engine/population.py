@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ownership
-from .config import RunConfig, check_population
-from .networks import Dropout, Network, Params, make_network
-from .schedule import SleepSchedule, night_targets, sleep_schedule
-from .split import SplitBenchmark
-from .strategies import Day, Strategy, get_strategy
+from ..config import RunConfig, check_population
+from ..models.paper import Dropout, Network, Params, make_network
+from ..schedule import SleepSchedule, night_targets, sleep_schedule
+from ..data.split import SplitBenchmark
+from ..strategies import Day, Strategy, get_strategy
 
 __all__ = ["ADAM_MODES", "FAST_PARTS", "SPEEDS", "Event", "MemberAdam", "MemberResult", "Population",
            "Stopped", "fused_adam_available", "fused_adam_stacks_exact", "train_population"]
@@ -92,7 +92,7 @@ class Event:
 
 @dataclass
 class MemberResult:
-    """What one member measured; :mod:`sleepcl.records` turns it into the JSON record."""
+    """What one member measured; :mod:`sleepcl.runs.records` turns it into the JSON record."""
 
     config: RunConfig
     accuracy_matrix: list[list[float | None]] = field(default_factory=list)
@@ -456,7 +456,7 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     ``speed``, ``adam`` and ``tf32`` choose how it is computed (see :class:`Population`), not what: they
     are not part of a run's identity. ``workers``: on CPU, how many groups of members train side by side,
     one core each (default, with the ``member_workers`` part: one group per torch thread; see
-    :mod:`sleepcl.workers`). Results come back in the order of ``configs`` either way."""
+    :mod:`sleepcl.engine.workers`). Results come back in the order of ``configs`` either way."""
     from .workers import default_workers, fit_side_by_side, split_members  # workers.py builds on this module
 
     device = torch.device(device)

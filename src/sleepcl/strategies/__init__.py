@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .schedule import free_after_task
+from ..schedule import free_after_task
 
 __all__ = ["STRATEGIES", "Day", "Strategy", "get_strategy"]
 

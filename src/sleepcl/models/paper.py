@@ -35,7 +35,7 @@ Params = dict[str, Tensor]
 class Network:
     """Shapes and forward pass of one architecture; the parameters themselves live in a :class:`Params` dict.
 
-    ``fast`` (set by the engine's fast path, see :mod:`sleepcl.population`) computes the same forward pass
+    ``fast`` (set by the engine's fast path, see :mod:`sleepcl.engine.population`) computes the same forward pass
     with a backward that writes every weight gradient directly in the weight's own layout; the plain
     autograd formulation (``fast=False``) hands a transposed gradient that must be copied once more.
     ``member_convs`` (convolutional networks; the fast path sets it on CPU) runs one convolution per

@@ -1,38 +1,24 @@
-"""The ``sleepcl`` command line. Every subcommand checks its input fully before doing any work."""
+"""``sleepcl run`` (train a population of runs, print their accuracy) and ``sleepcl results`` (list, export)."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import math
-import os
-import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-# Shared by every command that trains (sleepcl run, sleepcl study).
-THREADS_HELP = ("torch CPU threads (default: torch's choice, one per core); on CPU a population of several "
-                "members trains as one group of members per thread, side by side; 1 is often faster on a busy "
-                "machine")
+from .common import STORE_ENV, THREADS_HELP, Progress, check_writable, console, default_store, mean_se, open_store
 
-__all__ = ["main"]
-
-STORE_ENV = "SLEEPCL_STORE"
-
-
-def default_store() -> Path:
-    """Where finished runs are kept unless ``--store`` says otherwise: ``$SLEEPCL_STORE`` or the user cache."""
-    env = os.environ.get(STORE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "sleepcl" / "runs.sqlite"
+__all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
 
 # -- sleepcl run -------------------------------------------------------------------------------------
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    from .config import BENCHMARK_NAMES, PAPER_DEFAULTS
-    from .networks import NETWORKS
-    from .schedule import SCHEDULES
-    from .strategies import STRATEGIES
+    from ..config import BENCHMARK_NAMES, PAPER_DEFAULTS
+    from ..models.paper import NETWORKS
+    from ..schedule import SCHEDULES
+    from ..strategies import STRATEGIES
 
     mlp, vgg = PAPER_DEFAULTS["mlp"], PAPER_DEFAULTS["vgg"]
     p = sub.add_parser(
@@ -88,7 +74,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_configs_from_args(args: argparse.Namespace) -> list:
-    from .config import RunConfig, parse_float_list, parse_int_list
+    from ..config import RunConfig, parse_float_list, parse_int_list
 
     seeds = parse_int_list(args.seeds)
     ps = parse_float_list(args.final_free)
@@ -108,17 +94,17 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .records import write_records
-    from .runner import run_configs
-    from .threads import torch_threads
+    from ..runs.records import write_records
+    from ..runs.runner import run_configs
+    from ..threads import torch_threads
 
     configs = run_configs_from_args(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.output:
-        _check_writable(Path(args.output))
-    store = None if args.no_store else _open_store(args.store)
-    with torch_threads(args.threads), _progress(args.quiet) as progress:
+        check_writable(Path(args.output))
+    store = None if args.no_store else open_store(args.store)
+    with torch_threads(args.threads), Progress(args.quiet) as progress:
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
                               progress=progress)
@@ -154,52 +140,9 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
         if len(rs) > 1:
             cols = list(zip(*[r["final_accuracy"] for r in rs]))
             avg = [r["average_accuracy"] for r in rs]
-            table.add_row("mean±se", f"{p:g}", str(n), *[_mean_se(c) for c in cols], _mean_se(avg), "", "",
+            table.add_row("mean±se", f"{p:g}", str(n), *[mean_se(c) for c in cols], mean_se(avg), "", "",
                           style="bold")
     console().print(table)
-
-
-def _mean_se(values: Sequence[float]) -> str:
-    n = len(values)
-    m = sum(values) / n
-    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
-    return f"{m:.4f}±{se:.4f}"
-
-
-class _progress:
-    """A rich progress bar fed by the engine's events; nothing at all when quiet or not a terminal."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
-
-    def __enter__(self) -> Callable | None:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            transient=False)
-        self.bar.__enter__()
-        self.task = None
-        return self.update
-
-    def update(self, pe: Any) -> None:
-        e = pe.event
-        desc = (f"population {pe.index + 1}/{pe.count} ({pe.size} members) · task {e.day}/{e.n_days} · "
-                f"{e.phase} {e.epoch}/{e.epochs}")
-        if self.task is None or self.current != pe.index:
-            if self.task is not None:
-                self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
-            self.task = self.bar.add_task(desc, total=e.steps_total)
-            self.current = pe.index
-        self.bar.update(self.task, completed=e.steps_done, description=desc)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 # -- sleepcl results ---------------------------------------------------------------------------------
@@ -243,7 +186,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     path = Path(args.store) if args.store else default_store()
     if not path.exists():
         raise ValueError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass --store FILE")
-    store = _open_store(str(path))
+    store = open_store(str(path))
     if args.export:
         out = store.export(args.export, **filters)
         print(f"exported {len(store.query(**filters))} runs to {out}")
@@ -264,89 +207,3 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- plumbing -----------------------------------------------------------------------------------------
-
-def console():
-    """A rich console; when output goes to a file or pipe, wide enough that tables are not truncated."""
-    from rich.console import Console
-
-    c = Console()
-    return c if c.is_terminal else Console(width=200)
-
-
-def _open_store(path: str | None):
-    from .store import RunStore
-
-    return RunStore(Path(path) if path else default_store())
-
-
-def _check_writable(path: Path) -> None:
-    parent = path.resolve().parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: folder {parent} is not writable; choose another --output")
-    if path.is_dir():
-        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'runs.json'}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sleepcl", description="Efficient continual learning with sleep-cycle pruning.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_run_parser(sub)
-    add_results_parser(sub)
-    for extra in _extra_commands():
-        extra(sub)
-    return parser
-
-
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands that live in their own modules (the study, the nightly model)."""
-    out = []
-    for module, name in (("sleepcl.study.cli", "add_parsers"), ("sleepcl.nightly.cli", "add_parsers")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("sleepcl"):
-                continue
-            raise
-        out.append(getattr(mod, name))
-    return out
-
-
-# Settings of the libraries under torch that the command gives its own process, only where the user has not set
-# them, before torch is first imported (both are read once, at start-up). A library must not change its host
-# process, so the Python API leaves them to the caller (README, "Python").
-PROCESS_DEFAULTS = (
-    # libgomp's threads spin (~300,000 times) at the end of each parallel region before they sleep. When other
-    # processes hold the cores, that spinning takes the time slices the working threads need: measured on this
-    # project's 2-core machine beside a busy study, the README's main job took 470 s with torch's two threads
-    # instead of 61 s with one; with a spin count of 1,000 it took 51 s, and about 30 s either way when quiet.
-    ("GOMP_SPINCOUNT", "1000"),
-    # MKL's strict conditional numerical reproducibility: a matmul gives the same bits whatever the number of
-    # threads. Without it, on an Intel Xeon with AVX-512 (2026-12-03), a (64 x 784) @ (784 x 48) product
-    # differed between one and two threads, so a member trained in a group (one thread) was not the member
-    # trained alone (two threads). Measured no slower (benchmarks/README.md); where MKL is not the BLAS it is
-    # ignored.
-    ("MKL_CBWR", "AUTO,STRICT"),
-)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    for name, value in PROCESS_DEFAULTS:
-        os.environ.setdefault(name, value)
-    from .datasets import DataCorruptError, DataNotFoundError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, DataNotFoundError, DataCorruptError) as e:
-        print(f"sleepcl {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nsleepcl {args.command}: interrupted; every population that had finished is in the results "
-              "store, and running the same command again resumes from there", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,90 @@
+"""What every subcommand shares: the results store's location, the console, the progress bar, checks of
+output paths, and the help texts of options that several commands take."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["STORE_ENV", "THREADS_HELP", "Progress", "check_writable", "console", "default_store", "mean_se",
+           "open_store"]
+
+STORE_ENV = "SLEEPCL_STORE"
+
+# Shared by every command that trains (sleepcl run, sleepcl study).
+THREADS_HELP = ("torch CPU threads (default: torch's choice, one per core); on CPU a population of several "
+                "members trains as one group of members per thread, side by side; 1 is often faster on a busy "
+                "machine")
+
+
+def default_store() -> Path:
+    """Where finished runs are kept unless ``--store`` says otherwise: ``$SLEEPCL_STORE`` or the user cache."""
+    env = os.environ.get(STORE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "sleepcl" / "runs.sqlite"
+
+
+def console():
+    """A rich console; when output goes to a file or pipe, wide enough that tables are not truncated."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
+def open_store(path: str | None):
+    from ..runs.store import RunStore
+
+    return RunStore(Path(path) if path else default_store())
+
+
+def check_writable(path: Path) -> None:
+    parent = path.resolve().parent
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: folder {parent} is not writable; choose another --output")
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'runs.json'}")
+
+
+def mean_se(values: Sequence[float]) -> str:
+    n = len(values)
+    m = sum(values) / n
+    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
+    return f"{m:.4f}±{se:.4f}"
+
+
+class Progress:
+    """A rich progress bar fed by the engine's events; nothing at all when quiet or not a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self) -> Callable | None:
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            transient=False)
+        self.bar.__enter__()
+        self.task = None
+        return self.update
+
+    def update(self, pe: Any) -> None:
+        e = pe.event
+        desc = (f"population {pe.index + 1}/{pe.count} ({pe.size} members) · task {e.day}/{e.n_days} · "
+                f"{e.phase} {e.epoch}/{e.epochs}")
+        if self.task is None or self.current != pe.index:
+            if self.task is not None:
+                self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
+            self.task = self.bar.add_task(desc, total=e.steps_total)
+            self.current = pe.index
+        self.bar.update(self.task, completed=e.steps_done, description=desc)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,1 @@
+"""Networks: the paper's MLP and small VGG written for populations (:mod:`.paper`)."""
