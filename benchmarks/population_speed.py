@@ -47,7 +47,7 @@ from plain_loop import run_packnet  # noqa: E402
 
 from sleepcl.config import RunConfig  # noqa: E402
 from sleepcl.data.datasets import RawDataset  # noqa: E402
-from sleepcl.models.paper import make_network  # noqa: E402
+from sleepcl.models import build_network  # noqa: E402
 from sleepcl.engine.population import FAST_PARTS, train_population  # noqa: E402
 from sleepcl.data.split import SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark  # noqa: E402
 from sleepcl.engine.workers import default_workers  # noqa: E402
@@ -194,7 +194,7 @@ class Workload:
 def flops_per_member(w: Workload) -> float:
     """Matmul/conv FLOPs of one member's run: training forward+backward, evaluation forward."""
     cfg = w.base.resolved()
-    net = make_network(cfg.network, w.bench.input_shape, w.bench.n_tasks, cfg.widths)
+    net = build_network(cfg.network, w.bench.input_shape, w.bench.n_tasks, widths=cfg.widths)
     shapes = net.shapes()
     layers: list[float] = []  # forward FLOPs per sample of each layer, input layer first
     if cfg.network == "mlp":
@@ -429,7 +429,7 @@ def report_workload(res: dict, args: argparse.Namespace, peak: float) -> None:
 
 # The phase each part is for: the first day's training (nothing frozen yet), the first night after its prune
 # (few weights trainable), the second day's training (some weights and the biases frozen).
-ABLATION_PHASES = {"fused_adam": "day 2", "compact_nights": "night 1", "handover_grads": "day 2",
+ABLATION_PHASES = {"stacked_kernels": "day 2", "fused_adam": "day 2", "compact_nights": "night 1", "handover_grads": "day 2",
                    "skip_full_masks": "day 1", "no_untrained_grads": "day 2", "stacked_linear": "day 2",
                    "gather_buffer": "day 2", "member_convs": "day 2"}
 
@@ -440,23 +440,16 @@ def _epoch_state(w: Workload, configs: list[RunConfig], device: torch.device, sp
 
     pop = Population(configs, w.bench, device, speed=speed, tf32=tf32)
     days = pop.days()
-    day = days[0]
-    pop.begin_day(day)
-    masks = pop.trainable_masks(day)
-    opt = pop.make_optimizer(0, masks)
+    session = pop.session(days[0], 0)
     if phase != "day 1":
-        n_total = {n: o[0].numel() for n, o in pop.owner.items()}
-        targets = pop.night_targets(day, [dict(n_total) for _ in configs])
+        targets = pop.night_targets(days[0], session.held())
         for m in range(len(configs)):
-            pop.prune_member(m, day, targets[m][-1], opt, masks)
+            session.prune(m, targets[m][-1])
     if phase == "day 2":
-        day = days[1]
-        pop.begin_day(day)
-        masks = pop.trainable_masks(day)
-        opt = pop.make_optimizer(1, masks)
-    streams, pool = pop.data_streams(day)
-    dropout = pop.dropout()
-    epoch = lambda: pop.run_epoch(day, streams, pool, opt, masks, dropout)  # noqa: E731
+        session.finish()
+        session = pop.session(days[1], 1)
+    streams, pool = pop.data_streams(session.day)
+    epoch = lambda: pop.run_epoch(session, streams, pool)  # noqa: E731
     epoch()  # warm
     return epoch
 

@@ -7,7 +7,7 @@ import torch
 
 from sleepcl.engine import ownership
 from sleepcl.config import RunConfig
-from sleepcl.models.paper import make_network
+from sleepcl.models import build_network
 from sleepcl.engine.population import Population, train_population
 from sleepcl.schedule import free_after_task
 
@@ -142,9 +142,8 @@ def test_memory_and_multinet_follow_the_capacity_schedule(mnist5k):
 
 
 def test_every_sample_goes_through_its_own_tasks_head():
-    net = make_network("mlp", (1, 4, 4), n_tasks=3, widths=(8,))
-    g = torch.Generator().manual_seed(0)
-    params = {k: torch.stack([v, v * 0.5]) for k, v in net.init(g).items()}
+    net = build_network("mlp", (1, 4, 4), n_tasks=3, widths=(8,))
+    params = {k: torch.stack([v, v * 0.5]) for k, v in net.member_state(0)[0].items()}
     x = torch.randn(2, 6, 1, 4, 4)
     task = torch.tensor([[0, 1, 2, 2, 1, 0], [2, 2, 0, 1, 0, 1]])
     mixed = net.logits(params, x, task)

@@ -15,7 +15,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import assert_task1_weights_stay, run_epochs_inside
 from sleepcl.config import RunConfig
-from sleepcl.models.paper import _StackedLinear, make_network
+from sleepcl.models import build_network
+from sleepcl.models.paper import _StackedLinear
 from sleepcl.engine.population import FAST_PARTS, MemberAdam, Population, fused_adam_available, speed_parts
 
 TOL = 0.01
@@ -65,7 +66,7 @@ def test_gpu_choices_on_cpu_whole_tensor_adam_grouped_convs_and_tf32(mnist5k, mo
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     gpu_like = Population(members, mnist5k, speed=[p for p in FAST_PARTS if p != "member_convs"], tf32=True)
     ref = Population(members, mnist5k, speed="reference")
-    optimizer = gpu_like.make_optimizer(0, gpu_like.trainable_masks(gpu_like.days()[0]))
+    optimizer = gpu_like.session(gpu_like.days()[0], 0).optimizer
     assert not optimizer.per_member
     _assert_same_learning(gpu_like, ref, gpu_like.fit(), ref.fit())
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
@@ -108,10 +109,10 @@ def test_stacked_linear_gradients_equal_autograd():
 
 
 def test_fast_network_gives_the_same_forward():
-    net = make_network("mlp", (1, 4, 4), n_tasks=2, widths=(8, 8))
-    params = {k: torch.stack([v, v * 0.5]).requires_grad_() for k, v in net.init(torch.Generator().manual_seed(1)).items()}
+    net = build_network("mlp", (1, 4, 4), n_tasks=2, widths=(8, 8))
+    params = {k: torch.stack([v, v * 0.5]).requires_grad_() for k, v in net.member_state(1)[0].items()}
     x = torch.randn(2, 3, 1, 4, 4)
-    fast = dataclasses.replace(net, fast=True)
+    fast = build_network("mlp", (1, 4, 4), n_tasks=2, widths=(8, 8), fast=True)
     assert torch.equal(fast.logits(params, x, 1), net.logits(params, x, 1))
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+import sleepcl.engine.day as day_mod
 import sleepcl.nightly.model as model_mod
-import sleepcl.nightly.night as night_mod
 from sleepcl.cli import main
 from sleepcl.nightly import DataFormatError, ModelError, NightlyModel, inspect, learn, load_data, predict, prev_path
 from sleepcl.nightly.planner import Phase, parse_duration
@@ -224,7 +224,7 @@ def two_nights(tasks, tmp_path):
 def no_training(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("training started although the input was invalid")
-    monkeypatch.setattr(night_mod.Members, "start", refuse)
+    monkeypatch.setattr(day_mod.DaySession, "__init__", refuse)
 
 
 def test_refusals_leave_the_model_untouched(two_nights, tasks, tmp_path, no_training):

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import sleepcl.engine.population as population
+import sleepcl.engine.adam as adam
 from sleepcl.config import RunConfig
 from sleepcl.engine.population import Population, Stopped, train_population
 from sleepcl.data.split import load_split_benchmark
@@ -178,7 +178,7 @@ def test_whole_stacks_in_fused_adam_match_member_by_member(bench, two_threads, m
     """Members whose slices are multiples of 16 floats go to the fused kernel as whole stacks; with the
     kernel split between two threads they must update exactly as member by member."""
     members = _members()
-    population.fused_adam_stacks_exact("cpu")  # the probe's own calls before the spy
+    adam.fused_adam_stacks_exact("cpu")  # the probe's own calls before the spy
     calls: dict[str, list[int]] = {"whole": [], "by member": []}
     fused = torch._fused_adam_
     spying = "whole"
@@ -191,7 +191,7 @@ def test_whole_stacks_in_fused_adam_match_member_by_member(bench, two_threads, m
     whole = Population(members, bench)
     whole.fit()
     spying = "by member"
-    monkeypatch.setattr(population, "fused_adam_stacks_exact", lambda device: False)
+    monkeypatch.setattr(adam, "fused_adam_stacks_exact", lambda device: False)
     by_member = Population(members, bench)
     by_member.fit()
     assert max(calls["whole"]) < max(calls["by member"]), "whole stacks should mean fewer tensors per call"

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .data.datasets import DATASETS as BENCHMARK_NAMES
-from .models.paper import NETWORKS
+from .models import NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, get_strategy
 
 __all__ = ["PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
 
@@ -32,12 +32,17 @@ MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
 # Fields added after runs were first stored, with their defaults. At its default such a field is left out of a
 # run's identity (:meth:`RunConfig.hash`), so every run stored before the field existed keeps its hash and is
 # found again (tests/test_config.py pins hashes of runs stored before any of them). A new field goes here.
-LATER_FIELDS: dict[str, Any] = {}
+LATER_FIELDS: dict[str, Any] = {"strategy_options": {}}
 
 
 def default_network(benchmark: str) -> str:
     """The paper's pairing: the MLP for the MNIST family, the small VGG for CIFAR-10."""
     return "vgg" if benchmark == "cifar10" else "mlp"
+
+
+def paper_defaults(network: str) -> dict[str, Any]:
+    """Table 2's hyperparameters for ``network``; a user's model gets the MLP's (Adam 1e-3, batch 128, E = B = 72)."""
+    return PAPER_DEFAULTS.get(network, PAPER_DEFAULTS["mlp"])
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,12 @@ class RunConfig:
     n_tasks: int = 5
     widths: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)  # the strategy's own parameters (e.g. EWC's)
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
         network = self.network or default_network(self.benchmark)
-        defaults = PAPER_DEFAULTS.get(network, PAPER_DEFAULTS["mlp"])
+        defaults = paper_defaults(network)
         filled = dataclasses.replace(
             self,
             network=network,
@@ -85,8 +91,11 @@ class RunConfig:
             bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
         if self.strategy not in STRATEGIES:
             bad(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.network is not None and self.network not in NETWORKS:
-            bad(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)}")
+        if self.network is not None and self.network not in NETWORKS and not is_factory(self.network):
+            bad(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)} or give a model factory "
+                "as package.module:function")
+        if self.strategy in STRATEGIES:
+            get_strategy(self.strategy, self.strategy_options)  # refuses unknown options and bad values
         if not 0.0 < self.final_free < 1.0:
             bad(f"--final-free p must lie strictly between 0 and 1 (the fraction of weights left free "
                 f"after the last task), got {self.final_free}")
@@ -120,6 +129,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths) if self.widths else None
+        d["strategy_options"] = dict(sorted(self.strategy_options.items()))
         return d
 
     @classmethod
@@ -131,11 +141,15 @@ class RunConfig:
         return cls(**known)
 
     def identity(self) -> dict[str, Any]:
-        """What makes this run this run: the resolved config, less the :data:`LATER_FIELDS` at their defaults."""
+        """What makes this run this run: the resolved config, less the :data:`LATER_FIELDS` at their defaults,
+        plus, for a user's model, a digest of the source file that defines it (so that a stored run is not served
+        once the model's code has changed)."""
         d = self.resolved().to_dict()
         for name, default in LATER_FIELDS.items():
             if d.get(name) == default:
                 del d[name]
+        if is_factory(d["network"]):
+            d["model_source"] = factory_digest(d["network"])
         return d
 
     def hash(self) -> str:

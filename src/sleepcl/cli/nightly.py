@@ -17,7 +17,7 @@ DATA_HELP = ("a .npz file (arrays x and y), a .csv file (a 'label' column + nume
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..models.paper import NETWORKS
+    from ..models import NETWORKS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser(
@@ -68,7 +68,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--min-keep", type=float, default=None,
                    help="tolerance policy: the night prunes down to at most this fraction of the free weights (0.01)")
     n = p.add_argument_group("network (chosen on the first night)")
-    n.add_argument("--network", default=None, choices=NETWORKS, help="mlp or vgg (default mlp)")
+    n.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
+                   help=f"{' or '.join(NETWORKS)} (default mlp), or your own model: a function returning an nn.Module, "
+                        "as package.module:function or path/to/file.py:function (see examples/NIGHTLY.md)")
+    n.add_argument("--head", default=None, metavar="LAYER",
+                   help="with --model: the model's classifier layer, replaced by one head per task (default: its "
+                        "last nn.Linear)")
     n.add_argument("--widths", default=None, help="layer widths, e.g. 256,256 (MLP) or 32,64,128,128,1024 (VGG)")
     n.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: Table 2 for the network)")
     n.add_argument("--batch-size", type=int, default=None, help="default: Table 2 for the network")
@@ -139,7 +144,7 @@ def _is_command() -> bool:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     started = process_started()
-    from ..nightly.night import learn
+    from ..nightly.learn import learn
 
     widths = _int_list(args.widths, "--widths") if args.widths else None
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else None
@@ -154,7 +159,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
                    label_column=args.label_column, budget=args.budget, epochs=args.epochs,
                    retrain_epochs=args.retrain_epochs, rounds=args.rounds, schedule=args.schedule,
                    candidates=candidates, probe_share=args.probe_share, night_share=args.night_share,
-                   max_epochs=args.max_epochs, network=args.network, widths=widths, policy=args.policy,
+                   max_epochs=args.max_epochs, network=args.network, widths=widths, head=args.head, policy=args.policy,
                    final_free=args.final_free, expected_tasks=args.expected_tasks, tolerance=args.tolerance,
                    min_keep=args.min_keep, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                    device=args.device, threads=args.threads, started=started, progress=progress)

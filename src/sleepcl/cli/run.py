@@ -16,7 +16,7 @@ __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "pr
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     from ..config import BENCHMARK_NAMES, PAPER_DEFAULTS
-    from ..models.paper import NETWORKS
+    from ..models import NETWORKS
     from ..schedule import SCHEDULES
     from ..strategies import STRATEGIES
 

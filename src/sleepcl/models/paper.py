@@ -1,116 +1,102 @@
-"""The paper's two networks, written for a *population*: every parameter has a leading member axis ``S``.
+"""The paper's two networks, as ordinary ``nn.Module`` s and as tuned kernels for populations.
 
-A population of S independent networks trains as one: linear layers are batched matmuls over the member
-axis and convolutions are one grouped convolution with ``groups=S``, so one kernel call serves all
-members. Parameters are plain tensors in a dict (the ``torch.func.functional_call`` convention), which
-keeps masks, pruning and the optimizer working on the same stacked tensors.
+:class:`PaperMLP` (784-256-256, a 2-way head per task) and :class:`PaperVGG` (conv3-32, conv3-64, maxpool,
+conv3-128, conv3-128, maxpool, dropout, fc1024, dropout, heads; Appendix A) are plain modules: they train on the
+engine's generic path like any user model (:mod:`sleepcl.models.module`), and they define the initial weights
+(:func:`sleepcl.models.layers.uniform_`, drawn in the order of their parameters).
 
-Which weights count as "the network's weights" (the ones owned, pruned and freed):
-
-* every weight matrix and convolution kernel of the trunk is **prunable** and has an owner;
-* **biases** are shared by all tasks and, as in PackNet, trained on the first task only and then frozen
-  (PackNet's choice: a bias is a single number per unit, so splitting it among tasks is not possible,
-  and freezing it is what keeps old tasks bit-exact). The shared-weight baselines keep training them;
-* **heads**: each task has its own 2-way output layer (task-incremental setting). A head belongs to its
-  task alone, is never pruned and is not counted in the free fraction, exactly as PackNet keeps a
-  classifier per task.
+:class:`StackedMLP` and :class:`StackedVGG` compute the same networks for a whole population at once, with
+the member axis folded into the kernels: linear layers are batched matmuls whose backward writes weight
+gradients straight into the weights' layout, and convolutions are one grouped convolution (or one per member
+on CPU, where oneDNN's ordinary kernels are faster). The engine chooses them automatically for the paper's
+networks (the ``stacked_kernels`` part of its fast path); their parameters have the same names and initial
+values as the modules'.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["NETWORKS", "Network", "MLP", "SmallVGG", "make_network"]
+from .base import Buffers, MemberRandom, Network, Params, fan_in, seeded
+from .layers import GeneratorDropout, TaskHeads, uniform_
 
-Params = dict[str, Tensor]
+__all__ = ["PaperMLP", "PaperVGG", "StackedMLP", "StackedVGG", "MLP_WIDTHS", "VGG_WIDTHS", "VGG_DROPOUT"]
 
-
-@dataclass(frozen=True)
-class Network:
-    """Shapes and forward pass of one architecture; the parameters themselves live in a :class:`Params` dict.
-
-    ``fast`` (set by the engine's fast path, see :mod:`sleepcl.engine.population`) computes the same forward pass
-    with a backward that writes every weight gradient directly in the weight's own layout; the plain
-    autograd formulation (``fast=False``) hands a transposed gradient that must be copied once more.
-    ``member_convs`` (convolutional networks; the fast path sets it on CPU) runs one convolution per
-    member instead of one grouped convolution over all of them: the same arithmetic, and on CPU oneDNN's
-    ordinary kernels are faster than its grouped ones (up to 1.7x for the first 32x32 layer).
-    """
-
-    input_shape: tuple[int, ...]
-    n_tasks: int
-    n_outputs: int
-    fast: bool = field(default=False, kw_only=True)
-    member_convs: bool = field(default=False, kw_only=True)
-
-    @property
-    def prunable(self) -> tuple[str, ...]:
-        """Names of the weights that are owned, pruned and freed, in forward order."""
-        raise NotImplementedError
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-member shape of every parameter, heads included."""
-        raise NotImplementedError
-
-    def features(self, params: Params, x: Tensor, dropout: "Dropout | None" = None) -> Tensor:
-        """Trunk output ``(S, B, F)`` for inputs ``x`` of shape ``(S, B, *input_shape)``."""
-        raise NotImplementedError
-
-    @property
-    def activation_floats(self) -> int:
-        """The widest activation one sample makes in one member (floats): sizes evaluation chunks."""
-        raise NotImplementedError
-
-    @property
-    def feature_dim(self) -> int:
-        return self.shapes()["head.weight"][-1]
-
-    def init(self, generator: torch.Generator) -> Params:
-        """One member's parameters, drawn like ``nn.Linear``/``nn.Conv2d`` defaults (U(+-1/sqrt(fan_in)))."""
-        out: Params = {}
-        for name, shape in self.shapes().items():
-            fan_in = _fan_in(name, shape, self.shapes())
-            bound = 1.0 / math.sqrt(fan_in)
-            out[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
-        return out
-
-    def logits(self, params: Params, x: Tensor, task: Tensor | int, dropout: "Dropout | None" = None) -> Tensor:
-        """Logits ``(S, B, n_outputs)``, each sample through the head of its own task.
-
-        ``task`` is an int (the whole batch is one task) or a ``(S, B)`` tensor of task indices (0-based):
-        a batch mixing tasks, as rehearsal and multitask training draw, is routed per sample.
-        """
-        h = self.features(params, x, dropout)
-        w, b = params["head.weight"], params["head.bias"]  # (S, T, O, F), (S, T, O)
-        if isinstance(task, int):
-            return _linear(h, w[:, task], b[:, task], self.fast)
-        s, t, o, f = w.shape
-        every = torch.baddbmm(b.reshape(s, 1, t * o), h, w.reshape(s, t * o, f).transpose(1, 2))
-        every = every.view(s, -1, t, o)
-        return every.gather(2, task[:, :, None, None].expand(-1, -1, 1, o)).squeeze(2)
+MLP_WIDTHS = (256, 256)
+VGG_WIDTHS = (32, 64, 128, 128, 1024)
+VGG_DROPOUT = 0.1
 
 
-class Dropout:
-    """Dropout with one generator per member, so a member draws the same masks alone or in a population."""
+def _skip_init(cls: type[nn.Module], *args: int, **kwargs: int) -> nn.Module:
+    """A layer whose weights are left for :meth:`PaperMLP.reset_parameters` to draw (no draws of its own)."""
+    return torch.nn.utils.skip_init(cls, *args, device=torch.get_default_device(), **kwargs)
 
-    def __init__(self, rate: float, generators: Sequence[torch.Generator]):
-        self.rate = rate
-        self.generators = list(generators)
 
-    def __call__(self, h: Tensor) -> Tensor:
-        if self.rate == 0.0:
-            return h
-        keep = 1.0 - self.rate
-        masks = [torch.empty(h.shape[1:], device=h.device, dtype=h.dtype).bernoulli_(keep, generator=g)
-                 for g in self.generators]
-        return h * torch.stack(masks) / keep
+def _draw(layers: Sequence[nn.Module]) -> None:
+    """Every layer's weight then bias from U(+-1/sqrt(fan_in)), in order: the paper networks' initial weights."""
+    for layer in layers:
+        uniform_(layer.weight, fan_in(layer.weight.shape))
+        uniform_(layer.bias, fan_in(layer.weight.shape))
 
+
+class PaperMLP(nn.Module):
+    """The paper's MLP: input -> 256 -> 256 -> one head per task (ReLU)."""
+
+    def __init__(self, input_shape: Sequence[int], n_tasks: int = 1, head_size: int = 2,
+                 widths: Sequence[int] = MLP_WIDTHS):
+        super().__init__()
+        dims = [math.prod(input_shape), *widths]
+        if not widths or any(int(w) < 1 for w in widths):
+            raise ValueError(f"the MLP's widths must be whole numbers >= 1, got {tuple(widths)}")
+        self.depth = len(widths)
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            setattr(self, f"fc{i}", _skip_init(nn.Linear, a, b))
+        _draw([getattr(self, f"fc{i}") for i in range(self.depth)])
+        self.head = TaskHeads(n_tasks, head_size, dims[-1])
+
+    def forward(self, x: Tensor, task: int = 0) -> Tensor:
+        h = x.flatten(1)
+        for i in range(self.depth):
+            h = F.relu(getattr(self, f"fc{i}")(h), inplace=True)
+        return self.head(h, task)
+
+
+class PaperVGG(nn.Module):
+    """The paper's small VGG; ``widths`` = the four conv widths and the fc width."""
+
+    def __init__(self, input_shape: Sequence[int], n_tasks: int = 1, head_size: int = 2,
+                 widths: Sequence[int] = VGG_WIDTHS, dropout: float = VGG_DROPOUT):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"the vgg network needs image inputs (C, H, W), got input shape {tuple(input_shape)}")
+        if len(widths) != 5 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"the small VGG takes 5 widths >= 1 (4 conv, 1 fc), got {tuple(widths)}")
+        c, h, w = input_shape
+        convs = [c, *widths[:4]]
+        for i, (a, b) in enumerate(zip(convs, convs[1:])):
+            setattr(self, f"conv{i}", _skip_init(nn.Conv2d, a, b, 3, padding=1))
+        self.fc0 = _skip_init(nn.Linear, convs[-1] * (h // 4) * (w // 4), widths[4])
+        _draw([self.conv0, self.conv1, self.conv2, self.conv3, self.fc0])
+        self.drop0, self.drop1 = GeneratorDropout(dropout), GeneratorDropout(dropout)
+        self.head = TaskHeads(n_tasks, head_size, widths[4])
+
+    def forward(self, x: Tensor, task: int = 0) -> Tensor:
+        h = x
+        for i in range(4):
+            h = F.relu(getattr(self, f"conv{i}")(h), inplace=True)
+            if i in (1, 3):
+                h = F.max_pool2d(h, 2)
+        h = self.drop0(h.flatten(1))
+        h = self.drop1(F.relu(self.fc0(h), inplace=True))
+        return self.head(h, task)
+
+
+# -- the tuned kernels ------------------------------------------------------------------------------------
 
 def _linear(x: Tensor, w: Tensor, b: Tensor, fast: bool = False) -> Tensor:
     """``x @ w.T + b`` for every member: ``x`` (S, B, in), ``w`` (S, out, in), ``b`` (S, out)."""
@@ -138,65 +124,93 @@ class _StackedLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-@dataclass(frozen=True)
-class MLP(Network):
-    """The paper's MLP: input -> 256 -> 256 -> per-task head (ReLU)."""
+def _dropout(h: Tensor, rate: float, random: MemberRandom) -> Tensor:
+    """Dropout with each member's own generator (the masks :class:`GeneratorDropout` draws for one member)."""
+    keep = 1.0 - rate
+    masks = [torch.empty(h.shape[1:], device=h.device, dtype=h.dtype).bernoulli_(keep, generator=g)
+             for g in random.generators]
+    return h * torch.stack(masks) / keep
 
-    widths: tuple[int, ...] = (256, 256)
+
+class _Stacked(Network):
+    """What both tuned networks share: the module that defines them, and the fast-path flags.
+
+    ``fast`` computes every linear layer with a backward that writes weight gradients in the weights' own
+    layout (the plain formulation hands a transposed gradient that must be copied once more).
+    """
+
+    module_class: type[nn.Module]
+    default_widths: tuple[int, ...]
+
+    def __init__(self, input_shape: Sequence[int], n_tasks: int, head_size: int = 2,
+                 widths: Sequence[int] | None = None, *, fast: bool = False):
+        super().__init__(input_shape, n_tasks, head_size)
+        self.widths = tuple(int(w) for w in widths) if widths else self.default_widths
+        self.fast = fast
+        template = self.module(torch.device("meta"))
+        self._shapes = {n: tuple(p.shape) for n, p in template.named_parameters()}
+        self.prunable = tuple(n for n in self._shapes if n.endswith(".weight") and not n.startswith("head."))
+
+    def module(self, device: torch.device | None = None) -> nn.Module:
+        """A fresh module of this network (its initial weights drawn from torch's global generator)."""
+        if device is not None and device.type == "meta":
+            with torch.device("meta"):
+                return self.module_class(self.input_shape, self.n_tasks, self.head_size, self.widths)
+        return self.module_class(self.input_shape, self.n_tasks, self.head_size, self.widths)
+
+    def member_state(self, seed: int) -> tuple[Params, Buffers]:
+        m = seeded(seed, self.module)
+        return {n: p.detach() for n, p in m.named_parameters()}, {}
 
     @property
-    def prunable(self) -> tuple[str, ...]:
-        return tuple(f"fc{i}.weight" for i in range(len(self.widths)))
+    def head_shape(self) -> tuple[int, int, int]:
+        return self._shapes["head.weight"]  # type: ignore[return-value]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        dims = [math.prod(self.input_shape), *self.widths]
-        out: dict[str, tuple[int, ...]] = {}
-        for i, (a, b) in enumerate(zip(dims, dims[1:])):
-            out[f"fc{i}.weight"] = (b, a)
-            out[f"fc{i}.bias"] = (b,)
-        out["head.weight"] = (self.n_tasks, self.n_outputs, dims[-1])
-        out["head.bias"] = (self.n_tasks, self.n_outputs)
-        return out
+        """Per-member shape of every parameter, heads included."""
+        return dict(self._shapes)
+
+    def head(self, h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return _linear(h, w, b, self.fast)
+
+
+class StackedMLP(_Stacked):
+    """:class:`PaperMLP` for a population: linear layers as batched matmuls over the member axis."""
+
+    name = "mlp"
+    module_class = PaperMLP
+    default_widths = MLP_WIDTHS
 
     @property
     def activation_floats(self) -> int:
         return max(math.prod(self.input_shape), *self.widths)
 
-    def features(self, params: Params, x: Tensor, dropout: Dropout | None = None) -> Tensor:
+    def features(self, params: Params, x: Tensor, *, buffers: Buffers | None = None, task: int | None = None,
+                 random: MemberRandom | None = None, train: bool = False) -> Tensor:
         h = x.flatten(2)
         for i in range(len(self.widths)):
             # In place: the layer's backward needs its input, not its output (one pass and buffer fewer).
             h = torch.relu_(_linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"], self.fast))
         return h
 
+    def describe(self) -> str:
+        return f"mlp {math.prod(self.input_shape)}-" + "-".join(map(str, self.widths))
 
-@dataclass(frozen=True)
-class SmallVGG(Network):
-    """The paper's small VGG: conv3-32, conv3-64, maxpool, conv3-128, conv3-128, maxpool, dropout,
-    fc (flattened -> 1024), dropout, per-task head. ``widths`` = the four conv widths and the fc width."""
 
-    widths: tuple[int, ...] = (32, 64, 128, 128, 1024)
-    dropout_rate: float = 0.1
+class StackedVGG(_Stacked):
+    """:class:`PaperVGG` for a population. ``member_convs`` (the fast path sets it on CPU) runs one convolution
+    per member instead of one grouped convolution over all of them: the same arithmetic, and on CPU oneDNN's
+    ordinary kernels are faster than its grouped ones (up to 1.7x for the first 32x32 layer)."""
 
-    @property
-    def prunable(self) -> tuple[str, ...]:
-        return ("conv0.weight", "conv1.weight", "conv2.weight", "conv3.weight", "fc0.weight")
+    name = "vgg"
+    module_class = PaperVGG
+    default_widths = VGG_WIDTHS
+    dropout_rate = VGG_DROPOUT
 
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        if len(self.widths) != 5:
-            raise ValueError(f"the small VGG takes 5 widths (4 conv, 1 fc), got {self.widths}")
-        c, h, w = self.input_shape
-        convs = [c, *self.widths[:4]]
-        out: dict[str, tuple[int, ...]] = {}
-        for i, (a, b) in enumerate(zip(convs, convs[1:])):
-            out[f"conv{i}.weight"] = (b, a, 3, 3)
-            out[f"conv{i}.bias"] = (b,)
-        flat = convs[-1] * (h // 4) * (w // 4)
-        out["fc0.weight"] = (self.widths[4], flat)
-        out["fc0.bias"] = (self.widths[4],)
-        out["head.weight"] = (self.n_tasks, self.n_outputs, self.widths[4])
-        out["head.bias"] = (self.n_tasks, self.n_outputs)
-        return out
+    def __init__(self, input_shape: Sequence[int], n_tasks: int, head_size: int = 2,
+                 widths: Sequence[int] | None = None, *, fast: bool = False, member_convs: bool = False):
+        super().__init__(input_shape, n_tasks, head_size, widths, fast=fast)
+        self.member_convs = member_convs
 
     @property
     def activation_floats(self) -> int:
@@ -204,7 +218,8 @@ class SmallVGG(Network):
         return max(c * h * w, *(k * h * w for k in self.widths[:2]), *(k * h * w // 4 for k in self.widths[2:4]),
                    self.widths[4])
 
-    def features(self, params: Params, x: Tensor, dropout: Dropout | None = None) -> Tensor:
+    def features(self, params: Params, x: Tensor, *, buffers: Buffers | None = None, task: int | None = None,
+                 random: MemberRandom | None = None, train: bool = False) -> Tensor:
         s, b = x.shape[:2]
         if self.member_convs:
             # One member at a time through the conv trunk (unbind: one stack in backward, not S copies).
@@ -227,32 +242,13 @@ class SmallVGG(Network):
                 if i in (1, 3):
                     h = F.max_pool2d(h, 2)
             h = h.reshape(b, s, -1).transpose(0, 1)
-        if dropout is not None:
-            h = dropout(h)
+        drop = train and random is not None and self.dropout_rate > 0
+        if drop:
+            h = _dropout(h, self.dropout_rate, random)  # type: ignore[arg-type]
         h = torch.relu_(_linear(h, params["fc0.weight"], params["fc0.bias"], self.fast))
-        if dropout is not None:
-            h = dropout(h)
+        if drop:
+            h = _dropout(h, self.dropout_rate, random)  # type: ignore[arg-type]
         return h
 
-
-NETWORKS = ("mlp", "vgg")
-
-
-def make_network(name: str, input_shape: Sequence[int], n_tasks: int, widths: Sequence[int] | None = None,
-                 n_outputs: int = 2) -> Network:
-    """The named architecture for inputs of ``input_shape`` and ``n_tasks`` heads of ``n_outputs``."""
-    shape = tuple(int(d) for d in input_shape)
-    if name == "mlp":
-        return MLP(shape, n_tasks, n_outputs, tuple(widths) if widths else (256, 256))
-    if name == "vgg":
-        if len(shape) != 3:
-            raise ValueError(f"the vgg network needs image inputs (C, H, W), got input shape {shape}")
-        return SmallVGG(shape, n_tasks, n_outputs, tuple(widths) if widths else (32, 64, 128, 128, 1024))
-    raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
-
-
-def _fan_in(name: str, shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]) -> int:
-    if name.endswith(".weight"):
-        return math.prod(shape[1:]) if not name.startswith("head") else shape[-1]
-    weight = shapes[name.replace(".bias", ".weight")]
-    return math.prod(weight[1:]) if not name.startswith("head") else weight[-1]
+    def describe(self) -> str:
+        return "vgg " + "-".join(map(str, self.widths))

@@ -3,15 +3,20 @@
 **File format.** A single `safetensors <https://huggingface.co/docs/safetensors>`_ file. Tensors:
 
 ==========================  =====================================================================
-``trunk/<name>``            every trunk parameter (``fc0.weight``, ``fc0.bias``, ... or the VGG's),
-                            ``float32``, without the population axis
+``trunk/<name>``            every trunk parameter (``fc0.weight``, ``fc0.bias``, ... or the VGG's, or a
+                            user model's), without the population axis; per-task ones (norm layers)
+                            with a leading task axis, one row per task learnt (the initial values
+                            before the first night)
+``buffer/<name>``           the trunk's buffers (norm layers' running statistics), the same way
 ``owner/<name>``            ``uint8`` owner map of each prunable weight: 0 = free, t = task t
 ``head/<t>/weight``         task t's output layer ``(classes_t, features)``; ``head/<t>/bias``
 ``input/mean``, ``input/std``  the input normalisation (fixed on the first night), ``float32``
 ==========================  =====================================================================
 
 The safetensors header's ``__metadata__`` holds ``format`` (``sleepcl-nightly``), ``version`` and
-``sleepcl``: a JSON document with the network spec, the input spec (sample shape, ``uint8`` or
+``sleepcl``: a JSON document with the network spec (a built-in network and its widths, or a user's model
+factory ``package.module:function``, with a digest of its source file and the names of its per-task tensors),
+the input spec (sample shape, ``uint8`` or
 ``float32``, normalisation), the capacity policy, the training settings, the tasks (name, owner index,
 class list, sizes, validation accuracy) and the history of nights. Being one file, tensors and metadata
 are replaced together.
@@ -41,14 +46,16 @@ import torch
 from torch import Tensor
 
 from ..engine import ownership
-from ..models.paper import Network, make_network
+from ..engine.members import Members
+from ..models import Network, build_network, factory_digest, is_factory
+from ..models.base import MemberRandom
 from ..threads import torch_threads
 
 __all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
            "read_metadata"]
 
 FORMAT = "sleepcl-nightly"
-VERSION = 1
+VERSION = 2  # 2: buffers and per-task tensors, user models; files of version 1 (the paper's networks) still load
 EVAL_CHUNK = 4096
 
 
@@ -79,36 +86,46 @@ class NightlyModel:
     heads: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     mean: Tensor = field(default_factory=lambda: torch.zeros(1))
     std: Tensor = field(default_factory=lambda: torch.ones(1))
+    buffers: dict[str, Tensor] = field(default_factory=dict)
 
     # -- construction --------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, *, network: str, widths: tuple[int, ...] | None, input_shape: tuple[int, ...], kind: str,
                mean: np.ndarray, std: np.ndarray, normalisation: str, policy: dict[str, Any],
-               training: dict[str, Any], seed: int) -> "NightlyModel":
-        """A fresh model: random trunk (``seed``), every weight free, no task yet."""
+               training: dict[str, Any], seed: int, head: str | None = None) -> "NightlyModel":
+        """A fresh model: the network's own initial weights for ``seed``, every weight free, no task yet."""
         net_shape = net_input_shape(network, input_shape)
-        net = make_network(network, net_shape, 1, widths, 2)
-        init = net.init(torch.Generator().manual_seed(int(seed)))
-        trunk = {k: v.contiguous() for k, v in init.items() if not k.startswith("head.")}
+        spec: dict[str, Any] = {"name": network, "widths": list(widths or ()), "net_input_shape": list(net_shape)}
+        if is_factory(network):
+            spec.update(source=factory_digest(network), head=head)
+        net = _build(spec, n_tasks=1, head_size=2)
+        params, buffers = net.member_state(int(seed))
+        spec["widths"] = list(getattr(net, "widths", widths or ()))
+        spec["per_task"] = sorted(net.per_task)
+        trunk = {k: v.contiguous() for k, v in params.items() if not k.startswith("head.")}
         owner = {name: torch.zeros_like(trunk[name], dtype=torch.uint8) for name in net.prunable}
         meta = {
-            "format": FORMAT, "version": VERSION, "created": now_iso(), "updated": now_iso(),
-            "network": {"name": network, "widths": list(getattr(net, "widths", widths or ())),
-                        "net_input_shape": list(net_shape)},
+            "format": FORMAT, "version": VERSION, "created": now_iso(), "updated": now_iso(), "network": spec,
             "input": {"shape": list(input_shape), "kind": kind, "normalisation": normalisation},
             "policy": policy, "training": dict(training, seed=int(seed)),
             "tasks": [], "history": [],
         }
         return cls(meta, trunk, owner, [], torch.as_tensor(mean, dtype=torch.float32).contiguous(),
-                   torch.as_tensor(std, dtype=torch.float32).contiguous())
+                   torch.as_tensor(std, dtype=torch.float32).contiguous(),
+                   {k: v.contiguous() for k, v in buffers.items()})
 
     # -- description ---------------------------------------------------------------------------------
 
+    def network(self, n_tasks: int = 1, class_counts: list[int] | None = None) -> Network:
+        """The model's network with ``n_tasks`` heads (of as many outputs as the most classes any task has)."""
+        counts = class_counts or [2] * n_tasks
+        return _build(self.meta["network"], n_tasks=n_tasks, head_size=max(counts), class_counts=counts)
+
     @property
-    def network(self) -> Network:
-        spec = self.meta["network"]
-        return make_network(spec["name"], spec["net_input_shape"], 1, spec["widths"], 2)
+    def per_task(self) -> frozenset[str]:
+        """Tensors with a leading task axis (norm layers of a user's model)."""
+        return frozenset(self.meta["network"].get("per_task", ()))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -163,28 +180,65 @@ class NightlyModel:
         t = (t - self.mean.to(device)) / self.std.to(device)
         return t.reshape(t.shape[0], *self.meta["network"]["net_input_shape"])
 
-    def params_for(self, task_position: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-        """The trunk task ``task_position`` answers with (its own and earlier tasks' weights), member axis 1."""
-        out = {}
-        for name, w in self.trunk.items():
-            if name in self.owner:
-                w = w * ownership.visible(self.owner[name], task_position + 1)
-            out[name] = w.to(device)[None]
-        return out
+    def members(self, n_classes: int, device: torch.device | str, seed: int) -> Members:
+        """One member that is this model about to learn a new task of ``n_classes`` classes: every task's head
+        (the new one drawn from ``seed``), per-task tensors extended by a row for the new task."""
+        t = len(self.tasks)
+        counts = [len(task["classes"]) for task in self.tasks] + [n_classes]
+        net = self.network(t + 1, counts)
+        params = {n: _task_rows(v, t + 1) if n in self.per_task else v for n, v in self.trunk.items()}
+        buffers = {n: _task_rows(v, t + 1) if n in self.per_task else v for n, v in self.buffers.items()}
+        features = net.feature_dim
+        w = torch.zeros(t + 1, net.head_size, features)
+        b = torch.zeros(t + 1, net.head_size)
+        for j, (hw, hb) in enumerate(self.heads):
+            w[j, :len(hb)], b[j, :len(hb)] = hw, hb
+        g = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(features)
+        w[t, :n_classes] = (torch.rand((1, n_classes, features), generator=g) * 2 - 1)[0] * bound
+        b[t, :n_classes] = (torch.rand((1, n_classes), generator=g) * 2 - 1)[0] * bound
+        params.update({"head.weight": w, "head.bias": b})
+        device = torch.device(device)
+        return Members(net, {n: v[None].to(device).clone().requires_grad_() for n, v in params.items()},
+                       {n: v[None].to(device).clone() for n, v in buffers.items()},
+                       {n: v[None].to(device).clone() for n, v in self.owner.items()},
+                       MemberRandom([torch.Generator(device=device).manual_seed(seed + 1)]))
+
+    def with_member(self, members: Members, member: int, classes: list[Any]) -> "NightlyModel":
+        """A copy of this model holding member ``member`` of ``members`` (which learnt one more task of
+        ``classes``); metadata copied."""
+        import copy
+
+        state = members.member_state(member)
+        t = len(self.tasks)
+        head_w, head_b = state["params"].pop("head.weight"), state["params"].pop("head.bias")
+        heads = [*self.heads, (head_w[t, :len(classes)].cpu().contiguous(), head_b[t, :len(classes)].cpu().contiguous())]
+        return NightlyModel(copy.deepcopy(self.meta), {k: v.cpu().contiguous() for k, v in state["params"].items()},
+                            {k: v.cpu().contiguous() for k, v in state["owner"].items()}, heads, self.mean, self.std,
+                            {k: v.cpu().contiguous() for k, v in state["buffers"].items()})
 
     @torch.no_grad()
     def logits(self, task_position: int, x: np.ndarray | Tensor, device: torch.device | str = "cpu",
                chunk: int = EVAL_CHUNK) -> Tensor:
-        """Logits ``(n, classes)`` of task ``task_position`` for raw samples ``x``, in fixed-size chunks."""
-        net = self.network
-        params = self.params_for(task_position, device)
-        w, b = (t.to(device) for t in self.heads[task_position])
+        """Logits ``(n, classes)`` of task ``task_position`` for raw samples ``x``, in fixed-size chunks, through
+        the task's own network: its own and earlier tasks' weights, its own per-task tensors and head."""
+        hw, hb = self.heads[task_position]
+        net = self.network(1, [len(hb)])
+        j = task_position
+
+        def one(v: Tensor, name: str) -> Tensor:
+            return (v[j:j + 1] if name in self.per_task else v)[None].to(device)
+
+        params = {n: one(v, n) for n, v in self.trunk.items()}
+        for name, o in self.owner.items():
+            params[name] = params[name] * ownership.visible(o, j + 1).to(device)[None]
+        params.update({"head.weight": hw[None, None].to(device), "head.bias": hb[None, None].to(device)})
+        buffers = {n: one(v, n) for n, v in self.buffers.items()}
         out = []
         for start in range(0, len(x), chunk):
             xb = self.normalise(x[start:start + chunk], device)
-            h = net.features(params, xb[None])[0]
-            out.append(torch.addmm(b, h, w.t()).cpu())
-        return torch.cat(out) if out else torch.zeros(0, len(b))
+            out.append(net.logits(params, xb[None], 0, buffers=buffers)[0].cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(hb))
 
     def accuracy(self, task_position: int, x: np.ndarray, class_index: np.ndarray,
                  device: torch.device | str = "cpu") -> float:
@@ -201,6 +255,8 @@ class NightlyModel:
             tensors[f"trunk/{name}"] = t.detach().cpu().contiguous()
         for name, o in self.owner.items():
             tensors[f"owner/{name}"] = o.cpu().contiguous()
+        for name, t in self.buffers.items():
+            tensors[f"buffer/{name}"] = t.cpu().contiguous()
         for j, (w, b) in enumerate(self.heads):
             tensors[f"head/{j + 1}/weight"] = w.detach().cpu().contiguous()
             tensors[f"head/{j + 1}/bias"] = b.detach().cpu().contiguous()
@@ -223,8 +279,10 @@ class NightlyModel:
             tensors = load(data)
         except Exception as e:  # safetensors raises its own error types
             raise ModelError(f"{source}: damaged model file ({e})") from e
-        trunk = {k[len("trunk/"):]: v for k, v in tensors.items() if k.startswith("trunk/")}
-        owner = {k[len("owner/"):]: v for k, v in tensors.items() if k.startswith("owner/")}
+        def group(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        trunk, owner, buffers = group("trunk/"), group("owner/"), group("buffer/")
         heads = []
         for j in range(len(meta["tasks"])):
             try:
@@ -232,18 +290,28 @@ class NightlyModel:
             except KeyError:
                 raise ModelError(f"{source}: the head of task {j + 1} is missing") from None
         spec = meta["network"]
-        net = make_network(spec["name"], spec["net_input_shape"], 1, spec["widths"], 2)
-        shapes = {k: v for k, v in net.shapes().items() if not k.startswith("head.")}
-        for name, shape in shapes.items():
-            if name not in trunk or tuple(trunk[name].shape) != tuple(shape):
-                raise ModelError(f"{source}: trunk weight {name} is missing or has the wrong shape")
+        try:
+            net = _build(spec, n_tasks=1, head_size=2)
+        except ValueError as e:
+            raise ModelError(f"{source}: cannot rebuild the model's network: {e}") from e
+        params, bufs = net.member_state(0)
+        per_task = frozenset(spec.get("per_task", ()))
+        rows = max(1, len(meta["tasks"]))
+        for kind, want, got in (("trunk weight", params, trunk), ("buffer", bufs, buffers)):
+            for name, v in want.items():
+                if name.startswith("head."):
+                    continue
+                shape = (rows, *v.shape[1:]) if name in per_task else tuple(v.shape)
+                if name not in got or tuple(got[name].shape) != tuple(shape):
+                    raise ModelError(f"{source}: {kind} {name} is missing or has the wrong shape")
         for name in net.prunable:
-            if name not in owner or tuple(owner[name].shape) != tuple(shapes[name]):
+            if name not in owner or tuple(owner[name].shape) != tuple(params[name].shape):
                 raise ModelError(f"{source}: owner map of {name} is missing or has the wrong shape")
         # the network's own order (safetensors stores tensors in its own order)
-        trunk = {name: trunk[name] for name in shapes}
+        trunk = {name: trunk[name] for name in params if not name.startswith("head.")}
         owner = {name: owner[name] for name in net.prunable}
-        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"])
+        buffers = {name: buffers[name] for name in bufs}
+        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers)
 
     @classmethod
     def load(cls, path: str | Path) -> "NightlyModel":
@@ -287,6 +355,23 @@ def _parse_metadata(data: bytes, source: str) -> dict[str, Any]:
         return json.loads(md["sleepcl"])
     except (KeyError, ValueError):
         raise ModelError(f"{source}: damaged metadata") from None
+
+
+def _build(spec: dict[str, Any], *, n_tasks: int, head_size: int, class_counts: list[int] | None = None) -> Network:
+    """The network a model file's spec names (per-task norm layers: the nightly always freezes)."""
+    name = spec["name"]
+    if is_factory(name) and spec.get("source") and factory_digest(name) != spec["source"]:
+        raise ModelError(f"the model was made with another version of {name} (its source file changed since); "
+                         "restore that code, or start a new model file")
+    return build_network(name, spec["net_input_shape"], n_tasks, head_size, spec.get("widths") or None,
+                         per_task_norm=True, head=spec.get("head"), class_counts=class_counts)
+
+
+def _task_rows(v: Tensor, rows: int) -> Tensor:
+    """A per-task tensor with ``rows`` rows: the stored ones, then copies of the last for new tasks."""
+    if v.shape[0] >= rows:
+        return v[:rows]
+    return torch.cat([v, v[-1:].expand(rows - v.shape[0], *v.shape[1:])])
 
 
 def net_input_shape(network: str, shape: tuple[int, ...]) -> tuple[int, ...]:

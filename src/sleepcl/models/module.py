@@ -1,0 +1,256 @@
+"""Any ``nn.Module`` as a population: the engine's generic path.
+
+Give a model that maps a batch ``(B, *input_shape)`` to class scores, as ``torchvision.models.resnet18`` does.
+sleepcl takes it apart once, then computes every member with ``torch.func.functional_call`` on that one
+template, with the member's own slice of the stacked parameters and buffers:
+
+* **the classifier** (the module named by ``head``, else the last ``nn.Linear``) is replaced by one head per task
+  (:class:`~sleepcl.models.layers.TaskHeads`): what reached the classifier are the features;
+* **prunable**: the weight of every other ``Linear`` and convolution;
+* **norm layers** (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm): under a strategy that freezes
+  (PackNet), each task has its own copy of their affine parameters and running statistics, as the original
+  PackNet code kept per-dataset BatchNorm: the new task's copy starts from the previous task's, trains with the
+  task, and is never touched again, so an old task's outputs stay bit-identical. Under the other strategies
+  they are shared like any parameter;
+* ``nn.Dropout`` becomes :class:`~sleepcl.models.layers.GeneratorDropout`, drawing from the member's own
+  generator;
+* everything else is shared: biases, and any other parameter, trained on the first task only by PackNet.
+
+Each member's initial weights are the model's own initialisation (its factory called with torch's generator
+seeded from the member's seed), so a member is the same network alone, in a population or in a group.
+
+What cannot work is refused before any training, naming the layer and why: a factory that fails or returns
+something else than a module, no classifier, no prunable layer besides it, uninitialised (lazy) parameters,
+a trunk whose output is not ``(batch, features)``, and, under a strategy that freezes, a layer other than a norm
+layer whose buffers change in training (its state would drift under old tasks).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import Buffers, MemberRandom, Network, Params, seeded
+from .layers import GeneratorDropout, TaskHeads
+
+__all__ = ["NORM_LAYERS", "PRUNABLE_LAYERS", "ModuleNetwork"]
+
+PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+                                            *([nn.RMSNorm] if hasattr(nn, "RMSNorm") else []))
+# Random layers other than nn.Dropout draw from torch's global generator, which groups side by side share.
+GLOBAL_RANDOM_LAYERS: tuple[type[nn.Module], ...] = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                                                     nn.FeatureAlphaDropout)
+TRIAL_BATCH = 2
+
+
+class ModuleNetwork(Network):
+    """A user's ``nn.Module`` (built by ``build``) for the engine: see the module docstring."""
+
+    def __init__(self, build: Callable[[], nn.Module], input_shape: Sequence[int], n_tasks: int, head_size: int,
+                 *, name: str = "module", per_task_norm: bool = False, head: str | None = None):
+        super().__init__(input_shape, n_tasks, head_size)
+        self.name, self._build, self._head_path = name, build, head
+        template = seeded(0, lambda: _call_factory(build, name))
+        self.trunk, self._head_path, features = _split_classifier(template, head, name, n_tasks, head_size)
+        self._head_shape = (self.n_tasks, self.head_size, features)
+        self.uses_global_random = _use_member_dropout(self.trunk)
+        self._dropouts = [m for m in self.trunk.modules() if isinstance(m, GeneratorDropout)]
+        _check_parameters(self.trunk, name)
+        names = dict(self.trunk.named_parameters())
+        if any(n.startswith("head.") for n in names):
+            raise ValueError(f"{name}: a parameter of the trunk is called head.*, the name sleepcl gives the per-task "
+                             "heads; rename that layer, or name it as the classifier with head=...")
+        self.prunable = tuple(f"{path}.weight" for path, m in self.trunk.named_modules()
+                              if isinstance(m, PRUNABLE_LAYERS) and f"{path}.weight" in names)
+        if not self.prunable:
+            raise ValueError(f"{name}: no Linear or convolution besides the classifier ({self._head_path}): sleepcl "
+                             "owns, prunes and frees the weights of Linear and convolution layers, so the model needs "
+                             "at least one")
+        self.norm_layers = {path for path, m in self.trunk.named_modules() if isinstance(m, NORM_LAYERS)}
+        self.param_names = tuple(names)
+        self.buffer_names = tuple(n for n, _ in self.trunk.named_buffers())
+        self.per_task = frozenset(n for n in (*self.param_names, *self.buffer_names)
+                                  if per_task_norm and n.rpartition(".")[0] in self.norm_layers)
+        self._activation_floats = _check_trunk(self.trunk, self.input_shape, features, name)
+        if per_task_norm:
+            _check_buffers_stay(self.trunk, self.input_shape, self.norm_layers, name)
+
+    # -- Network --------------------------------------------------------------------------------------
+
+    @property
+    def head_shape(self) -> tuple[int, int, int]:
+        return self._head_shape
+
+    @property
+    def activation_floats(self) -> int:
+        return self._activation_floats
+
+    def member_state(self, seed: int) -> tuple[Params, Buffers]:
+        def build() -> tuple[nn.Module, TaskHeads]:
+            model = _call_factory(self._build, self.name)
+            heads = _find(model, self._head_path)
+            if not isinstance(heads, TaskHeads):  # drawn right after the model, from the same seeded stream
+                heads = TaskHeads(self.n_tasks, self.head_size, self.feature_dim)
+            return model, heads
+
+        model, heads = seeded(seed, build)
+        prefix = self._head_path + "."
+        params = {n: p.detach() for n, p in model.named_parameters() if not n.startswith(prefix)}
+        buffers = {n: b.detach() for n, b in model.named_buffers() if not n.startswith(prefix)}
+        if set(params) != set(self.param_names) or set(buffers) != set(self.buffer_names):
+            raise ValueError(f"{self.name}: the factory built a different model for seed {seed} than for seed 0 "
+                             "(other parameter or buffer names); it must build the same architecture every time")
+        for group in (params, buffers):
+            for n in group:
+                if n in self.per_task:
+                    group[n] = group[n].unsqueeze(0).repeat(self.n_tasks, *([1] * group[n].dim()))
+        params["head.weight"], params["head.bias"] = heads.weight.detach(), heads.bias.detach()
+        return params, buffers
+
+    def features(self, params: Params, x: Tensor, *, buffers: Buffers | None = None, task: int | None = None,
+                 random: MemberRandom | None = None, train: bool = False) -> Tensor:
+        if self.per_task and task is None:
+            raise ValueError(f"{self.name}: per-task norm layers need one task per batch")
+        self.trunk.train(train)
+        buffers = buffers or {}
+        out = []
+        for s in range(x.shape[0]):
+            state = {n: params[n][s, task] if n in self.per_task else params[n][s] for n in self.param_names}
+            state.update({n: buffers[n][s, task] if n in self.per_task else buffers[n][s] for n in self.buffer_names})
+            for d in self._dropouts:
+                d.generator = random.generators[s] if random is not None else None
+            out.append(functional_call(self.trunk, state, (x[s],), strict=True))
+        return torch.stack(out)
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.trunk.parameters())
+        norm = f", {len(self.norm_layers)} norm layers" + (" (per task)" if self.per_task else "") \
+            if self.norm_layers else ""
+        return f"{self.name}: {n:,} trunk parameters, {len(self.prunable)} prunable layers{norm}"
+
+
+# -- taking the model apart --------------------------------------------------------------------------------
+
+def _call_factory(build: Callable[[], nn.Module], name: str) -> nn.Module:
+    try:
+        model = build()
+    except Exception as e:
+        raise ValueError(f"the model factory {name} failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"the model factory {name} returned a {type(model).__name__}, not a torch.nn.Module; "
+                         "return the model itself")
+    return model
+
+
+def _find(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path) if path else model
+
+
+def _split_classifier(model: nn.Module, head: str | None, name: str, n_tasks: int,
+                      head_size: int) -> tuple[nn.Module, str, int]:
+    """The model with its classifier taken out, the classifier's path, and its input size."""
+    if head is not None:
+        try:
+            classifier = model.get_submodule(head)
+        except AttributeError:
+            raise ValueError(f"{name}: no layer {head!r} to use as the classifier (layers: "
+                             f"{', '.join(n for n, _ in model.named_children())})") from None
+        path = head
+    else:
+        found = [(p, m) for p, m in model.named_modules() if isinstance(m, (nn.Linear, TaskHeads))]
+        if not found:
+            raise ValueError(f"{name}: no nn.Linear to use as the classifier; end the model with an nn.Linear (its "
+                             "input is the feature size) or name the classifier layer with head=...")
+        path, classifier = found[-1]
+    if not path:
+        raise ValueError(f"{name}: the whole model is a single layer; sleepcl needs a trunk before the classifier")
+    if isinstance(classifier, TaskHeads):
+        t, o, features = classifier.weight.shape
+        if (t, o) != (n_tasks, head_size):
+            raise ValueError(f"{name}: its TaskHeads {path} has {t} heads of {o} outputs, but the tasks need "
+                             f"{n_tasks} heads of {head_size}; build it with TaskHeads({n_tasks}, {head_size}, ...)")
+    elif isinstance(classifier, nn.Linear):
+        features = classifier.in_features
+    else:
+        raise ValueError(f"{name}: the classifier {path} is a {type(classifier).__name__}; it must be an nn.Linear "
+                         "(sleepcl replaces it by one head per task)")
+    parent, _, leaf = path.rpartition(".")
+    setattr(_find(model, parent), leaf, _Features())
+    return model, path, int(features)
+
+
+class _Features(nn.Module):
+    """Where the classifier was: hands on what reached it (with or without a task argument)."""
+
+    def forward(self, h: Tensor, *_args: object, **_kwargs: object) -> Tensor:
+        return h
+
+
+def _use_member_dropout(trunk: nn.Module) -> bool:
+    """nn.Dropout -> GeneratorDropout in place; whether random layers that use the global generator remain."""
+    for path, m in list(trunk.named_modules()):
+        if type(m) is nn.Dropout:
+            parent, _, leaf = path.rpartition(".")
+            setattr(_find(trunk, parent), leaf, GeneratorDropout(m.p))
+    return any(isinstance(m, GLOBAL_RANDOM_LAYERS) for m in trunk.modules())
+
+
+def _check_parameters(trunk: nn.Module, name: str) -> None:
+    for path, p in trunk.named_parameters():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(f"{name}: {path} is not initialised yet (a lazy layer); give the layer its input size, "
+                             "or run the model once on an input before returning it")
+        if not p.is_floating_point():
+            raise ValueError(f"{name}: parameter {path} is {p.dtype}; sleepcl trains floating-point parameters")
+
+
+def _check_trunk(trunk: nn.Module, input_shape: tuple[int, ...], features: int, name: str) -> int:
+    """Run the trunk once (eval mode) on a small batch; return the widest activation per sample (floats)."""
+    widest = [features]
+
+    def measure(_m: nn.Module, _inp: object, out: object) -> None:
+        if isinstance(out, Tensor) and out.dim() > 0:
+            widest[0] = max(widest[0], out.numel() // out.shape[0])
+
+    hooks = [m.register_forward_hook(measure) for m in trunk.modules() if not list(m.children())]
+    trunk.eval()
+    x = torch.zeros(TRIAL_BATCH, *input_shape)
+    try:
+        with torch.no_grad():
+            out = trunk(x)
+    except Exception as e:
+        raise ValueError(f"{name}: the model without its classifier failed on a batch of shape {tuple(x.shape)}: "
+                         f"{type(e).__name__}: {e}; the model must take inputs of shape (batch, "
+                         f"{', '.join(map(str, input_shape))})") from e
+    finally:
+        for h in hooks:
+            h.remove()
+    if not isinstance(out, Tensor) or tuple(out.shape) != (TRIAL_BATCH, features):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{name}: what reaches the classifier is {got}, not (batch, {features}); the classifier must "
+                         "be the model's last step, applied to (batch, features); if it is another layer, name it "
+                         "with head=...")
+    return max(widest[0], int(torch.tensor(input_shape).prod()))
+
+
+def _check_buffers_stay(trunk: nn.Module, input_shape: tuple[int, ...], norm_layers: set[str], name: str) -> None:
+    """Refuse layers other than norm layers whose buffers a training step changes (a strategy that freezes
+    keeps per-task copies of norm layers only, so such state would drift under old tasks)."""
+    before = {n: b.clone() for n, b in trunk.named_buffers()}
+    trunk.train()
+    with torch.no_grad():
+        trunk(torch.randn(TRIAL_BATCH, *input_shape, generator=torch.Generator().manual_seed(0)))
+    trunk.eval()
+    for n, b in trunk.named_buffers():
+        layer = n.rpartition(".")[0]
+        if layer not in norm_layers and not torch.equal(before[n], b):
+            kind = type(_find(trunk, layer)).__name__
+            raise ValueError(f"{name}: layer {layer or '(the model)'} ({kind}) changes its buffer {n} in training; "
+                             "sleepcl keeps per-task copies only of norm layers' statistics, so under a strategy "
+                             "that freezes old tasks this state would drift. Use a norm layer sleepcl knows "
+                             f"({', '.join(t.__name__.lstrip('_') for t in NORM_LAYERS)}) or a strategy that does not "
+                             "freeze")
