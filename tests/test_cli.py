@@ -41,12 +41,31 @@ def test_bad_input_is_refused_before_training(no_training, tmp_path, capsys, arg
     assert message in err
 
 
-@pytest.mark.parametrize("args", [["--strategy", "bogus"], ["--benchmark", "imagenet"], ["--network", "resnet"]])
+@pytest.mark.parametrize("args", [["--strategy", "bogus"], ["--benchmark", "imagenet"]])
 def test_unknown_names_are_refused(no_training, capsys, args):
     with pytest.raises(SystemExit) as e:
         main(["run", *args])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, message", [
+    ("resnet", "unknown network 'resnet'; choose one of mlp, vgg or give a model factory"),
+    ("no_such_package.models:net", "cannot import 'no_such_package.models'"),
+    ("torch.nn:NoSuchThing", "'torch.nn' has no 'NoSuchThing'"),
+])
+def test_unknown_models_are_refused(no_training, tmp_path, capsys, model, message):
+    assert main(["run", *TINY, "--store", str(tmp_path / "s.sqlite"), "--model", model]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_strategy_options_are_checked(no_training, tmp_path, capsys):
+    assert main(["run", *TINY, "--no-store", "--strategy", "ewc", "--strategy-option", "lamda=3"]) == 2
+    assert "strategy 'ewc' has no option 'lamda'; its options: lambda (default 100.0)" in capsys.readouterr().err
+    assert main(["run", *TINY, "--no-store", "--strategy", "ewc", "--strategy-option", "lambda=-1"]) == 2
+    assert "lambda must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["run", *TINY, "--no-store", "--strategy-option", "lambda"]) == 2
+    assert "is not KEY=VALUE" in capsys.readouterr().err
 
 
 def test_output_folder_refused(no_training, tmp_path, capsys):
@@ -138,3 +157,25 @@ def test_the_command_sets_its_process_defaults_unless_the_user_did(monkeypatch, 
     code = "import sys, sleepcl.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_run_a_users_own_model_from_a_file(tmp_path, capsys):
+    (tmp_path / "mymodels.py").write_text(
+        "import math\nfrom torch import nn\n\n"
+        "def tiny(input_shape):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 16), nn.ReLU(), nn.Linear(16, 2))\n")
+    out = tmp_path / "runs.json"
+    spec = f"{tmp_path / 'mymodels.py'}:tiny"
+    assert main(["run", "--model", spec, "--epochs", "1", "--retrain-epochs", "1", "--tasks", "2", "--quiet",
+                 "--store", str(tmp_path / "s.sqlite"), "--output", str(out)]) == 0
+    [record] = json.loads(out.read_text())
+    assert record["config"]["network"] == spec and len(record["accuracy_matrix"]) == 2
+    assert record["layer_free_fraction"].keys() == {"1.weight"}
+    # the model's source is part of the run's identity: an edited model is a new run, not a stored one
+    before = record["config_hash"]
+    (tmp_path / "mymodels.py").write_text((tmp_path / "mymodels.py").read_text() + "# edited\n")
+    from sleepcl.config import RunConfig
+    from sleepcl.models import factory_digest
+
+    factory_digest.cache_clear()
+    assert RunConfig.from_dict(record["config"]).hash() != before

@@ -433,3 +433,31 @@ def test_a_night_does_not_import_what_it_does_not_use():
     code = "import sys, sleepcl.nightly.night, sleepcl.cli.nightly; print(sorted({'pandas', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_users_model_with_batchnorm_across_nights(tasks, tmp_path):
+    """A conv net with BatchNorm and dropout from the user's own file: task 1 predicts exactly as before after the
+    second night (its BatchNorm copy stays its own), and `predict` reproduces the recorded validation accuracy."""
+    factory = f"{Path(__file__).resolve().parent.parent / 'examples' / 'models.py'}:small_convnet"
+    files = []
+    for k in range(2):
+        pair = {}
+        for part in ("train", "val"):
+            d = np.load(tasks[k][part])
+            pair[part] = tmp_path / f"c{k}_{part}.npz"
+            np.savez(pair[part], x=d["x"][:, None], y=d["y"])  # (n, 1, 28, 28): the channel axis a conv net takes
+        files.append(pair)
+    path = tmp_path / "conv.st"
+    common = dict(epochs=3, retrain_epochs=2, rounds=2, batch_size=32, lr=3e-3, final_free=0.5, threads=1)
+    learn(path, "task0", files[0]["train"], val_data=files[0]["val"], network=factory, **common)
+    before = predict(path, "task0", files[0]["val"])
+    r2 = learn(path, "task1", files[1]["train"], val_data=files[1]["val"], **common)
+    after = predict(path, "task0", files[0]["val"])
+    assert np.array_equal(before["logits"], after["logits"])
+    m = NightlyModel.load(path)
+    assert m.meta["network"]["name"] == factory and "1.running_mean" in m.per_task
+    assert m.buffers["1.running_mean"].shape == (2, 16) and m.trunk["1.weight"].shape == (2, 16)
+    assert not torch.equal(m.buffers["1.running_mean"][0], m.buffers["1.running_mean"][1])
+    assert predict(path, "task1", files[1]["val"])["accuracy"] == r2["val_accuracy"] > 0.8
+    for name, n in m.layer_sizes().items():
+        assert m.free_counts()[name] == round(n * free_after_task(2, 5, 0.5)), name

@@ -32,7 +32,7 @@ MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
 # Fields added after runs were first stored, with their defaults. At its default such a field is left out of a
 # run's identity (:meth:`RunConfig.hash`), so every run stored before the field existed keeps its hash and is
 # found again (tests/test_config.py pins hashes of runs stored before any of them). A new field goes here.
-LATER_FIELDS: dict[str, Any] = {"strategy_options": {}}
+LATER_FIELDS: dict[str, Any] = {"strategy_options": {}, "head": None}
 
 
 def default_network(benchmark: str) -> str:
@@ -65,6 +65,7 @@ class RunConfig:
     widths: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)  # the strategy's own parameters (e.g. EWC's)
+    head: str | None = None  # a user model's classifier layer (default: its last nn.Linear)
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
@@ -96,6 +97,8 @@ class RunConfig:
                 "as package.module:function")
         if self.strategy in STRATEGIES:
             get_strategy(self.strategy, self.strategy_options)  # refuses unknown options and bad values
+        if self.head is not None and not is_factory(self.network or ""):
+            bad("--head names the classifier of your own --model; the built-in networks know theirs")
         if not 0.0 < self.final_free < 1.0:
             bad(f"--final-free p must lie strictly between 0 and 1 (the fraction of weights left free "
                 f"after the last task), got {self.final_free}")

@@ -34,10 +34,16 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARK_NAMES,
                    help="task sequence: 5 binary tasks of class pairs (0,1),(2,3),...; mnist-5k works offline")
     p.add_argument("--strategy", default="packnet", choices=list(STRATEGIES),
-                   help="packnet (freeze + prune), memory (full rehearsal), multinet (all tasks at once), "
-                        "finetune (no protection, shows forgetting)")
-    p.add_argument("--network", default=None, choices=NETWORKS,
-                   help="mlp (784-256-256) or vgg (the paper's small VGG); default: mlp for the MNIST family, vgg for cifar10")
+                   help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items()))
+    p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the strategy, e.g. lambda=400 for ewc (repeat for several)")
+    p.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
+                   help=f"{' or '.join(NETWORKS)} (the paper's MLP 784-256-256 and small VGG; default: mlp for the "
+                        "MNIST family, vgg for cifar10), or your own model: a function returning an nn.Module, as "
+                        "package.module:function or path/to/file.py:function")
+    p.add_argument("--head", default=None, metavar="LAYER",
+                   help="with --model: the model's classifier layer, replaced by one head per task (default: its "
+                        "last nn.Linear)")
     p.add_argument("--final-free", default="0.9", metavar="P[,P...]",
                    help="p: fraction of weights left free after the last task; a list makes one member per value")
     p.add_argument("--rounds", default="1", metavar="N[,N...]",
@@ -84,11 +90,12 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
         raise ValueError(f"--rounds takes integers like 4 or 1,2,4, got {args.rounds!r}") from None
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
     val_size: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
+    options = parse_options(args.strategy_option, "--strategy-option")
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=args.tasks,
-                         widths=widths)
+                         widths=widths, strategy_options=options, head=args.head)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 
@@ -169,6 +176,17 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         values = [_literal(v) for v in value.split(",")]
         out[key.replace("-", "_")] = values if len(values) > 1 else values[0]
+    return out
+
+
+def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["lambda=400", "mode=online"]`` -> ``{"lambda": 400, "mode": "online"}`` (numbers read as numbers)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{flag} {item!r} is not KEY=VALUE (e.g. lambda=400)")
+        out[key.strip()] = _literal(value.strip())
     return out
 
 

@@ -23,6 +23,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="quick: minutes on a CPU; paper: the paper's Table 2 settings and seed counts; "
                         "tiny: a seconds-long smoke test")
     p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARK_NAMES, help="the Split benchmark")
+    p.add_argument("--model", default=None, metavar="NETWORK",
+                   help="your own model (a function returning an nn.Module, as package.module:function or "
+                        "path/to/file.py:function) in place of the paper's network for the benchmark, on the same "
+                        "protocol")
     p.add_argument("--seeds", default=None,
                    help="replace every experiment's seeds, e.g. 0-4 (default: the preset's)")
     p.add_argument("--store", default=None, metavar="FILE",
@@ -70,7 +74,7 @@ def _settings(args: argparse.Namespace):
     from ..study.experiments import settings
 
     seeds = parse_int_list(args.seeds) if args.seeds else None
-    return settings(args.preset, args.benchmark, seeds=seeds)
+    return settings(args.preset, args.benchmark, seeds=seeds, network=args.model)
 
 
 def _store(args: argparse.Namespace, must_exist: bool):
@@ -89,7 +93,8 @@ def _command(args: argparse.Namespace) -> str:
     Rebuilt from the parsed arguments rather than ``sys.argv``, so it is exact however ``main`` was called.
     """
     parts = ["sleepcl", args.command, *_names(args), "--preset", args.preset, "--benchmark", args.benchmark]
-    for flag, dest in (("--seeds", "seeds"), ("--store", "store"), ("--out", "out"), ("--device", "device"),
+    for flag, dest in (("--model", "model"), ("--seeds", "seeds"), ("--store", "store"), ("--out", "out"),
+                       ("--device", "device"),
                        ("--data-dir", "data_dir"), ("--threads", "threads"), ("--max-population", "max_population")):
         value = getattr(args, dest, None)
         if value is not None and not (dest == "device" and value == "auto"):

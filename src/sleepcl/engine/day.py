@@ -137,8 +137,9 @@ class DaySession:
         for p in m.params.values():
             p.requires_grad_(True)
             p.grad = None
-        logits = m.net.logits(m.params, x, task, buffers=m.buffers)
-        Strategy.loss(self.strategy, logits, y, m.params).backward()
+        with torch.enable_grad():  # also when the strategy asks from inside no_grad
+            logits = m.net.logits(m.params, x, task, buffers=m.buffers)
+            Strategy.loss(self.strategy, logits, y, m.params).backward()
         out = {n: p.grad.detach().clone() for n, p in m.params.items() if p.grad is not None}
         for p in m.params.values():
             p.grad = None

@@ -129,9 +129,10 @@ class Population:
         self.adam, self.tf32 = adam, tf32
         self.bench = bench.to(self.device)
         self.strategy = get_strategy(first.strategy, first.strategy_options)
-        self.net = build_network(first.network, bench.input_shape, bench.n_tasks, _head_size(bench), first.widths,
+        self.net = build_network(first.network, bench.input_shape, bench.n_tasks, head_size(bench), first.widths,
                                  per_task_norm=self.strategy.freezes, stacked="stacked_kernels" in self.parts,
-                                 class_counts=getattr(bench, "n_classes", None), fast="stacked_linear" in self.parts,
+                                 head=first.head, class_counts=getattr(bench, "n_classes", None),
+                                 fast="stacked_linear" in self.parts,
                                  member_convs="member_convs" in self.parts and self.device.type == "cpu")
         seeds = [member_seeds(c.seed) for c in self.configs]
         self.members = Members.initial(self.net, [s[0] for s in seeds], [s[2] for s in seeds], self.device)
@@ -191,6 +192,18 @@ class Population:
                 batch = index[:, k * bs:(k + 1) * bs]
                 x = x_all[batch]
             yield x, y_all[batch], day.head_task if day.head_task is not None else task_all[batch]
+
+    def data_pass(self, day: Day) -> Iterator[Batch]:
+        """The day's training data once, in order, the same batches for every member (for what a strategy
+        computes at the end of a day, such as EWC's Fisher information; the members' own streams stay as
+        they are)."""
+        pool = torch.cat([self.bench.train[t] for t in day.pool])
+        bs, s = self.configs[0].batch_size, self.size
+        for start in range(0, pool.numel(), bs):
+            idx = pool[start:start + bs]
+            x, y = self.bench.x[idx], self.bench.y[idx]
+            task = day.head_task if day.head_task is not None else self.bench.task[idx].expand(s, -1)
+            yield x.expand(s, *x.shape), y.expand(s, -1), task
 
     def run_epoch(self, session: DaySession, streams: list[IndexStream], pool: Tensor) -> None:
         """One epoch of the day's training."""
@@ -284,7 +297,7 @@ class Population:
                         steps_done += day.steps_per_epoch
                         clock("retrain", tr)
                         report(i, "retrain", e + 1, day.night_epochs)
-            session.finish(self.batches(day, streams, pool))
+            session.finish(self.data_pass(day))
 
             te = time.perf_counter()
             report(i, "evaluate", 0, 1)
@@ -354,7 +367,7 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     return fit_side_by_side(groups, progress)
 
 
-def _head_size(bench: SplitBenchmark) -> int:
+def head_size(bench: SplitBenchmark) -> int:
     """Outputs of every task's head: the most classes any task has (2 for the Split benchmarks)."""
     counts = getattr(bench, "n_classes", None)
     return max(counts) if counts else 2

@@ -15,7 +15,9 @@ import torch
 
 from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
-from ..engine.population import Event, train_population
+from ..engine.population import Event, head_size, train_population
+from ..models import build_network, is_factory
+from ..strategies import get_strategy
 from .records import environment, make_record
 from ..data.split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
@@ -82,6 +84,21 @@ class BenchmarkCache:
         return self._cache[key]
 
 
+def check_models(configs: Sequence[RunConfig], data: BenchmarkCache) -> None:
+    """Build every distinct user model once, before any training: a model that cannot work is refused in
+    seconds, not after the populations before it have trained (the paper's networks cannot fail here)."""
+    seen = set()
+    for c in configs:
+        freezes = get_strategy(c.strategy, c.strategy_options).freezes
+        key = (c.network, c.head, c.benchmark, c.n_tasks, c.val_size, c.class_order_seed, freezes)
+        if not is_factory(c.network) or key in seen:
+            continue
+        seen.add(key)
+        bench = data.get(c)
+        build_network(c.network, bench.input_shape, bench.n_tasks, head_size(bench), per_task_norm=freezes,
+                      head=c.head)
+
+
 def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "auto",
                 data_dir: str | Path | None = None, download: bool = False, store: RunStore | None = None,
                 force: bool = False, max_population: int | None = None,
@@ -106,6 +123,7 @@ def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "a
         found = {h: store.get(h) for h in hashes if h not in missing}  # type: ignore[misc]
     todo = [c for c, h in zip(resolved, hashes) if h not in found]
     populations = group_populations(todo, max_population)
+    check_models(todo, data)
     env = environment(dev)
     for i, members in enumerate(populations):
         bench = data.get(members[0])

@@ -207,21 +207,28 @@ def _tiny(benchmark: str, network: str) -> dict:
     )
 
 
-def settings(preset: str, benchmark: str, *, seeds: Sequence[int] | None = None) -> StudySettings:
-    """The named preset for ``benchmark``; ``seeds`` (``--seeds``) replaces every experiment's seeds."""
+def settings(preset: str, benchmark: str, *, seeds: Sequence[int] | None = None,
+             network: str | None = None) -> StudySettings:
+    """The named preset for ``benchmark``; ``seeds`` (``--seeds``) replaces every experiment's seeds.
+
+    ``network``: a user's model (``package.module:function``) in place of the paper's network for the benchmark;
+    it runs the same protocol (epochs, batch size, learning rate, grids) as the paper's network would.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if benchmark not in BENCHMARK_NAMES:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
-    network = default_network(benchmark)
+    paper_net = default_network(benchmark)
     if preset == "paper":
-        values = _paper(network)
+        values = _paper(paper_net)
     elif preset == "quick":
-        values = _quick(benchmark, network)
+        values = _quick(benchmark, paper_net)
     else:
-        values = _tiny(benchmark, network)
-    d = PAPER_DEFAULTS[network]
-    out = StudySettings(preset=preset, benchmark=benchmark, network=network, batch_size=d["batch_size"],
+        values = _tiny(benchmark, paper_net)
+    if network is not None and network != paper_net:
+        values["widths"] = None  # the preset's widths are the paper network's
+    d = PAPER_DEFAULTS[paper_net]
+    out = StudySettings(preset=preset, benchmark=benchmark, network=network or paper_net, batch_size=d["batch_size"],
                         lr=d["lr"], **values)
     return out.with_seeds(seeds) if seeds is not None else out
 

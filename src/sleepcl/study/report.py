@@ -10,6 +10,7 @@ date and with a fixed id salt, so rerunning a report on the same runs gives the 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,8 +44,12 @@ COLORS = {"packnet": "#d62728", "memory": "#1f77b4", "multinet": "#2ca02c",
 LABELS = {"packnet": "PackNet", "memory": "Memory", "multinet": "Multinet"}
 
 
-def default_out_dir(benchmark: str, preset: str) -> Path:
-    return Path("docs") / "results" / f"{benchmark}-{preset}"
+def default_out_dir(benchmark: str, preset: str, network: str | None = None) -> Path:
+    """``docs/results/<benchmark>-<preset>/``, with the function's name appended for a user's model."""
+    name = f"{benchmark}-{preset}"
+    if network is not None and ":" in network:
+        name += "-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", network.rpartition(":")[2])
+    return Path("docs") / "results" / name
 
 
 @dataclass
@@ -509,7 +514,7 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
     command that wrote the report ran and how many runs it trained) are stated when given.
     """
     names = expand_names(names)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(s.benchmark, s.preset)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(s.benchmark, s.preset, s.network)
     out.mkdir(parents=True, exist_ok=True)
     w = _Writer(out)
     lookup = RecordLookup(store)
