@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 __all__ = ["atomic_open", "atomic_write_bytes", "check_writable", "fallback_file", "fsync_dir", "temporary_in",
-           "temporary_pid"]
+           "temporary_pid", "write_or_keep"]
 
 
 def temporary_in(folder: Path, name: str, suffix: str = ".tmp") -> tuple[int, Path]:
@@ -52,6 +52,8 @@ def atomic_open(path: str | Path, mode: str = "w", *, fsync: bool = True, **kw: 
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = temporary_in(folder, path.name)
     try:
+        # mkstemp makes the file private (0600); the new file gets the mode the old one had, or the usual one
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, mode, **kw) as f:
             yield f
             f.flush()
@@ -70,6 +72,17 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> 
     with atomic_open(path, "wb", fsync=fsync) as f:
         f.write(data)
     return Path(path)
+
+
+def _mode_for(path: Path) -> int:
+    """Permission bits for a new file at ``path``: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def fsync_dir(folder: Path) -> None:
@@ -114,3 +127,22 @@ def fallback_file(name: str, data: bytes) -> Path:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return Path(tmp)
+
+
+def write_or_keep(path: Path, data: bytes, kept: str | None = None) -> tuple[Path, str | None]:
+    """Write ``data`` to ``path`` atomically; if that fails after all, keep it and say where.
+
+    ``kept`` says where the same data already is (for example the results store); without it the data goes to a
+    :func:`fallback_file`. Returns ``(where the data is, None)`` or ``(where it is, the message to print)``.
+    """
+    try:
+        return atomic_write_bytes(path, data), None
+    except OSError as e:
+        problem = f"could not write {path}: {e.strerror or e}"
+    if kept is not None:
+        return path, f"{problem}; nothing is lost: {kept}"
+    try:
+        saved = fallback_file(path.name, data)
+    except OSError as e:
+        raise ValueError(f"{problem}, nor a copy in the temporary folder ({e.strerror or e})") from None
+    return saved, f"{problem}; kept the output in {saved} instead"

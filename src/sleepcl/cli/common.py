@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "Progress", "check_writable", "console", "default_store",
-           "finite_float", "mean_se", "open_store", "positive_int_list", "write_output"]
+           "finite_float", "mean_se", "open_store", "positive_int_list"]
 
 STORE_ENV = "SLEEPCL_STORE"
 
@@ -47,27 +47,6 @@ def check_writable(path: Path, flag: str = "--output", example: str = "runs.json
     from ..files import check_writable as check
 
     check(path, flag, example)
-
-
-def write_output(path: Path, data: bytes, kept: str | None = None) -> tuple[Path, str | None]:
-    """Write ``data`` to ``path`` atomically; if that fails after all, keep it (``kept``: where the same data
-    already is, such as the results store; otherwise a fallback file) and return the message to print.
-
-    Returns ``(where the data is, error message or None)``.
-    """
-    from ..files import atomic_write_bytes, fallback_file
-
-    try:
-        return atomic_write_bytes(path, data), None
-    except OSError as e:
-        problem = f"could not write {path}: {e.strerror or e}"
-    if kept is not None:
-        return path, f"{problem}; nothing is lost: {kept}"
-    try:
-        saved = fallback_file(path.name, data)
-    except OSError as e:
-        raise ValueError(f"{problem}, nor a copy in the temporary folder ({e.strerror or e})") from None
-    return saved, f"{problem}; kept the output in {saved} instead"
 
 
 def finite_float(text: str) -> float:

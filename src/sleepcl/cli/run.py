@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .common import MEMORY_HELP, STORE_ENV, THREADS_HELP, Progress, check_writable, console, finite_float, mean_se, \
-    open_store, positive_int_list, write_output
+    open_store, positive_int_list
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
@@ -100,6 +100,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..files import write_or_keep
     from ..runs.memory import parse_size
     from ..runs.records import records_json
     from ..runs.runner import run_configs
@@ -125,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if store is not None:
         kept = (f"the {len(records)} records are in the results store {store.path}; `sleepcl results --store "
                 f"{store.path} --export FILE.json` writes them out")
-    where, problem = write_output(output, records_json(records), kept)
+    where, problem = write_or_keep(output, records_json(records), kept)
     if problem is not None:
         print(f"sleepcl run: error: {problem}", file=sys.stderr)
         return 1

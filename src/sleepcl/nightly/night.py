@@ -50,7 +50,8 @@ from ..engine.population import IndexStream
 from ..threads import torch_threads
 from ..schedule import SCHEDULES, free_after_task, night_targets, sleep_schedule
 from ..data.user import DataFormatError, fingerprint, load_data, split_validation
-from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path
+from .model import ModelError, NightlyModel, check_fits, check_night_memory, check_task_name, json_safe, lock_model, \
+    now_iso, prev_path, write_scratch
 from .planner import Costs, Phase, due, margin_for, night_positions, parse_duration, relative_schedule, split_time
 
 __all__ = ["DEFAULT_CANDIDATES", "POLICIES", "Candidate", "learn"]
@@ -451,7 +452,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
           policy: str | None = None, final_free: float | None = None, expected_tasks: int | None = None,
           tolerance: float | None = None, min_keep: float | None = None, lr: float | None = None,
           batch_size: int | None = None, seed: int | None = None, device: str = "cpu", threads: int | None = None,
-          started: float | None = None, progress: Progress | None = None,
+          max_memory: int | None = None, started: float | None = None, progress: Progress | None = None,
           clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Add task ``task`` learnt from ``data`` to the model at ``model_path`` (created if absent) in one night.
 
@@ -460,7 +461,8 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     setting). The network, widths, lr, batch size and seed given on the first night become the model's;
     the capacity policy flags given on a later night re-plan the capacity from the current state.
     ``threads`` sets torch's intra-op threads for the night (``None``: unchanged; on a busy machine one
-    thread can be much faster for small networks). ``started`` is the ``clock()`` time the budget counts
+    thread can be much faster for small networks). ``max_memory`` (bytes; default: the memory available now):
+    data that would not fit in it together with the network is refused before it is read. ``started`` is the ``clock()`` time the budget counts
     from (default: now; the CLI passes the process start). ``progress`` receives one line per phase.
 
     Returns the night's history entry (also stored in the model) plus ``total_seconds``, ``save_seconds``,
@@ -492,8 +494,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
             raise ValueError(f"{name} must lie strictly between 0 and 1, got {v}")
     if max_epochs < 1:
         raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
-    if not task or not task.strip() or task != task.strip():
-        raise ValueError(f"task names must be non-empty without surrounding spaces, got {task!r}")
+    check_task_name(task)
     from ..runs.runner import resolve_device
 
     dev = resolve_device(device)
@@ -507,6 +508,9 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
         if model is not None and any(t["name"] == task for t in model.tasks):
             raise ModelError(f"the model already has a task called {task!r} (tasks: "
                              f"{', '.join(t['name'] for t in model.tasks)}); choose a new name")
+        check_night_memory(model, data, val_data, network=network, widths=widths, batch_size=batch_size,
+                           label_column=label_column, members=len(cands) + 1 if auto else 1, device=str(dev),
+                           max_memory=max_memory)
         train = load_data(data, label_column=label_column, require_labels=True)
         if val_data is not None:
             val = load_data(val_data, label_column=label_column, require_labels=True)
@@ -796,15 +800,7 @@ def _warm_up(members: Members, td: TaskData, model: NightlyModel, path: Path, ke
     t0 = clock()
     draft = members.to_model(0, model)
     draft.meta["history"].append({"draft": True})
-    data = draft.to_bytes()
-    scratch = path.resolve().parent / f".{path.name}.{os.getpid()}.warmup"
-    try:
-        with open(scratch, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        scratch.unlink(missing_ok=True)
+    write_scratch(path, draft.to_bytes())
     save_s = 2.0 * (clock() - t0) + 0.02
     timings["warmup"] = clock() - t_start
     timings["_warm_steps"] = WARMUP_STEPS
