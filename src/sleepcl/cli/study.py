@@ -123,10 +123,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from ..runs.memory import parse_size
 
     max_memory = parse_size(args.max_memory) if args.max_memory else None
+    store = _store(args, read_only=False)
     if not args.no_report:
         _check_out(args, s)
     con = console()
-    store = _store(args, read_only=False)
     started = time.perf_counter()
     con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
               f"store {store.path}")
@@ -149,8 +149,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..study.report import write_report
 
     s = _settings(args)
-    _check_out(args, s)
     store = _store(args, read_only=True)
+    _check_out(args, s)
     res = write_report(s, store, args.out, names=_names(args), command=_command(args))
     con = console()
     _print_claims(res, con)

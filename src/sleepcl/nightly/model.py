@@ -526,7 +526,7 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
     """
     from ..config import PAPER_DEFAULTS
     from ..data.user import DataFormatError, measure_data
-    from ..runs.memory import available_bytes, member_bytes
+    from ..runs.memory import WORKSPACE_BYTES, available_bytes, member_bytes
 
     sizes = [m for m in (measure_data(data, label_column),
                          measure_data(val_data, label_column) if val_data is not None else None) if m is not None]
@@ -552,11 +552,11 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
     per_value = lambda d: d.stored_bytes + 3 * (1 if d.kind == "uint8" else 4) + 4 + (8 if model is None else 0)  # noqa: E731
     data_bytes = sum(d.values * per_value(d) for d in sizes)
     available, where = available_bytes(device, max_memory)
-    need = data_bytes + network_bytes
+    need = data_bytes + network_bytes + WORKSPACE_BYTES
     if need > available:
         raise DataFormatError(
             f"{first.source}: {first.describe()} ({first.kind}): learning it needs about {format_bytes(need)} "
-            f"({format_bytes(data_bytes)} for the data{net_text}), more than the {format_bytes(available)} there is "
+            f"({format_bytes(data_bytes)} for the data{net_text}, {format_bytes(WORKSPACE_BYTES)} of workspace), more than the {format_bytes(available)} there is "
             f"({where}). Give fewer samples or features (smaller images), a smaller network (--widths), or more "
             "memory (--max-memory)")
 

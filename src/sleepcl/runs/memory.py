@@ -12,9 +12,11 @@ counted from what the engine keeps per member:
 * one evaluation chunk's widest activation (:meth:`Population.evaluate`'s chunk).
 
 The data is counted once (:func:`data_bytes`): the normalised float32 samples plus the raw uint8 ones while
-they are read. Measured with ``ru_maxrss`` for populations of 1, 8 and 32 MLP members (mnist-5k) and 1, 4 and 8
-VGG members (CIFAR-shaped): 11.9 MB and 324 MB more per member; the estimate says 18.6 MB and 437 MB, on the
-safe side. The command that printed the measurement is in this module's test (``tests/test_hardening.py``).
+they are read, and so is a workspace of :data:`WORKSPACE_BYTES` (kernels' scratch memory and first-use
+allocations: a population of one VGG member added 540 MB, 120 MB more than its per-member estimate).
+``python benchmarks/memory_estimate.py`` measured (``ru_maxrss``, 2026-12-03, this project's CPU machine): one
+more MLP member on mnist-5k 12.1 MB (estimate 17.8 MB, 1.47x), one more VGG member on CIFAR-shaped data
+315.5 MB (estimate 416.6 MB, 1.32x): on the safe side, so a population sized to fit does fit.
 
 What there is (:func:`available_bytes`): ``MemAvailable`` of ``/proc/meminfo`` (the kernel's own estimate of what
 can be allocated without swapping), or ``os.sysconf`` where there is no /proc, or the GPU's free memory, of which
@@ -29,8 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-__all__ = ["DATASET_SHAPES", "MemoryPlan", "available_bytes", "data_bytes", "format_bytes", "member_bytes",
-           "parse_size", "plan_population"]
+__all__ = ["DATASET_SHAPES", "WORKSPACE_BYTES", "MemoryPlan", "available_bytes", "data_bytes", "format_bytes",
+           "member_bytes", "parse_size", "plan_population"]
 
 #: Samples and sample shape of each benchmark's dataset (train + test), for sizing before anything is read.
 DATASET_SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -39,6 +41,8 @@ DATASET_SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {
     "cifar10": (60_000, (3, 32, 32)),
     "mnist-5k": (5_000, (1, 28, 28)),
 }
+#: Memory a training process needs besides members and data (see module doc).
+WORKSPACE_BYTES = 256 * 2**20
 #: Share of the measured available memory a command plans to use (the rest is left to the machine).
 USABLE_SHARE = 0.9
 EVAL_CHUNK_FLOATS = 2**22  # Population.evaluate: a chunk's widest activation, per member
@@ -67,7 +71,7 @@ class MemoryPlan:
     """How many members of one kind of run fit: the figures behind the answer, for the message."""
 
     per_member: int
-    data: int
+    data: int            # the data and the workspace, once
     available: int
     source: str          # where ``available`` comes from, for the message
     fits: int            # members that fit (0: not even one)
@@ -75,7 +79,7 @@ class MemoryPlan:
     def describe(self, members: int) -> str:
         return (f"{members} member{'s' if members != 1 else ''} need{'' if members != 1 else 's'} about "
                 f"{format_bytes(self.data + members * self.per_member)} ({format_bytes(self.per_member)} each "
-                f"+ {format_bytes(self.data)} of data) of {format_bytes(self.available)} ({self.source})")
+                f"+ {format_bytes(self.data)} of data and workspace) of {format_bytes(self.available)} ({self.source})")
 
 
 def plan_population(per_member: int, data: int, available: int, source: str) -> MemoryPlan:

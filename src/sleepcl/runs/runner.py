@@ -17,7 +17,8 @@ from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
 from ..engine.population import Event, train_population
 from ..models.paper import make_network
-from .memory import DATASET_SHAPES, MemoryPlan, available_bytes, data_bytes, member_bytes, plan_population
+from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
+    plan_population
 from .records import environment, make_record
 from ..data.split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
@@ -74,7 +75,8 @@ def memory_plan(config: RunConfig, device: torch.device, max_memory: int | None 
     per_member = member_bytes(net.shapes(), net.prunable, batch_size=config.batch_size,
                               activation_floats=net.activation_floats)
     available, source = available_bytes(str(device), max_memory)
-    return plan_population(per_member, data_bytes(n * config.n_tasks // 5, shape), available, source)
+    fixed = data_bytes(n * config.n_tasks // 5, shape) + WORKSPACE_BYTES
+    return plan_population(per_member, fixed, available, source)
 
 
 def size_populations(configs: Sequence[RunConfig], device: torch.device, max_population: int | None,

@@ -83,7 +83,8 @@ _OTHER_STORE = "pass another --store FILE (or --no-store to train without one)"
 def _check_location(path: Path, read_only: bool) -> None:
     """Refuse a folder, a missing store to read, and a store or folder this process cannot write."""
     if path.is_dir():
-        raise StoreError(f"the results store {path} is a folder; give a file name such as {path / 'runs.sqlite'}")
+        raise StoreError(f"the results store {path} is a folder; give --store a file name such as "
+                         f"{path / 'runs.sqlite'}")
     if read_only:
         if not path.exists():
             raise StoreError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass "
@@ -293,8 +294,9 @@ class RunStore:
             raise StoreError(_explain(self.path, e)) from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            state = _schema_state(self._conn, self.path)  # before any pragma that writes: refuse what is not ours
             if read_only:
-                if _schema_state(self._conn, self.path) == "empty":
+                if state == "empty":
                     raise StoreError(f"{self.path} is an empty database, not a results store yet: run `sleepcl run` "
                                      "or `sleepcl study` with --store pointing at it first")
             else:
