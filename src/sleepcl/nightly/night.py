@@ -462,7 +462,8 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     the capacity policy flags given on a later night re-plan the capacity from the current state.
     ``threads`` sets torch's intra-op threads for the night (``None``: unchanged; on a busy machine one
     thread can be much faster for small networks). ``max_memory`` (bytes; default: the memory available now):
-    data that would not fit in it together with the network is refused before it is read. ``started`` is the ``clock()`` time the budget counts
+    data that would not fit in it together with the network is refused before it is read.
+    ``started`` is the ``clock()`` time the budget counts
     from (default: now; the CLI passes the process start). ``progress`` receives one line per phase.
 
     Returns the night's history entry (also stored in the model) plus ``total_seconds``, ``save_seconds``,
