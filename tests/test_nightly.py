@@ -28,29 +28,6 @@ from sleepcl.nightly.planner import Phase, parse_duration
 from sleepcl.schedule import free_after_task
 
 TINY = dict(widths=(16, 16), epochs=3, retrain_epochs=2, rounds=2, threads=1, final_free=0.5)  # tiny nets need p < 0.9
-PAIRS = [(0, 1), (2, 3), (4, 5)]
-
-
-@pytest.fixture(scope="session")
-def tasks(tmp_path_factory):
-    """task k: train / val / test .npz files of digit pair k (x uint8 (n, 28, 28), y the digits)."""
-    from sleepcl.data.datasets import load_raw, stratified_holdout
-
-    raw = load_raw("mnist-5k")
-    folder = tmp_path_factory.mktemp("tasks")
-    rng = np.random.default_rng(0)
-    out = []
-    for k, pair in enumerate(PAIRS):
-        m = np.isin(raw.train_y, pair)
-        x, y = raw.train_x[m, 0], raw.train_y[m]
-        val = stratified_holdout(y, 100, rng)
-        files = {}
-        for part, xs, ys in (("train", x[~val], y[~val]), ("val", x[val], y[val]),
-                             ("test", raw.test_x[np.isin(raw.test_y, pair), 0], raw.test_y[np.isin(raw.test_y, pair)])):
-            files[part] = folder / f"t{k}_{part}.npz"
-            np.savez(files[part], x=xs, y=ys)
-        out.append(files)
-    return out
 
 
 def sha(path: Path) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import sleepcl.runs.store as store_mod
-from sleepcl.runs.store import SCHEMA_VERSION, RunStore
+from sleepcl.runs.store import SCHEMA_VERSION, RunStore, StoreError
 
 
 def make_record(
@@ -97,7 +97,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="schema version"):
+    with pytest.raises(StoreError, match="schema version 2; this sleepcl knows up to 1: upgrade sleepcl"):
         RunStore(path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -18,13 +19,17 @@ from .models import NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import STRATEGIES, get_strategy
 
-__all__ = ["PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
+__all__ = ["MAX_RUNS", "PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
 
 # Appendix A, Table 2 of the paper.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"lr": 1e-3, "batch_size": 128, "epochs": 72, "retrain_epochs": 72},
     "vgg": {"lr": 1e-4, "batch_size": 32, "epochs": 12, "retrain_epochs": 6},
 }
+
+# The most runs one command line may ask for (and the longest list it may give): far more than any study here
+# (the paper preset's largest grid has 480), few enough that listing and checking them takes well under a second.
+MAX_RUNS = 10_000
 
 # Fields that members of one population may differ in: the rest must match (same data stream, steps).
 MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
@@ -88,6 +93,10 @@ class RunConfig:
         def bad(msg: str) -> None:
             raise ValueError(msg)
 
+        for name in ("final_free", "lr", "val_size"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if self.benchmark not in BENCHMARK_NAMES:
             bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
         if self.strategy not in STRATEGIES:
@@ -128,6 +137,9 @@ class RunConfig:
             bad(f"--val-size must be a fraction in [0, 1) or a count >= 1, got {self.val_size}")
         if self.seed < 0:
             bad(f"seeds must be >= 0, got {self.seed}")
+        if self.widths is not None and (not self.widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                                               for w in self.widths)):
+            bad(f"--widths takes positive integers like 256,256, got {','.join(map(str, self.widths))}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -175,8 +187,11 @@ def check_population(configs: Sequence[RunConfig]) -> list[RunConfig]:
     return resolved
 
 
-def parse_int_list(text: str) -> list[int]:
-    """Parse ``"0-9"``, ``"0,3,7"`` or ``"0-2,5"`` into a list of ints, refusing anything else clearly."""
+def parse_int_list(text: str, flag: str = "--seeds", limit: int = MAX_RUNS) -> list[int]:
+    """Parse ``"0-9"``, ``"0,3,7"`` or ``"0-2,5"`` into a list of ints, refusing anything else clearly.
+
+    A list longer than ``limit`` is refused before it is built (``0-10000000000`` answers at once).
+    """
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -188,16 +203,24 @@ def parse_int_list(text: str) -> list[int]:
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise ValueError
+                if len(out) + b - a + 1 > limit:
+                    raise OverflowError
                 out.extend(range(a, b + 1))
             else:
                 out.append(int(part))
         except ValueError:
-            raise ValueError(f"cannot read {text!r} as a list of integers: use a range like 0-9, "
+            raise ValueError(f"cannot read {flag} {text!r} as a list of integers: use a range like 0-9, "
                              f"a list like 0,3,7, or both like 0-2,5") from None
+        except OverflowError:
+            raise ValueError(f"{flag} {text!r} lists {len(out) + b - a + 1:,} values, more than the {limit:,} one "
+                             "command takes; split it over several commands (the results store keeps what each "
+                             "finishes)") from None
     if not out:
-        raise ValueError(f"no integers in {text!r}: use a range like 0-9 or a list like 0,3,7")
+        raise ValueError(f"no integers in {flag} {text!r}: use a range like 0-9 or a list like 0,3,7")
+    if len(out) > limit:
+        raise ValueError(f"{flag} {text!r} lists {len(out):,} values, more than the {limit:,} one command takes")
     if len(set(out)) != len(out):
-        raise ValueError(f"{text!r} names some value twice")
+        raise ValueError(f"{flag} {text!r} names some value twice")
     return out
 
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["STORE_ENV", "THREADS_HELP", "Progress", "check_writable", "console", "default_store", "mean_se",
-           "open_store"]
+__all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "Progress", "check_writable", "console", "default_store",
+           "finite_float", "mean_se", "open_store", "positive_int_list"]
 
 STORE_ENV = "SLEEPCL_STORE"
 
@@ -17,6 +17,8 @@ STORE_ENV = "SLEEPCL_STORE"
 THREADS_HELP = ("torch CPU threads (default: torch's choice, one per core); on CPU a population of several "
                 "members trains as one group of members per thread, side by side; 1 is often faster on a busy "
                 "machine")
+MEMORY_HELP = ("memory the command may use, e.g. 4G or 500M (default: the memory available now, from /proc/meminfo, "
+               "or the GPU's free memory); populations and data are sized to fit it and refused if they cannot")
 
 
 def default_store() -> Path:
@@ -33,18 +35,43 @@ def console():
     return c if c.is_terminal else Console(width=200)
 
 
-def open_store(path: str | None):
+def open_store(path: str | None, read_only: bool = False):
+    """The results store at ``path`` (default :func:`default_store`); ``read_only`` for commands that only read."""
     from ..runs.store import RunStore
 
-    return RunStore(Path(path) if path else default_store())
+    return RunStore(Path(path) if path else default_store(), read_only=read_only)
 
 
-def check_writable(path: Path) -> None:
-    parent = path.resolve().parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: folder {parent} is not writable; choose another --output")
-    if path.is_dir():
-        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'runs.json'}")
+def check_writable(path: Path, flag: str = "--output", example: str = "runs.json") -> None:
+    """Refuse an ``--output`` that cannot be written, before any work (:func:`sleepcl.files.check_writable`)."""
+    from ..files import check_writable as check
+
+    check(path, flag, example)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``inf`` and ``nan`` are refused, naming the flag)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int_list(text: str, flag: str, example: str = "256,256") -> list[int]:
+    """``"256,256"`` -> ``[256, 256]``; anything but positive integers is refused with a message naming ``flag``."""
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        out = [int(x) for x in parts if x]
+    except ValueError:
+        raise ValueError(f"{flag} takes positive integers like {example}, got {text!r}") from None
+    if not out or any(v < 1 for v in out) or len(out) != len(parts):
+        raise ValueError(f"{flag} takes positive integers like {example}, got {text!r}")
+    return out
 
 
 def mean_se(values: Sequence[float]) -> str:

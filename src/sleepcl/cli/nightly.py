@@ -18,6 +18,7 @@ DATA_HELP = ("a .npz file (arrays x and y), a .csv file (a 'label' column + nume
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from ..models import NETWORKS
+    from .common import MEMORY_HELP, finite_float
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser(
@@ -34,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="FILE", help="training data: " + DATA_HELP)
     p.add_argument("--val-data", default=None, metavar="FILE",
                    help="validation data (same format); default: hold out --val-fraction of --data")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation")
+    p.add_argument("--val-fraction", type=finite_float, default=0.1, help="share of --data held out for validation")
     p.add_argument("--label-column", default="label", help="name of the label column in CSV files")
     b = p.add_argument_group("budget (one of)")
     b.add_argument("--budget", default=None, metavar="DURATION",
@@ -52,8 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--candidates", default=None, metavar="S:N,...",
                    help="schedules --schedule auto chooses from (default uniform:1,uniform:2,uniform:4,uniform:8,"
                         "lengthening:4,cubic:4)")
-    s.add_argument("--probe-share", type=float, default=0.3, help="share of the night the auto probe may use")
-    s.add_argument("--night-share", type=float, default=0.5,
+    s.add_argument("--probe-share", type=finite_float, default=0.3, help="share of the night the auto probe may use")
+    s.add_argument("--night-share", type=finite_float, default=0.5,
                    help="share of a --budget for the night (the rest trains); 0.5 matches the paper's E = B")
     s.add_argument("--max-epochs", type=int, default=72,
                    help="with --budget: at most this many epochs of training and of night each (Table 2's 72)")
@@ -62,10 +63,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="fixed: the paper's fixed fraction per task (--final-free, --expected-tasks); tolerance: "
                         "keep the fewest weights whose validation accuracy stays within --tolerance of the "
                         "unpruned network (default fixed)")
-    c.add_argument("--final-free", type=float, default=None, help="p: fraction left free after --expected-tasks (0.9)")
+    c.add_argument("--final-free", type=finite_float, default=None, help="p: fraction left free after --expected-tasks (0.9)")
     c.add_argument("--expected-tasks", type=int, default=None, help="T: tasks the capacity is planned for (5)")
-    c.add_argument("--tolerance", type=float, default=None, help="allowed validation accuracy drop (0.01)")
-    c.add_argument("--min-keep", type=float, default=None,
+    c.add_argument("--tolerance", type=finite_float, default=None, help="allowed validation accuracy drop (0.01)")
+    c.add_argument("--min-keep", type=finite_float, default=None,
                    help="tolerance policy: the night prunes down to at most this fraction of the free weights (0.01)")
     n = p.add_argument_group("network (chosen on the first night)")
     n.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
@@ -75,12 +76,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --model: the model's classifier layer, replaced by one head per task (default: its "
                         "last nn.Linear)")
     n.add_argument("--widths", default=None, help="layer widths, e.g. 256,256 (MLP) or 32,64,128,128,1024 (VGG)")
-    n.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: Table 2 for the network)")
+    n.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2 for the network)")
     n.add_argument("--batch-size", type=int, default=None, help="default: Table 2 for the network")
     n.add_argument("--seed", type=int, default=None, help="initial weights and data order (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 can be much faster on a busy machine)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.add_argument("--json", action="store_true", help="print the night's history entry as JSON at the end")
     p.set_defaults(func=cmd_learn)
@@ -145,8 +147,11 @@ def _is_command() -> bool:
 def cmd_learn(args: argparse.Namespace) -> int:
     started = process_started()
     from ..nightly.learn import learn
+    from ..runs.memory import parse_size
+    from .common import positive_int_list
 
-    widths = _int_list(args.widths, "--widths") if args.widths else None
+    widths = positive_int_list(args.widths, "--widths") if args.widths else None
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()] if args.candidates else None
     if candidates and args.schedule != "auto":
         raise ValueError("--candidates goes with --schedule auto")
@@ -162,7 +167,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
                    max_epochs=args.max_epochs, network=args.network, widths=widths, head=args.head, policy=args.policy,
                    final_free=args.final_free, expected_tasks=args.expected_tasks, tolerance=args.tolerance,
                    min_keep=args.min_keep, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                   device=args.device, threads=args.threads, started=started, progress=progress)
+                   device=args.device, threads=args.threads, max_memory=max_memory, started=started,
+                   progress=progress)
     if args.quiet:
         budget = f" of {result['budget_s']:g} s" if result["budget_s"] else ""
         print(f"night {result['night']}: task {result['task']!r} learnt in {result['total_seconds']:.1f} s{budget}; "
@@ -187,7 +193,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         keep = {k: v for k, v in out.items() if k not in ("class_index", "confidence", "logits", "predictions")}
         print(json.dumps(keep, indent=2, default=str))
-        return 0
+        return 1 if out["output_problem"] else 0
     counts: dict[Any, int] = {}
     for p in out["predictions"]:
         counts[p] = counts.get(p, 0) + 1
@@ -199,6 +205,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rec = out["recorded_val_accuracy"]
             same = "the same" if rec is not None and abs(rec - out["accuracy"]) < 1e-12 else "DIFFERENT"
             print(f"this is the task's validation data: the history records {rec:.4f} ({same})")
+    if out["output_problem"]:
+        print(f"sleepcl predict: error: {out['output_problem']}", file=sys.stderr)
+        return 1
     if out["output"]:
         print(f"wrote {out['output']}")
     return 0
@@ -264,13 +273,3 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                   f"{h['free_after']:.2%}")
     con.print(t)
     return 0
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} takes integers like 256,256, got {text!r}") from None
-    if not out or any(v < 1 for v in out):
-        raise ValueError(f"{flag} takes positive integers like 256,256, got {text!r}")
-    return out

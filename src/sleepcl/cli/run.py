@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import STORE_ENV, THREADS_HELP, Progress, check_writable, console, default_store, mean_se, open_store
+from .common import MEMORY_HELP, STORE_ENV, THREADS_HELP, Progress, check_writable, console, finite_float, mean_se, \
+    open_store, positive_int_list
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
@@ -55,11 +57,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="B: retraining budget per night, shared by the N rounds (R = B/N each; default: Table 2)")
     p.add_argument("--seeds", default="0", help="member seeds: a range 0-9, a list 0,3,7, or both 0-2,5")
     p.add_argument("--batch-size", type=int, default=None, help="default: Table 2")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: Table 2)")
+    p.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2)")
     p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                    help="rank weights by magnitude within each layer (PackNet) or across all layers")
     p.add_argument("--tasks", type=int, default=5, help="number of tasks (class pairs) to learn, 1-5")
-    p.add_argument("--val-size", type=float, default=0.1,
+    p.add_argument("--val-size", type=finite_float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
     p.add_argument("--class-order-seed", type=int, default=None,
                    help="shuffle the classes before pairing them (default: classes in order)")
@@ -72,7 +74,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"results store (SQLite); default ${STORE_ENV} or ~/.cache/sleepcl/runs.sqlite")
     p.add_argument("--no-store", action="store_true", help="neither read nor write the results store")
     p.add_argument("--force", action="store_true", help="train again even if the store holds the run")
-    p.add_argument("--max-population", type=int, default=None, help="split populations larger than this (memory)")
+    p.add_argument("--max-population", type=int, default=None,
+                   help="split populations larger than this (default: as many members as fit in memory)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
     p.add_argument("--threads", type=int, default=None,
                    help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,15 +84,17 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_configs_from_args(args: argparse.Namespace) -> list:
-    from ..config import RunConfig, parse_float_list, parse_int_list
+    from ..config import MAX_RUNS, RunConfig, parse_float_list, parse_int_list
 
-    seeds = parse_int_list(args.seeds)
+    seeds = parse_int_list(args.seeds, "--seeds")
     ps = parse_float_list(args.final_free)
-    try:
-        rounds = [int(x) for x in args.rounds.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--rounds takes integers like 4 or 1,2,4, got {args.rounds!r}") from None
-    widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
+    rounds = parse_int_list(args.rounds, "--rounds")
+    count = len(seeds) * len(ps) * len(rounds)
+    if count > MAX_RUNS:
+        raise ValueError(f"--seeds, --final-free and --rounds make {count:,} runs, more than the {MAX_RUNS:,} one "
+                         "command takes; split them over several commands (the results store keeps what each "
+                         "finishes)")
+    widths = tuple(positive_int_list(args.widths, "--widths")) if args.widths else None
     val_size: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
     options = parse_options(args.strategy_option, "--strategy-option")
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
@@ -101,25 +107,37 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..runs.records import write_records
+    from ..files import write_or_keep
+    from ..runs.memory import parse_size
+    from ..runs.records import records_json
     from ..runs.runner import run_configs
     from ..threads import torch_threads
 
     configs = run_configs_from_args(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.output:
-        check_writable(Path(args.output))
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        check_writable(output)
     store = None if args.no_store else open_store(args.store)
+    log = None if args.quiet else print
     with torch_threads(args.threads), Progress(args.quiet) as progress:
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
-                              progress=progress)
-    if args.output:
-        write_records(args.output, records)
+                              max_memory=max_memory, progress=progress, log=log)
     print_summary(records)
-    if args.output:
-        print(f"wrote {len(records)} records to {args.output}")
+    if output is None:
+        return 0
+    kept = None
+    if store is not None:
+        kept = (f"the {len(records)} records are in the results store {store.path}; `sleepcl results --store "
+                f"{store.path} --export FILE.json` writes them out")
+    where, problem = write_or_keep(output, records_json(records), kept)
+    if problem is not None:
+        print(f"sleepcl run: error: {problem}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(records)} records to {where}")
     return 0
 
 
@@ -161,7 +179,8 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
                                    "(a comma list means any of: seed=0,1,2).")
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--store", default=None, metavar="FILE", help=f"results store (default ${STORE_ENV} or the user cache)")
-    p.add_argument("--export", default=None, metavar="FILE", help="write the selected runs to FILE (.csv or .json)")
+    p.add_argument("--export", default=None, metavar="FILE",
+                   help="write the selected runs to FILE: .csv (one row per run) or .json (the full records)")
     p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
                                         "retrain_epochs,average_accuracy,final_free_fraction",
                    help="columns to show")
@@ -200,13 +219,23 @@ def _literal(text: str) -> Any:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from ..runs.store import EXPORT_FORMATS
+
     filters = parse_filters(args.filters)
-    path = Path(args.store) if args.store else default_store()
-    if not path.exists():
-        raise ValueError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass --store FILE")
-    store = open_store(str(path))
     if args.export:
-        out = store.export(args.export, **filters)
+        export = Path(args.export)
+        if export.suffix.lower().lstrip(".") not in EXPORT_FORMATS:
+            raise ValueError(f"--export {export}: the formats are .csv (one row per run) and .json (the full "
+                             f"records); give a file name ending in .csv or .json")
+        check_writable(export, "--export", "runs.csv")
+    store = open_store(args.store, read_only=True)  # reading never needs to write, so a read-only store lists
+    path = store.path
+    if args.export:
+        try:
+            out = store.export(args.export, **filters)
+        except OSError as e:
+            raise ValueError(f"could not write --export {args.export}: {e.strerror or e}; the runs are still in "
+                             f"{path}") from None
         print(f"exported {len(store.query(**filters))} runs to {out}")
         return 0
     df = store.to_dataframe(**filters)

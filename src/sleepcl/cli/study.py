@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import THREADS_HELP
+from .common import MEMORY_HELP, THREADS_HELP
 from ..study.experiments import EXPERIMENTS, PRESETS
 
 __all__ = ["add_parsers"]
@@ -49,6 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=THREADS_HELP)
     p.add_argument("--max-population", type=int, default=None,
                    help="split populations larger than this (less memory; finer-grained resume)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
     p.add_argument("--force", action="store_true", help="retrain the fixed grids even if stored")
     p.add_argument("--no-report", action="store_true", help="train only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,18 +74,25 @@ def _settings(args: argparse.Namespace):
     from ..config import parse_int_list
     from ..study.experiments import settings
 
-    seeds = parse_int_list(args.seeds) if args.seeds else None
+    seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
     return settings(args.preset, args.benchmark, seeds=seeds, network=args.model)
 
 
-def _store(args: argparse.Namespace, must_exist: bool):
-    from .common import default_store
-    from ..runs.store import RunStore
+def _store(args: argparse.Namespace, read_only: bool):
+    from .common import open_store
 
-    path = Path(args.store) if args.store else default_store()
-    if must_exist and not path.exists():
-        raise ValueError(f"no results store at {path}: run `sleepcl study` first, or pass --store FILE")
-    return RunStore(path)
+    return open_store(args.store, read_only=read_only)
+
+
+def _check_out(args: argparse.Namespace, s) -> None:
+    """Refuse a report folder that cannot be written before anything is trained."""
+    from ..files import check_writable
+    from ..study.report import default_out_dir
+
+    out = Path(args.out) if args.out is not None else default_out_dir(s.benchmark, s.preset, s.network)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report")
+    check_writable(out / "report.md", "--out", "report.md")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -94,8 +102,8 @@ def _command(args: argparse.Namespace) -> str:
     """
     parts = ["sleepcl", args.command, *_names(args), "--preset", args.preset, "--benchmark", args.benchmark]
     for flag, dest in (("--model", "model"), ("--seeds", "seeds"), ("--store", "store"), ("--out", "out"),
-                       ("--device", "device"),
-                       ("--data-dir", "data_dir"), ("--threads", "threads"), ("--max-population", "max_population")):
+                       ("--device", "device"), ("--data-dir", "data_dir"), ("--threads", "threads"),
+                       ("--max-population", "max_population"), ("--max-memory", "max_memory")):
         value = getattr(args, dest, None)
         if value is not None and not (dest == "device" and value == "auto"):
             parts += [flag, str(value)]
@@ -116,15 +124,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     resolve_device(args.device)  # refuse a missing GPU before opening anything
+    from ..runs.memory import parse_size
+
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
+    store = _store(args, read_only=False)
+    if not args.no_report:
+        _check_out(args, s)
     con = console()
-    store = _store(args, must_exist=False)
     started = time.perf_counter()
     con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
               f"store {store.path}")
     with torch_threads(args.threads), Progress(args.quiet) as progress:
         summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
-                            download=args.download, max_population=args.max_population, force=args.force,
-                            progress=progress, log=con.print)
+                            download=args.download, max_population=args.max_population, max_memory=max_memory,
+                            force=args.force, progress=progress, log=con.print)
     wall = time.perf_counter() - started
     con.print(f"trained {summary['trained']} runs in {wall / 60:.1f} min")
     if not args.no_report:
@@ -140,7 +153,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..study.report import write_report
 
     s = _settings(args)
-    store = _store(args, must_exist=True)
+    store = _store(args, read_only=True)
+    _check_out(args, s)
     res = write_report(s, store, args.out, names=_names(args), command=_command(args))
     con = console()
     _print_claims(res, con)

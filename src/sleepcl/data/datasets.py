@@ -91,6 +91,9 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_TRAIN_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
+# The official batch files hold 31,035,320 to 31,035,999 bytes (10,000 images of 3,072 bytes, labels, file names).
+# A member is read only up to this limit: a 3 GB member of a 14 MB archive is refused, not read into memory.
+CIFAR_MEMBER_LIMIT = 32 * 2**20
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -231,6 +234,12 @@ def _expected_description(name: str) -> str:
     return f"the four IDX files {stems}"
 
 
+def _not_a_folder(path: Path, alternative: str = "") -> str:
+    if path.exists():
+        return f"--data-dir {path} is a file, not a folder{alternative}; give the folder that holds the files"
+    return f"folder {path} does not exist"
+
+
 def _not_found(name: str, data_dir: str | Path | None, what: str) -> DataNotFoundError:
     return DataNotFoundError(f"{name}: {what}. {_how_to_get(name, data_dir)}")
 
@@ -337,7 +346,7 @@ def _find_idx_files(name: str, data_dir: str | Path | None) -> dict[str, Path]:
             raise _not_found(name, data_dir, f"folder {root} has only some of the files; missing {', '.join(missing)}")
     roots = _search_dirs(name, data_dir)
     if len(roots) == 1 and not roots[0].is_dir():
-        raise _not_found(name, data_dir, f"folder {roots[0]} does not exist")
+        raise _not_found(name, data_dir, _not_a_folder(roots[0]))
     raise _not_found(name, data_dir, f"no IDX files found in {', '.join(map(str, tried))}")
 
 
@@ -445,8 +454,8 @@ def _find_cifar(data_dir: str | Path | None) -> Path:
                 return folder
         if (root / CIFAR_ARCHIVE).is_file():
             return root / CIFAR_ARCHIVE
-    if len(roots) == 1 and not roots[0].exists():
-        raise _not_found("cifar10", data_dir, f"folder {roots[0]} does not exist")
+    if len(roots) == 1 and not roots[0].is_dir():
+        raise _not_found("cifar10", data_dir, _not_a_folder(roots[0], f" (nor the archive {CIFAR_ARCHIVE})"))
     looked = ", ".join(f"{r}, {r / CIFAR_FOLDER}" for r in roots)
     raise _not_found("cifar10", data_dir, f"no CIFAR-10 batches or {CIFAR_ARCHIVE} found in {looked}")
 
@@ -455,7 +464,13 @@ def _read_cifar_members(location: Path) -> dict[str, bytes]:
     """Raw bytes of the six batch files, from the folder or straight out of the tar archive."""
     wanted = (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH)
     if location.is_dir():
-        return {b: (location / b).read_bytes() for b in wanted}
+        out = {}
+        for b in wanted:
+            _check_member_size(location / b, (location / b).stat().st_size)
+            with open(location / b, "rb") as f:
+                out[b] = f.read(CIFAR_MEMBER_LIMIT + 1)
+            _check_member_size(location / b, len(out[b]))
+        return out
     try:
         with tarfile.open(location, "r:*") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile() and Path(m.name).name in wanted}
@@ -468,10 +483,20 @@ def _read_cifar_members(location: Path) -> dict[str, bytes]:
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    _check_member_size(f"{tar.name}:{member.name}", member.size)
     f = tar.extractfile(member)
     if f is None:
         raise DataCorruptError(f"{member.name}: not a regular file in the archive")
-    return f.read()
+    data = f.read(CIFAR_MEMBER_LIMIT + 1)
+    _check_member_size(f"{tar.name}:{member.name}", len(data))
+    return data
+
+
+def _check_member_size(where: Path | str, size: int) -> None:
+    if size > CIFAR_MEMBER_LIMIT:
+        raise DataCorruptError(f"{where}: {size:,} bytes, but a CIFAR-10 batch holds about 31 MB (at most "
+                               f"{CIFAR_MEMBER_LIMIT:,} bytes are read); the file is not the CIFAR-10 python "
+                               "version: download it again (--download) or replace it")
 
 
 def _load_cifar10(data_dir: str | Path | None) -> RawDataset:
@@ -695,12 +720,18 @@ def _check_cifar(location: Path) -> None:
         empty = [b for b in (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH) if (location / b).stat().st_size == 0]
         if empty:
             raise DataCorruptError(f"{location}: empty batch files {', '.join(empty)}")
+        for b in (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH):
+            _check_member_size(location / b, (location / b).stat().st_size)
         return
     try:
         with tarfile.open(location, "r:*") as tar:
-            names = {Path(n).name for n in tar.getnames()}
+            sizes = {Path(m.name).name: m.size for m in tar.getmembers() if m.isfile()}
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataCorruptError(f"{location}: not a readable tar archive or truncated ({e})") from e
+    names = set(sizes)
+    for b in (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH):
+        if b in sizes:
+            _check_member_size(f"{location}:{b}", sizes[b])
     missing = [b for b in (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH) if b not in names]
     if missing:
         raise DataCorruptError(f"{location}: archive lacks {', '.join(missing)}")

@@ -22,7 +22,9 @@ folders ``0/`` and ``1/`` name the same classes.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,9 +32,10 @@ import numpy as np
 
 from .datasets import stratified_holdout
 
-__all__ = ["DataFormatError", "Dataset", "IMAGE_SUFFIXES", "fingerprint", "load_data", "normalise_labels",
-           "split_validation"]
+__all__ = ["DataFormatError", "DataSize", "Dataset", "IMAGE_SUFFIXES", "fingerprint", "load_data", "measure_data",
+           "normalise_labels", "split_validation"]
 
+GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FORMATS_HELP = ("use a .npz file (arrays x and y), a .csv file (a 'label' column plus numeric feature "
                 "columns) or a folder of images with one subfolder per class")
@@ -166,6 +169,87 @@ def fingerprint(data: Dataset) -> str:
     return h.hexdigest()
 
 
+# -- sizes, before anything is read --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSize:
+    """What a data file holds, read from its header or listing only: ``n`` samples of ``sample_shape``, stored as
+    ``stored_bytes`` per value in the file's own type and ``kind`` (``uint8`` or ``float32``) once read."""
+
+    source: str
+    n: int
+    sample_shape: tuple[int, ...]
+    stored_bytes: int
+    kind: str
+
+    @property
+    def values(self) -> int:
+        return self.n * math.prod(self.sample_shape)
+
+    def describe(self) -> str:
+        return f"{self.n:,} samples of shape {self.sample_shape}"
+
+
+def measure_data(source: "str | Path | Dataset | tuple", label_column: str = "label") -> DataSize | None:
+    """The size of the data at ``source`` without reading it (None for data already in memory, or a file the
+    reader will refuse anyway): the ``.npz`` member's npy header, a CSV's rows and columns, an image folder's
+    image count and the size in each image's header."""
+    if isinstance(source, (Dataset, tuple)):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        return _measure_images(path)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        return _measure_npz(path)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return _measure_csv(path, label_column)
+    return None
+
+
+def _measure_npz(path: Path) -> DataSize | None:
+    try:
+        with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                return None
+            shape, _, dtype = read[version](f)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None  # np.load will say what is wrong
+    if len(shape) < 2:
+        return None
+    kind = "uint8" if dtype == np.uint8 else "float32"
+    return DataSize(str(path), int(shape[0]), tuple(int(d) for d in shape[1:]), max(1, dtype.itemsize), kind)
+
+
+def _measure_csv(path: Path, label_column: str) -> DataSize | None:
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader([f.readline()]), [])
+            rows = 0
+            for block in iter(lambda: f.read(1 << 22), ""):
+                rows += block.count("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    features = len([c for c in header if c != label_column])
+    # pandas parses into float64 columns of Python-level objects first: about 16 bytes per value
+    return DataSize(str(path), rows, (max(1, features),), 16, "float32")
+
+
+def _measure_images(path: Path) -> DataSize:
+    files, _ = _image_files(path)
+    largest: tuple[int, ...] = ()
+    for f in files:
+        with _open_image(f) as im:
+            w, h = im.size
+            bands = 1 if im.mode in GREY_MODES else 3
+        if bands * h * w > math.prod(largest or (0,)):
+            largest = (bands, h, w)
+    return DataSize(str(path), len(files), largest, 1, "uint8")
+
+
 # -- readers ------------------------------------------------------------------------------------------
 
 def _from_arrays(x: np.ndarray, y: np.ndarray | None, source: str, fmt: str,
@@ -233,7 +317,8 @@ def _read_csv(path: Path, label_column: str) -> Dataset:
     return _from_arrays(df.to_numpy(dtype=np.float32), y, str(path), "csv")
 
 
-def _read_image_folder(path: Path) -> Dataset:
+def _image_files(path: Path) -> tuple[list[Path], list[str] | None]:
+    """The images of a folder and their labels (class subfolder names; None for unlabelled images)."""
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     top = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if subdirs and top:
@@ -252,20 +337,37 @@ def _read_image_folder(path: Path) -> Dataset:
         files, labels = top, None
     if not files:
         raise DataFormatError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) and no class subfolders; {FORMATS_HELP}")
+    return files, labels
+
+
+def _open_image(f: Path):
+    """Pillow's lazy image (header read, pixels not yet decoded); an unreadable or oversized one is refused."""
+    from PIL import Image
+
     try:
-        from PIL import Image
-    except ImportError as e:  # pragma: no cover - Pillow comes with matplotlib
-        raise DataFormatError("reading image folders needs Pillow (pip install pillow)") from e
+        return Image.open(f)
+    except Image.DecompressionBombError as e:
+        raise DataFormatError(f"{f}: the image is too large to decode safely ({e}); resize it (all images of a "
+                              "task have one size, that of the network's input)") from None
+    except (OSError, ValueError) as e:
+        raise DataFormatError(f"{f}: not a readable image ({e})") from e
+
+
+def _read_image_folder(path: Path) -> Dataset:
+    files, labels = _image_files(path)
+    from PIL import Image
     images, modes = [], []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with _open_image(f) as im:
                 im.load()
                 modes.append(im.mode)
                 images.append(im.copy())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            if isinstance(e, DataFormatError):
+                raise
             raise DataFormatError(f"{f}: not a readable image ({e})") from e
-    grey = all(m in ("L", "1", "I", "I;16", "F", "LA") for m in modes)
+    grey = all(m in GREY_MODES for m in modes)
     arrays = []
     size = None
     for f, im in zip(files, images):

@@ -89,6 +89,12 @@ class ModuleNetwork(Network):
     def activation_floats(self) -> int:
         return self._activation_floats
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-member shape of every parameter, heads included (per-task ones with their task axis)."""
+        out = {n: ((self.n_tasks,) if n in self.per_task else ()) + tuple(p.shape)
+               for n, p in self.trunk.named_parameters()}
+        return {**out, "head.weight": self.head_shape, "head.bias": self.head_shape[:2]}
+
     def member_state(self, seed: int) -> tuple[Params, Buffers]:
         def build() -> tuple[nn.Module, TaskHeads]:
             model = _call_factory(self._build, self.name)

@@ -31,7 +31,8 @@ from ..data.user import DataFormatError, Dataset, fingerprint, load_data, split_
 from ..models import NETWORKS, is_factory
 from ..schedule import SCHEDULES, sleep_schedule
 from ..threads import torch_threads
-from .model import ModelError, NightlyModel, check_fits, json_safe, lock_model, now_iso, prev_path
+from .model import (ModelError, NightlyModel, check_fits, check_night_memory, check_task_name, json_safe, lock_model,
+                    now_iso, prev_path)
 from .night import (DEFAULT_CANDIDATES, WARMUP_STEPS, Candidate, MemberPlan, TaskData, pending_night_costs, pick,
                     plan_member, replicate, run_night, start_night, train, val_accuracy, warm_up)
 from .planner import Costs, Phase, margin_for, parse_duration, split_time
@@ -94,17 +95,16 @@ class Request:
                 raise ValueError(f"{name} must lie strictly between 0 and 1, got {v}")
         if self.max_epochs < 1:
             raise ValueError(f"--max-epochs must be >= 1, got {self.max_epochs}")
-        if not self.task or not self.task.strip() or self.task != self.task.strip():
-            raise ValueError(f"task names must be non-empty without surrounding spaces, got {self.task!r}")
+        check_task_name(self.task)
         if self.network is not None and self.network not in NETWORKS and not is_factory(self.network):
             raise ValueError(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)} or give a "
                              "model factory as package.module:function")
 
 
 def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any = None, val_fraction: float = 0.1,
-          label_column: str = "label", device: str = "cpu", threads: int | None = None, started: float | None = None,
-          progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter,
-          **options: Any) -> dict[str, Any]:
+          label_column: str = "label", device: str = "cpu", threads: int | None = None, max_memory: int | None = None,
+          started: float | None = None, progress: Progress | None = None,
+          clock: Callable[[], float] = time.perf_counter, **options: Any) -> dict[str, Any]:
     """Add task ``task`` learnt from ``data`` to the model at ``model_path`` (created if absent) in one night.
 
     Give either ``budget`` (seconds or a duration string such as ``"45m"``; the night ends, model saved,
@@ -112,8 +112,10 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     setting); the other ``options`` are :class:`Request`'s fields. The network (``"mlp"``, ``"vgg"`` or a model
     factory ``"package.module:function"``), widths, lr, batch size and seed given on the first night become the
     model's; the capacity policy options given on a later night re-plan the capacity from the current state.
-    ``threads`` sets torch's intra-op threads for the night. ``started`` is the ``clock()`` time the budget
-    counts from (default: now; the CLI passes the process start). ``progress`` receives one line per phase.
+    ``threads`` sets torch's intra-op threads for the night. ``max_memory`` (bytes; default: the memory available
+    now): data that would not fit in it together with the network is refused before it is read. ``started`` is
+    the ``clock()`` time the budget counts from (default: now; the CLI passes the process start). ``progress``
+    receives one line per phase.
 
     Returns the night's history entry (also stored in the model) plus ``total_seconds``, ``save_seconds``,
     ``overrun_s``, ``path`` and ``file_bytes``. Raises ``ValueError`` (``ModelError``, ``DataFormatError``)
@@ -130,6 +132,10 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     with lock_model(path), torch_threads(threads):
         model = _open_model(path, request)
         created = model is None
+        check_night_memory(model, data, val_data, network=request.network, widths=request.widths,
+                           batch_size=request.batch_size, label_column=label_column,
+                           members=len(request.cands) + 1 if request.auto else 1, device=str(dev),
+                           max_memory=max_memory)
         train_set, val_set, val_source = _task_sets(model, data, val_data, val_fraction, label_column, request)
         policy_changed = None
         if model is None:

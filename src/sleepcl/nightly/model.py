@@ -47,12 +47,15 @@ from torch import Tensor
 
 from ..engine import ownership
 from ..engine.members import Members
+from ..files import atomic_write_bytes, check_writable, temporary_in, temporary_pid, write_or_keep
 from ..models import Network, build_network, factory_digest, is_factory
 from ..models.base import MemberRandom
+from ..runs.memory import format_bytes
 from ..threads import torch_threads
+from .schema import check_task_name, validate_meta
 
-__all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "lock_model", "prev_path",
-           "read_metadata"]
+__all__ = ["FORMAT", "VERSION", "ModelError", "NightlyModel", "atomic_write", "check_consistent", "check_night_memory",
+           "check_task_name", "lock_model", "prev_path", "read_metadata", "real_path", "write_scratch"]
 
 FORMAT = "sleepcl-nightly"
 VERSION = 2  # 2: buffers and per-task tensors, user models; files of version 1 (the paper's networks) still load
@@ -63,10 +66,27 @@ class ModelError(ValueError):
     """The model file is missing, unreadable, or cannot take what was asked of it."""
 
 
+def real_path(path: str | Path) -> Path:
+    """The file a model path names, symbolic links followed: a model reached through a link is locked, kept as
+    ``.prev`` and replaced where it really is, and the link stays a link to it."""
+    return Path(os.path.realpath(path))
+
+
 def prev_path(path: str | Path) -> Path:
-    """Where the previous night's file is kept: ``MODEL.prev``."""
-    p = Path(path)
+    """Where the previous night's file is kept: ``MODEL.prev`` beside the real file (:func:`real_path`)."""
+    p = real_path(path)
     return p.with_name(p.name + ".prev")
+
+
+def damaged(source: str, problem: str) -> ModelError:
+    """The error for a model file that is not consistent: what is wrong where, and the way back."""
+    prev = prev_path(source)
+    if prev.exists():
+        back = (f"the previous night's file {prev} is kept: check it with `sleepcl inspect {prev}` and copy it "
+                f"over {source} to go back to it")
+    else:
+        back = f"there is no previous night's file ({prev}): restore {source} from a backup"
+    return ModelError(f"{source} is damaged ({problem}); it is left as it is and nothing was done. To go on, {back}")
 
 
 def now_iso() -> str:
@@ -266,51 +286,56 @@ class NightlyModel:
         return save(tensors, metadata)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model atomically, keeping the file it replaces as ``MODEL.prev``."""
+        """Write the model atomically where it really is (:func:`real_path`), keeping the file it replaces as
+        ``MODEL.prev``."""
         self.meta["updated"] = now_iso()
-        return atomic_write(Path(path), self.to_bytes(), keep_previous=True)
+        atomic_write(real_path(path), self.to_bytes(), keep_previous=True)
+        return Path(path)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "model") -> "NightlyModel":
+        """The model in ``data``, checked whole: the metadata against its schema (:mod:`.schema`) and the tensors
+        against the metadata (:func:`check_consistent`); a file that fails is refused as damaged."""
         from safetensors.torch import load
 
         meta = _parse_metadata(data, source)
+        problem = validate_meta(meta)
+        if problem is not None:
+            raise damaged(source, f"metadata {problem}")
         try:
             tensors = load(data)
         except Exception as e:  # safetensors raises its own error types
-            raise ModelError(f"{source}: damaged model file ({e})") from e
-        def group(prefix: str) -> dict[str, Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        trunk, owner, buffers = group("trunk/"), group("owner/"), group("buffer/")
-        heads = []
-        for j in range(len(meta["tasks"])):
-            try:
-                heads.append((tensors[f"head/{j + 1}/weight"], tensors[f"head/{j + 1}/bias"]))
-            except KeyError:
-                raise ModelError(f"{source}: the head of task {j + 1} is missing") from None
+            raise damaged(source, f"the tensors cannot be read: {e}") from e
         spec = meta["network"]
         try:
             net = _build(spec, n_tasks=1, head_size=2)
+        except ModelError:
+            raise
         except ValueError as e:
-            raise ModelError(f"{source}: cannot rebuild the model's network: {e}") from e
+            raise damaged(source, f"network: {e}") from None
         params, bufs = net.member_state(0)
         per_task = frozenset(spec.get("per_task", ()))
         rows = max(1, len(meta["tasks"]))
-        for kind, want, got in (("trunk weight", params, trunk), ("buffer", bufs, buffers)):
-            for name, v in want.items():
-                if name.startswith("head."):
-                    continue
-                shape = (rows, *v.shape[1:]) if name in per_task else tuple(v.shape)
-                if name not in got or tuple(got[name].shape) != tuple(shape):
-                    raise ModelError(f"{source}: {kind} {name} is missing or has the wrong shape")
-        for name in net.prunable:
-            if name not in owner or tuple(owner[name].shape) != tuple(params[name].shape):
-                raise ModelError(f"{source}: owner map of {name} is missing or has the wrong shape")
+
+        def expected(state: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:
+            return {n: (rows, *v.shape[1:]) if n in per_task else tuple(v.shape) for n, v in state.items()
+                    if not n.startswith("head.")}
+
+        def group(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        shapes, buffer_shapes = expected(params), expected(bufs)
+        trunk, owner, buffers = group("trunk/"), group("owner/"), group("buffer/")
+        heads = [(tensors.get(f"head/{j + 1}/weight"), tensors.get(f"head/{j + 1}/bias"))
+                 for j in range(len(meta["tasks"]))]
+        problem = check_consistent(meta, net, shapes, trunk, owner, heads, tensors) or \
+            _check_buffers(buffer_shapes, buffers, {n: v.dtype for n, v in bufs.items()})
+        if problem is not None:
+            raise damaged(source, problem)
         # the network's own order (safetensors stores tensors in its own order)
-        trunk = {name: trunk[name] for name in params if not name.startswith("head.")}
+        trunk = {name: trunk[name] for name in shapes}
         owner = {name: owner[name] for name in net.prunable}
-        buffers = {name: buffers[name] for name in bufs}
+        buffers = {name: buffers[name] for name in buffer_shapes}
         return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers)
 
     @classmethod
@@ -347,14 +372,21 @@ def _parse_metadata(data: bytes, source: str) -> dict[str, Any]:
         md = header["__metadata__"]
     except (ValueError, KeyError, TypeError):
         raise ModelError(f"{source}: not a sleepcl model (no safetensors header with sleepcl metadata)") from None
-    if md.get("format") != FORMAT:
-        raise ModelError(f"{source}: a safetensors file but not a sleepcl nightly model (format {md.get('format')!r})")
-    if int(md.get("version", 0)) > VERSION:
-        raise ModelError(f"{source}: written by a newer sleepcl (format version {md['version']}); upgrade sleepcl")
+    if not isinstance(md, dict) or md.get("format") != FORMAT:
+        found = md.get("format") if isinstance(md, dict) else None
+        raise ModelError(f"{source}: a safetensors file but not a sleepcl nightly model (format {found!r})")
+    version = md.get("version")
+    if not isinstance(version, str) or not version.isdigit():
+        raise damaged(source, f"its format version {version!r} is not a whole number")
+    if int(version) > VERSION:
+        raise ModelError(f"{source}: written by a newer sleepcl (format version {version}); upgrade sleepcl")
     try:
-        return json.loads(md["sleepcl"])
-    except (KeyError, ValueError):
-        raise ModelError(f"{source}: damaged metadata") from None
+        meta = json.loads(md["sleepcl"])
+    except (KeyError, TypeError, ValueError):
+        raise damaged(source, "its metadata is missing or not JSON") from None
+    if not isinstance(meta, dict):
+        raise damaged(source, "its metadata is not a JSON object")
+    return meta
 
 
 def _build(spec: dict[str, Any], *, n_tasks: int, head_size: int, class_counts: list[int] | None = None) -> Network:
@@ -381,62 +413,137 @@ def net_input_shape(network: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _check_buffers(shapes: dict[str, tuple[int, ...]], buffers: dict[str, Tensor],
+                   dtypes: dict[str, torch.dtype]) -> str | None:
+    """None if every buffer of the network (norm layers' statistics) is there, of its shape, dtype and finite."""
+    for name, shape in shapes.items():
+        t = buffers.get(name)
+        if t is None or tuple(t.shape) != shape or t.dtype != dtypes[name]:
+            found = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
+            return f"buffer {name} should be {dtypes[name]} {shape}, found {found}"
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"buffer {name} holds NaN or infinite values"
+    extra = sorted(set(buffers) - set(shapes))
+    return f"buffers {', '.join(extra[:4])} belong to no layer of the network" if extra else None
+
+
+def check_consistent(meta: dict[str, Any], net: Network, shapes: dict[str, tuple[int, ...]],
+                     trunk: dict[str, Tensor], owner: dict[str, Tensor], heads: list[tuple[Tensor | None, Tensor | None]],
+                     tensors: dict[str, Tensor]) -> str | None:
+    """None if the tensors agree with the metadata (already checked against the schema), else what does not.
+
+    Checked: the network's input against the data's; every trunk weight (shape, float32, finite); every owner
+    map (shape, uint8, no owner beyond the task count); each task's head (one row per class, the network's
+    feature width, finite); the input normalisation (shape, finite, std > 0).
+    """
+    n_tasks = len(meta["tasks"])
+    inp = tuple(meta["input"]["shape"])
+    if tuple(meta["network"]["net_input_shape"]) != net_input_shape(meta["network"]["name"], inp):
+        return (f"network.net_input_shape {meta['network']['net_input_shape']} does not fit input.shape "
+                f"{list(inp)}")
+    for name, shape in shapes.items():
+        t = trunk.get(name)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != torch.float32:
+            found = "missing" if t is None else f"{t.dtype} {tuple(t.shape)}"
+            return f"trunk weight {name} should be float32 {tuple(shape)}, found {found}"
+        if not bool(torch.isfinite(t).all()):
+            return f"trunk weight {name} holds NaN or infinite values"
+    for name in net.prunable:
+        o = owner.get(name)
+        if o is None or tuple(o.shape) != tuple(shapes[name]) or o.dtype != torch.uint8:
+            found = "missing" if o is None else f"{o.dtype} {tuple(o.shape)}"
+            return f"owner map of {name} should be uint8 {tuple(shapes[name])}, found {found}"
+        top = int(o.max()) if o.numel() else 0
+        if top > n_tasks:
+            return f"owner map of {name} gives weights to task {top}, but the model has {n_tasks} task(s)"
+    for j, ((w, b), task) in enumerate(zip(heads, meta["tasks"])):
+        k = len(task["classes"])
+        if w is None or b is None:
+            return f"the head of task {j + 1} ({task['name']!r}) is missing"
+        if tuple(w.shape) != (k, net.feature_dim) or tuple(b.shape) != (k,) or w.dtype != torch.float32 \
+                or b.dtype != torch.float32:
+            return (f"the head of task {j + 1} ({task['name']!r}) is {tuple(w.shape)} + {tuple(b.shape)}, but the task "
+                    f"has {k} classes and the network {net.feature_dim} features: float32 ({k}, {net.feature_dim}) "
+                    f"+ ({k},) expected")
+        if not bool(torch.isfinite(w).all() and torch.isfinite(b).all()):
+            return f"the head of task {j + 1} ({task['name']!r}) holds NaN or infinite values"
+    extra = sorted(k for k in tensors if k.startswith("head/") and int(k.split("/")[1]) > n_tasks) \
+        if all(k.split("/")[1].isdigit() for k in tensors if k.startswith("head/")) else ["head/?"]
+    if extra:
+        return f"tensors {', '.join(extra[:4])} belong to no task of the metadata ({n_tasks} tasks)"
+    for name in ("mean", "std"):
+        t = tensors.get(f"input/{name}")
+        if t is None or t.dtype != torch.float32:
+            return f"input/{name} is missing or not float32"
+        try:
+            fits = torch.broadcast_shapes(tuple(t.shape), inp) == inp
+        except RuntimeError:
+            fits = False
+        if not fits:
+            return f"input/{name} has shape {tuple(t.shape)}, which does not fit samples of shape {inp}"
+        if not bool(torch.isfinite(t).all()):
+            return f"input/{name} holds NaN or infinite values"
+    if not bool((tensors["input/std"] > 0).all()):
+        return "input/std holds values <= 0 (the inputs would be divided by them)"
+    return None
+
+
 # -- atomic files -------------------------------------------------------------------------------------
 
 def atomic_write(path: Path, data: bytes, *, keep_previous: bool = True) -> Path:
     """Replace ``path`` by ``data`` so that ``path`` is always a complete file, old or new.
 
-    Temporary file in the same folder -> write -> fsync -> (keep the old file as ``path.prev``) -> rename ->
-    fsync the folder. Stale temporary files of killed writers are removed first.
+    :func:`sleepcl.files.atomic_write_bytes` (a private temporary file in the same folder, fsync, rename, fsync of
+    the folder), first keeping the old file as ``path.prev`` (a hard link to it, or a copy, made under a private
+    temporary name and renamed). Stale temporary files of killed writers are removed first.
     """
-    folder = path.resolve().parent
+    folder = path.absolute().parent
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            prev = prev_path(path)
-            tmp_prev = folder / f".{prev.name}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                tmp_prev.unlink()
-            try:
-                os.link(path, tmp_prev)  # the old file itself, not a copy: no window where it is half-written
-            except OSError:
-                shutil.copyfile(path, tmp_prev)
-                with open(tmp_prev, "rb+") as f:
-                    os.fsync(f.fileno())
-            os.replace(tmp_prev, prev)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(folder)
+    if keep_previous and path.exists():
+        _keep_previous(path, prev_path(path), folder)
+    atomic_write_bytes(path, data)
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def _keep_previous(path: Path, prev: Path, folder: Path) -> None:
+    fd, tmp = temporary_in(folder, prev.name)
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
         os.close(fd)
+        os.unlink(tmp)  # the random name is free again: link() creates it, or fails, never follows anything there
+        try:
+            os.link(path, tmp)  # the old file itself, not a copy: no window where it is half-written
+        except OSError:
+            with open(path, "rb") as src, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            shutil.copymode(path, tmp)
+        os.replace(tmp, prev)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_scratch(path: str | Path, data: bytes) -> None:
+    """Write ``data`` durably to a private scratch file beside the model and remove it: how long a save takes,
+    measured without touching the model (the night's warm-up)."""
+    fd, tmp = temporary_in(real_path(path).parent, real_path(path).name, suffix=".warmup")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    folder = path.resolve().parent
+    folder = path.absolute().parent
     for name in (path.name, prev_path(path).name):
         for tmp in folder.glob(f".{name}.*.tmp"):
-            pid = tmp.name[len(name) + 2:-4]
-            if pid.isdigit() and not _alive(int(pid)):
+            pid = temporary_pid(tmp, name)
+            if pid is not None and not _alive(pid):
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
 
@@ -455,10 +562,12 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def lock_model(path: Path) -> Iterator[None]:
-    """Hold ``MODEL.lock`` for the night, so two ``learn`` runs never write the same model at once."""
+    """Hold ``MODEL.lock`` for the night, so two ``learn`` runs never write the same model at once (the lock of
+    the real file: two names of one model, a link and its target, share it)."""
     import fcntl
 
-    lock = path.with_name(path.name + ".lock")
+    real = real_path(path)
+    lock = real.with_name(real.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -473,12 +582,7 @@ def lock_model(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
+human_size = format_bytes
 
 
 def json_safe(v: Any) -> Any:
@@ -510,6 +614,54 @@ def check_fits(model: NightlyModel, data: Any) -> None:
         raise DataFormatError(f"{data.source}: samples are {what[data.kind]} but the model takes {what[kind]}{hint}")
 
 
+def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = None, *, network: str | None = None,
+                       widths: Any = None, batch_size: int | None = None, label_column: str = "label",
+                       members: int = 1, device: str = "cpu", max_memory: int | None = None) -> None:
+    """Refuse, before anything is read, data that would not fit in memory together with the network learning it.
+
+    The data's size comes from its header or listing (:func:`sleepcl.data.user.measure_data`); the network is the
+    model's, or the one a first night would create for that data; ``members`` copies of it train at once (the
+    probe of ``--schedule auto``). Counted per value of data: the value as stored and read, three copies in the
+    sample type (the checked array, the validation split, the fingerprint), the float32 network input, and on a
+    first night the float64 copy the normalisation is computed from.
+    """
+    from ..config import paper_defaults
+    from ..data.user import DataFormatError, measure_data
+    from ..runs.memory import WORKSPACE_BYTES, available_bytes, member_bytes
+
+    sizes = [m for m in (measure_data(data, label_column),
+                         measure_data(val_data, label_column) if val_data is not None else None) if m is not None]
+    if not sizes:
+        return
+    first = sizes[0]
+    network_bytes, net_text = 0, ""
+    try:
+        if model is not None:
+            net, bs = model.network(), batch_size or model.meta["training"]["batch_size"]
+        else:
+            name = network or "mlp"
+            net = build_network(name, net_input_shape(name, first.sample_shape), 1, widths=widths, per_task_norm=True)
+            bs = batch_size or paper_defaults(name)["batch_size"]
+        shapes = net.shapes()
+        network_bytes = members * member_bytes(shapes, net.prunable, batch_size=max(1, int(bs)),
+                                               activation_floats=net.activation_floats)
+        weights = sum(math.prod(v) for v in shapes.values())
+        copies = f"{members} copies of " if members > 1 else ""
+        net_text = f", {format_bytes(network_bytes)} for {copies}the network of {weights:,} weights"
+    except (ValueError, TypeError):
+        pass  # a network that cannot be built for this data is refused, with its reason, once the data is read
+    per_value = lambda d: d.stored_bytes + 3 * (1 if d.kind == "uint8" else 4) + 4 + (8 if model is None else 0)  # noqa: E731
+    data_bytes = sum(d.values * per_value(d) for d in sizes)
+    available, where = available_bytes(device, max_memory)
+    need = data_bytes + network_bytes + WORKSPACE_BYTES
+    if need > available:
+        raise DataFormatError(
+            f"{first.source}: {first.describe()} ({first.kind}): learning it needs about {format_bytes(need)} "
+            f"({format_bytes(data_bytes)} for the data{net_text}, {format_bytes(WORKSPACE_BYTES)} of workspace), more than the {format_bytes(available)} there is "
+            f"({where}). Give fewer samples or features (smaller images), a smaller network (--widths), or more "
+            "memory (--max-memory)")
+
+
 def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path | None = None,
             label_column: str = "label", device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Predict the classes of task ``task`` for ``data`` (a path, ``(x, y)`` or a Dataset).
@@ -521,6 +673,8 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     """
     from ..data.user import DataFormatError, fingerprint, load_data
 
+    if output is not None:
+        check_writable(Path(output), "--output", "predictions.csv")
     model = NightlyModel.load(model_path)
     j = model.task_index(task)
     info = model.tasks[j]
@@ -537,7 +691,7 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     out: dict[str, Any] = {"task": task, "n": len(ds), "classes": classes, "predictions": preds,
                            "class_index": index, "confidence": probs.max(1).values.numpy(), "logits": logits.numpy(),
                            "accuracy": None, "recorded_val_accuracy": None, "is_validation_data": False,
-                           "output": None}
+                           "output": None, "output_problem": None}
     if ds.y is not None:
         lookup = {c: i for i, c in enumerate(classes)}
         labels = ds.y.tolist()
@@ -553,28 +707,32 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
                 out["is_validation_data"] = True
                 out["recorded_val_accuracy"] = entry.get("val_accuracy")
     if output is not None:
-        out["output"] = str(write_predictions(Path(output), ds, preds, out["confidence"]))
+        where, out["output_problem"] = write_or_keep(Path(output), predictions_csv(ds, preds, out["confidence"]))
+        out["output"] = str(where)
     return out
 
 
-def write_predictions(path: Path, ds: Any, preds: list, confidence: np.ndarray) -> Path:
+def predictions_csv(ds: Any, preds: list, confidence: np.ndarray) -> bytes:
+    """The CSV ``predict --output`` writes: ``row`` or ``file``, ``prediction``, ``confidence`` (and ``label``)."""
     import csv
+    import io
 
-    if path.is_dir():
-        raise ValueError(f"--output {path} is a folder; give a file name such as {path / 'predictions.csv'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        key = "file" if ds.names is not None else "row"
-        w.writerow([key, "prediction", "confidence"] + (["label"] if ds.y is not None else []))
-        for i, (p, c) in enumerate(zip(preds, confidence.tolist())):
-            row = [ds.names[i] if ds.names is not None else i, p, f"{c:.6f}"]
-            if ds.y is not None:
-                row.append(ds.y[i].item() if hasattr(ds.y[i], "item") else ds.y[i])
-            w.writerow(row)
-    os.replace(tmp, path)
-    return path
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    key = "file" if ds.names is not None else "row"
+    w.writerow([key, "prediction", "confidence"] + (["label"] if ds.y is not None else []))
+    for i, (p, c) in enumerate(zip(preds, confidence.tolist())):
+        row = [ds.names[i] if ds.names is not None else i, p, f"{c:.6f}"]
+        if ds.y is not None:
+            row.append(ds.y[i].item() if hasattr(ds.y[i], "item") else ds.y[i])
+        w.writerow(row)
+    return f.getvalue().encode()
+
+
+def write_predictions(path: Path, ds: Any, preds: list, confidence: np.ndarray) -> Path:
+    """Write :func:`predictions_csv` to ``path`` atomically (:mod:`sleepcl.files`)."""
+    check_writable(path, "--output", "predictions.csv")
+    return atomic_write_bytes(path, predictions_csv(ds, preds, confidence))
 
 
 def inspect(model_path: str | Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ with it from the trained state and keeps whichever of the two ends better on val
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +31,7 @@ from ..engine.members import Members
 from ..engine.streams import IndexStream
 from ..schedule import SCHEDULES, night_targets, sleep_schedule
 from ..strategies import Day, get_strategy
-from .model import NightlyModel
+from .model import NightlyModel, write_scratch
 from .planner import Costs, Phase, due, night_positions, relative_schedule
 
 __all__ = ["DEFAULT_CANDIDATES", "NIGHT_PARTS", "Candidate", "MemberPlan", "TaskData", "plan_member", "run_night",
@@ -272,15 +271,7 @@ def warm_up(session: DaySession, data: TaskData, model: NightlyModel, classes: l
     t0 = clock()
     draft = model.with_member(members, 0, classes)
     draft.meta["history"].append({"draft": True})
-    blob = draft.to_bytes()
-    scratch = path.resolve().parent / f".{path.name}.{os.getpid()}.warmup"
-    try:
-        with open(scratch, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        scratch.unlink(missing_ok=True)
+    write_scratch(path, draft.to_bytes())
     save_s = 2.0 * (clock() - t0) + 0.02
     timings["warmup"] = clock() - t_start
     return Costs(step_s=step_s, prune_s=prune_s, eval_s=eval_s * 1.5, save_s=save_s)

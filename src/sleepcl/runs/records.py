@@ -17,10 +17,11 @@ from typing import Any, Iterable
 
 import torch
 
+from ..files import atomic_write_bytes
 from ..metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
 from ..engine.population import MemberResult
 
-__all__ = ["environment", "make_record", "read_records", "write_records"]
+__all__ = ["environment", "make_record", "read_records", "records_json", "write_records"]
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
@@ -82,13 +83,14 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def records_json(records: Iterable[dict[str, Any]]) -> bytes:
+    """The JSON list of ``records`` that ``--output`` files hold."""
+    return (json.dumps(list(records), indent=1) + "\n").encode()
+
+
 def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a JSON list of records atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(records), indent=1) + "\n")
-    tmp.replace(path)
+    """Write a JSON list of records atomically (:mod:`sleepcl.files`: a private temporary file, then rename)."""
+    atomic_write_bytes(path, records_json(records))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -18,11 +18,13 @@ from ..data.datasets import check_available
 from ..engine.population import Event, head_size, train_population
 from ..models import build_network, is_factory
 from ..strategies import get_strategy
+from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
+    plan_population
 from .records import environment, make_record
 from ..data.split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
 
-__all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]
+__all__ = ["PopulationEvent", "group_populations", "memory_plan", "resolve_device", "run_configs"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto ({e})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device} is not a device sleepcl trains on: use cpu, cuda, cuda:N or auto"
+                         + (" (the meta device holds no data, so nothing could be learnt)" if dev.type == "meta" else ""))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device} asked for CUDA but this PyTorch sees no GPU "
                          f"(torch {torch.__version__}); use --device cpu or auto")
@@ -61,6 +66,44 @@ def group_populations(configs: Iterable[RunConfig], max_size: int | None = None)
     for members in groups.values():
         step = max_size or len(members)
         out.extend(members[i:i + step] for i in range(0, len(members), step))
+    return out
+
+
+def memory_plan(config: RunConfig, device: torch.device, max_memory: int | None = None) -> MemoryPlan:
+    """How many members like ``config`` (resolved) fit in memory on ``device`` (:mod:`sleepcl.runs.memory`)."""
+    n, shape = DATASET_SHAPES[config.benchmark]
+    freezes = get_strategy(config.strategy, config.strategy_options).freezes
+    net = build_network(config.network, shape, config.n_tasks, widths=config.widths, per_task_norm=freezes,
+                        head=config.head)
+    per_member = member_bytes(net.shapes(), net.prunable, batch_size=config.batch_size,
+                              activation_floats=net.activation_floats)
+    available, source = available_bytes(str(device), max_memory)
+    fixed = data_bytes(n * config.n_tasks // 5, shape) + WORKSPACE_BYTES
+    return plan_population(per_member, fixed, available, source)
+
+
+def size_populations(configs: Sequence[RunConfig], device: torch.device, max_population: int | None,
+                     max_memory: int | None, log: Callable[[str], None] | None) -> list[list[RunConfig]]:
+    """Populations of at most ``max_population`` members and no more than fit in memory; refuses, with the
+    figures, runs of which not even one member fits."""
+    out = []
+    for group in group_populations(configs):
+        plan = memory_plan(group[0], device, max_memory)
+        if plan.fits < 1:
+            c = group[0]
+            raise ValueError(f"not enough memory for even one {c.network} member on {c.benchmark} "
+                             f"(widths {c.widths or 'default'}, batch {c.batch_size}): {plan.describe(1)}. Use a "
+                             "smaller network or batch, or a machine with more memory"
+                             + (" (--max-memory raises the limit)" if plan.source == "--max-memory" else ""))
+        size = min(len(group), plan.fits, max_population or len(group))
+        chunks = [group[i:i + size] for i in range(0, len(group), size)]
+        if log is not None:
+            why = ""
+            if size < len(group) and size == plan.fits and size != max_population:
+                why = f"; {len(group)} at once would not fit, --max-memory/--max-population change this"
+            log(f"training {len(group)} run{'s' * (len(group) != 1)} in {len(chunks)} population"
+                f"{'s' * (len(chunks) != 1)} of up to {size}: {plan.describe(size)}{why}")
+        out.extend(chunks)
     return out
 
 
@@ -101,18 +144,23 @@ def check_models(configs: Sequence[RunConfig], data: BenchmarkCache) -> None:
 
 def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "auto",
                 data_dir: str | Path | None = None, download: bool = False, store: RunStore | None = None,
-                force: bool = False, max_population: int | None = None,
+                force: bool = False, max_population: int | None = None, max_memory: int | None = None,
                 progress: Callable[[PopulationEvent], None] | None = None,
-                on_population: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+                on_population: Callable[[list[dict[str, Any]]], None] | None = None,
+                log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Records for ``configs`` (in order), training only those the store does not already hold.
 
-    Every config, the device and the data are checked before the first step of training, so bad input
-    fails in seconds. ``on_population`` is called with the records of each population as it finishes.
+    Every config, the device, the memory and the data are checked before the first step of training, so bad
+    input fails in seconds. Populations hold at most ``max_population`` members and no more than fit in
+    ``max_memory`` bytes (default: the memory available now; :mod:`sleepcl.runs.memory`); ``log`` hears how
+    they were sized. Data files are read and checked only when a run must be trained: runs found in the store
+    are served from it whatever the data folder holds now, for every benchmark alike.
+    ``on_population`` is called with the records of each population as it finishes.
     """
     resolved = [c.resolved() for c in configs]
     dev = resolve_device(device)
-    data = BenchmarkCache(data_dir, download)
-    data.check(resolved)
+    if max_population is not None and max_population < 1:
+        raise ValueError(f"--max-population must be >= 1, got {max_population}")
 
     hashes = [c.hash() for c in resolved]
     if len(set(hashes)) != len(hashes):
@@ -122,8 +170,10 @@ def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "a
         missing = set(store.missing(hashes))
         found = {h: store.get(h) for h in hashes if h not in missing}  # type: ignore[misc]
     todo = [c for c, h in zip(resolved, hashes) if h not in found]
-    populations = group_populations(todo, max_population)
+    data = BenchmarkCache(data_dir, download)
+    data.check(todo)
     check_models(todo, data)
+    populations = size_populations(todo, dev, max_population, max_memory, log) if todo else []
     env = environment(dev)
     for i, members in enumerate(populations):
         bench = data.get(members[0])

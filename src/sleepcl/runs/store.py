@@ -34,9 +34,15 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["INDEXED_CONFIG_KEYS", "SCHEMA_VERSION", "RunStore", "encode_record"]
+from ..files import atomic_open
+
+__all__ = ["APPLICATION_ID", "EXPORT_FORMATS", "INDEXED_CONFIG_KEYS", "SCHEMA_VERSION", "RunStore", "StoreError",
+           "encode_record"]
 
 SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a sleepcl store ("slcl"): tells it from another application's SQLite file.
+APPLICATION_ID = 0x736C636C
+EXPORT_FORMATS = ("csv", "json")
 
 #: Config keys copied into their own indexed columns (name -> SQLite column type).
 INDEXED_CONFIG_KEYS: dict[str, str] = {
@@ -65,6 +71,93 @@ _METRIC_COLUMNS = (
     "final_free_fraction",
     "created",
 )
+
+
+class StoreError(ValueError):
+    """The results store cannot be used as asked; the message names the problem and the fix."""
+
+
+_OTHER_STORE = "pass another --store FILE (or --no-store to train without one)"
+
+
+def _check_location(path: Path, read_only: bool) -> None:
+    """Refuse a folder, a missing store to read, and a store or folder this process cannot write."""
+    if path.is_dir():
+        raise StoreError(f"the results store {path} is a folder; give --store a file name such as "
+                         f"{path / 'runs.sqlite'}")
+    if read_only:
+        if not path.exists():
+            raise StoreError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass "
+                             "--store FILE")
+        return
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"the results store {path} is read-only for this user: `sleepcl results` and "
+                             f"`sleepcl report` can read it, but nothing can be added; make it writable or "
+                             f"{_OTHER_STORE}")
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the results store {path}: {e.strerror or e}; {_OTHER_STORE}") from None
+
+
+def _connect(path: Path, busy_timeout: float, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode (every write below is an explicit BEGIN IMMEDIATE ... COMMIT).
+
+    Read-only: SQLite's ``mode=ro``; a WAL store in a folder this process cannot write has no ``-shm`` file to
+    share, so it is then read as ``immutable`` (nobody can be writing it either).
+    """
+    if not read_only:
+        return sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    uri = path.absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(path.parent, os.W_OK):
+            raise
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=busy_timeout, isolation_level=None)
+
+
+def _schema_state(conn: sqlite3.Connection, path: Path) -> str:
+    """``"empty"`` (a new database), ``"sleepcl"`` (a store of ours) or ``"legacy"`` (ours, written before the
+    application id was set); anything else -- another application's database -- is refused."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = sorted(r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+    if app_id == APPLICATION_ID:
+        state = "sleepcl"
+    elif app_id == 0 and version == 0 and not tables:
+        return "empty"
+    elif app_id == 0 and tables == ["runs"] and version >= 1 and \
+            [r[1] for r in conn.execute("PRAGMA table_info(runs)")] == _COLUMNS:
+        state = "legacy"
+    else:
+        shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "") or "none"
+        raise StoreError(f"{path} is an SQLite database of another application (tables: {shown}), not a sleepcl "
+                         f"results store; sleepcl leaves it alone: {_OTHER_STORE}")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {version}; this sleepcl knows up to {SCHEMA_VERSION}: "
+                         "upgrade sleepcl to use it")
+    return state
+
+
+def _explain(path: Path, e: sqlite3.Error) -> str:
+    """SQLite's error as a message that says what is wrong with the file and what to do."""
+    text = str(e)
+    if "not a database" in text or isinstance(e, sqlite3.DatabaseError) and "malformed" in text:
+        return (f"{path} is not a readable SQLite database (damaged, or another kind of file: {text}); move it "
+                f"aside, or {_OTHER_STORE}")
+    if "readonly" in text or "read-only" in text:
+        return (f"the results store {path} is read-only ({text}): `sleepcl results` and `sleepcl report` can read "
+                f"it, but nothing can be added; make it and its folder writable or {_OTHER_STORE}")
+    if "unable to open" in text:
+        return f"cannot open the results store {path} ({text}); check the path and its permissions, or {_OTHER_STORE}"
+    return f"the results store {path} cannot be used: {text}; {_OTHER_STORE}"
 
 
 def _create_v1(conn: sqlite3.Connection) -> None:
@@ -185,19 +278,34 @@ class RunStore:
     of the transaction and wait up to ``busy_timeout`` seconds for it.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = _BUSY_TIMEOUT_S) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = _BUSY_TIMEOUT_S, read_only: bool = False) -> None:
+        """Open (or create) the store at ``path``; ``read_only`` opens an existing one for reading only.
+
+        Raises :class:`StoreError` (a ``ValueError`` whose message names the problem and the fix) for a folder,
+        a file that is not an SQLite database, another application's database, or -- unless ``read_only`` --
+        a store this process cannot write.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every write below is an explicit
-        # BEGIN IMMEDIATE ... COMMIT, so the batch boundary is exactly what put_many says.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None
-        )
+        self.read_only = read_only
+        _check_location(self.path, read_only)
+        try:
+            self._conn: sqlite3.Connection | None = _connect(self.path, busy_timeout, read_only)
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            state = _schema_state(self._conn, self.path)  # before any pragma that writes: refuse what is not ours
+            if read_only:
+                if state == "empty":
+                    raise StoreError(f"{self.path} is an empty database, not a results store yet: run `sleepcl run` "
+                                     "or `sleepcl study` with --store pointing at it first")
+            else:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
+        except sqlite3.Error as e:
+            self.close()
+            raise StoreError(_explain(self.path, e)) from None
         except BaseException:
             self.close()
             raise
@@ -227,17 +335,21 @@ class RunStore:
         return f"RunStore({str(self.path)!r})"
 
     def _migrate(self) -> None:
-        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction (safe when two processes race)."""
+        """Bring the schema to :data:`SCHEMA_VERSION` in one transaction (safe when two processes race).
+
+        A database that is neither empty nor a sleepcl store is refused, never given sleepcl's tables.
+        """
         with self._transaction() as conn:
+            state = _schema_state(conn, self.path)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {version}; this sleepcl knows up to {SCHEMA_VERSION}"
-                )
+            if state == "empty":
+                version = 0
             while version < SCHEMA_VERSION:
                 _MIGRATIONS[version](conn)
                 version += 1
             conn.execute(f"PRAGMA user_version = {version}")
+            if state != "sleepcl":  # a new store, or one written before the application id was set
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -247,6 +359,8 @@ class RunStore:
         timeout instead of failing later when its read lock would have to be upgraded.
         """
         conn = self.conn
+        if self.read_only:
+            raise StoreError(f"the results store {self.path} was opened read-only; it cannot take new runs")
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -352,18 +466,14 @@ class RunStore:
         """
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".")).lower()
-        if fmt not in ("csv", "json"):
-            raise ValueError(f"cannot infer export format from {path.name!r}; pass fmt='csv' or 'json'")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"cannot export to {path.name}: the formats are {' and '.join(EXPORT_FORMATS)} "
+                             f"(CSV: one row per run; JSON: the full records); give a file name ending in "
+                             f".{' or .'.join(EXPORT_FORMATS)}")
+        with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
             if fmt == "csv":
-                self.to_dataframe(**filters).to_csv(tmp, index=False)
+                self.to_dataframe(**filters).to_csv(fh, index=False)
             else:
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    json.dump(self.query(**filters), fh, indent=2)
-                    fh.write("\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+                json.dump(self.query(**filters), fh, indent=2)
+                fh.write("\n")
         return path

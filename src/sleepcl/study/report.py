@@ -9,6 +9,7 @@ date and with a fixed id salt, so rerunning a report on the same runs gives the 
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections import Counter
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..files import atomic_open, atomic_write_bytes
 from ..runs.store import RunStore
 from . import analysis as an
 from . import paper
@@ -101,15 +103,18 @@ class _Writer:
         self.out = out
         self.files: list[Path] = []
 
+    # Every file is replaced atomically (sleepcl.files): a reader never sees half a table, and a link planted in
+    # a shared report folder is replaced, not written through. Not fsync'ed: the report can be written again.
     def csv(self, name: str, df: pd.DataFrame) -> Path:
         path = self.out / f"{name}.csv"
-        df.to_csv(path, index=False, float_format="%.6g")
+        with atomic_open(path, "w", fsync=False, newline="") as f:
+            df.to_csv(f, index=False, float_format="%.6g")
         self.files.append(path)
         return path
 
     def md(self, name: str, text: str) -> Path:
         path = self.out / f"{name}.md"
-        path.write_text(text)
+        atomic_write_bytes(path, text.encode(), fsync=False)
         self.files.append(path)
         return path
 
@@ -119,7 +124,9 @@ class _Writer:
             for ext, kw in (("png", {"dpi": 130, "metadata": {"Software": None}}),
                             ("svg", {"metadata": {"Date": None, "Creator": None}})):
                 path = self.out / f"{name}.{ext}"
-                fig.savefig(path, format=ext, bbox_inches="tight", **kw)
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=ext, bbox_inches="tight", **kw)
+                atomic_write_bytes(path, buffer.getvalue(), fsync=False)
                 paths.append(path)
         self.files.extend(paths)
         return paths
@@ -610,6 +617,6 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
                   f"Files: `{name}*.csv`, `{name}*.md`" + (f", `{name}.png`, `{name}.svg`"
                                                             if (out / f"{name}.png").exists() else ""), ""]
     page = out / "report.md"
-    page.write_text("\n".join(lines).rstrip() + "\n")
+    atomic_write_bytes(page, ("\n".join(lines).rstrip() + "\n").encode(), fsync=False)
     w.files.append(page)
     return ReportResult(out, page, w.files, claims, analyses)
