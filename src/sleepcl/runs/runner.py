@@ -17,7 +17,7 @@ from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
 from ..engine.population import Event, train_population
 from .records import environment, make_record
-from ..data.split import SplitBenchmark, load_split_benchmark
+from ..data.split import SplitBenchmark, load_split_benchmark, parse_benchmark
 from .store import RunStore
 
 __all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]
@@ -70,15 +70,16 @@ class BenchmarkCache:
         self._cache: dict[tuple[Any, ...], SplitBenchmark] = {}
 
     def check(self, configs: Sequence[RunConfig]) -> None:
-        for name in sorted({c.benchmark for c in configs}):
+        for name in sorted({parse_benchmark(c.benchmark)[1] for c in configs}):  # the datasets' files
             check_available(name, self.data_dir, self.download)
 
     def get(self, c: RunConfig) -> SplitBenchmark:
-        key = (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks)
+        tasks = dict(val_size=c.val_size, class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
+                     class_groups=c.class_groups, transform_seed=c.transform_seed, permutations=c.permutations,
+                     rotations=c.rotations)
+        key = (c.benchmark, *tasks.values())
         if key not in self._cache:
-            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, val_size=c.val_size,
-                                                    class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
-                                                    download=self.download)
+            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, download=self.download, **tasks)
         return self._cache[key]
 
 
