@@ -22,11 +22,11 @@ tensors for its train/val/test parts; :meth:`SplitBenchmark.inputs`, :meth:`~Spl
 **Permuted / Rotated** (``permuted-mnist-5k``, ``rotated-fashion-mnist``, ...): the whole dataset, all 10
 classes (label = class id), split once as above into train/val/test (``VAL_SEED``); task ``t`` sees those
 images through its own pixel map (:mod:`sleepcl.data.transforms`: what each task sees, and how it is seeded).
-``x`` holds the images once, as uint8; sample index ``i`` stands for image ``i % N`` seen by task ``i // N``
-(``N = len(x)``), so ``train[t]`` is the base train indices plus ``t * N``, computed when asked
-(:class:`TaskIndices`). Memory therefore does not grow with the number of tasks (up to 255, the owner map's
-limit); the inputs of a batch are gathered through its tasks' maps and normalised with the untransformed
-train images' mean/std when the batch is drawn.
+``x`` holds the images once, normalised with the untransformed train images' mean/std; sample index ``i``
+stands for image ``i % N`` seen by task ``i // N`` (``N = len(x)``), so ``train[t]`` is the base train
+indices plus ``t * N``, computed when asked (:class:`TaskIndices`). Memory therefore does not grow with the
+number of tasks (up to 255, the owner map's limit); the inputs of a batch are gathered through its tasks'
+maps when the batch is drawn.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class SplitBenchmark:
 
     name: str
     x: Tensor
-    """The stored images: float32 network inputs (Split), or uint8 base images (Permuted, Rotated)."""
+    """The stored images, normalised (float32): the network inputs (Split), or what each task's map reads
+    (Permuted, Rotated: index them through :meth:`inputs`, never directly)."""
     y: Tensor
     """The label of each stored image within its task (Split), or its class (Permuted, Rotated)."""
     task: Tensor | None
@@ -133,11 +134,8 @@ class SplitBenchmark:
                 self.task is not None and self.task.shape != self.y.shape):
             raise ValueError(f"{self.name}: x, y and task disagree on the number of samples (task is None exactly "
                              "when the benchmark has pixel maps)")
-        if self.maps is not None and (self.maps.n_tasks != n or self.x.dtype != torch.uint8 or len(self.mean) != self.x.shape[1]):
-            raise ValueError(f"{self.name}: pixel maps need uint8 images, one map per task and the mean/std per channel")
-        if self.maps is not None:  # the normalisation, on the images' device (set once, not per batch)
-            norm = torch.tensor([self.mean, self.std], dtype=torch.float32, device=self.x.device)
-            object.__setattr__(self, "_norm", norm.view(2, 1, -1, 1))
+        if self.maps is not None and self.maps.n_tasks != n:
+            raise ValueError(f"{self.name}: {self.maps.n_tasks} pixel maps for {n} tasks")
 
     @property
     def n_tasks(self) -> int:
@@ -175,12 +173,18 @@ class SplitBenchmark:
             return torch.index_select(flat, 0, index.reshape(-1), out=out.view(index.numel(), -1)).view(shape)
         n, channels = self.x.shape[0], self.input_shape[0]
         flat = index.reshape(-1)
-        pixels = self.x.view(n, channels, -1)[flat.remainder(n)]  # (M, C, P) uint8
+        pixels = self.x.view(n, channels, -1)[flat.remainder(n)]  # (M, C, P)
         x = self.maps.apply(pixels, task if task is not None else flat.div(n, rounding_mode="floor"))
-        mean, std = self._norm  # type: ignore[attr-defined]
-        # The ops of _normalise, in its order: a permuted task's inputs are the normalised permuted images.
-        x = x.div_(255.0).sub_(mean)
-        return torch.div(x, std, out=None if out is None else out.view(x.shape)).view(shape)
+        return (x if out is None else out.view(x.shape).copy_(x)).view(shape)
+
+    def task_inputs(self, task: int) -> Tensor:
+        """The inputs of every stored image as task ``task`` sees them, ``(len(x), *input_shape)``: for a day of
+        one task, drawn once so that its batches index a plain tensor (``task_inputs(t)[index - t * len(x)]``).
+        Split: ``x`` itself (all tasks' images, each with its own task)."""
+        if self.maps is None:
+            return self.x
+        n = self.x.shape[0]
+        return self.inputs(torch.arange(n, device=self.x.device) + task * n, task=task)
 
     def labels(self, index: Tensor) -> Tensor:
         """Label of samples ``index`` within their task (int64, shape of ``index``)."""
@@ -403,7 +407,7 @@ def make_transformed_benchmark(
     stride = len(images)
     return SplitBenchmark(
         name=name,
-        x=torch.from_numpy(images),
+        x=_normalise(images, mean, std),
         y=torch.from_numpy(labels),
         task=None,
         train=TaskIndices(torch.from_numpy(train), stride, n_tasks),
@@ -413,7 +417,7 @@ def make_transformed_benchmark(
         input_shape=tuple(int(s) for s in images.shape[1:]),
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        maps=PixelMaps.from_numpy(taps, weights),
+        maps=PixelMaps.over_normalised(taps, weights, mean, std),
     )
 
 

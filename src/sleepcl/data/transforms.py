@@ -3,10 +3,10 @@ its own fixed pixel map.
 
 Why pixel maps applied when a batch is drawn, not transformed copies: a benchmark of T tasks would hold T
 copies of the images (Fashion-MNIST: 220 MB each as float32, 11 GB at T = 50). The images are stored once,
-as uint8, and a map per task says where each output pixel comes from: ``K`` source pixels of the same
-channel and their weights (``K = 1``, weight 1, for a permutation; ``K = 4`` bilinear taps for a rotation).
-A batch of (image, task) pairs is gathered through its tasks' maps and then normalised, in a handful of
-vectorised ops on the training device.
+and a map per task says where each output pixel comes from: ``K`` source pixels of the same channel and
+their weights (``K = 1``, weight 1, for a permutation; ``K = 4`` bilinear taps for a rotation).
+The images are stored normalised (float32, as a Split benchmark's); a batch of (image, task) pairs is
+gathered through its tasks' maps in a handful of vectorised ops on the training device.
 
 What task ``t`` (0-based) sees, for a benchmark of images ``(C, H, W)``, ``P = H * W`` pixel positions:
 
@@ -17,16 +17,16 @@ What task ``t`` (0-based) sees, for a benchmark of images ``(C, H, W)``, ``P = H
 * **rotated**: ``x_t = scipy.ndimage.rotate(x, angle_t, axes=(1, 2), reshape=False, order=1,
   mode="grid-constant", cval=0)`` on the raw pixels (bilinear, counter-clockwise as displayed like
   ``numpy.rot90``, about the image centre, black outside), computed in float32 as ``sum_k w_k * x[tap_k]``
-  over the 4 taps in a fixed order (within 4e-5 of scipy's float64 on the 0..255 scale; exact at multiples
-  of 90 degrees).
+  over the 4 taps in a fixed order (within float32 rounding of scipy's float64; exact at multiples of 90
+  degrees).
   ``angle_t = (offset + t * GOLDEN_ANGLE) mod 360`` with ``offset = 360 * default_rng([transform_seed])
   .random()``: golden-angle steps spread any number of tasks evenly over the circle, and task ``t``'s angle
   does not depend on how many tasks follow it (so T = 5 is the start of T = 50). An explicit list of degrees
   (``rotations="0,45,90"``) gives each task its angle.
 
-Pixels are then normalised as the Split benchmarks' are (``(pixel / 255 - mean) / std`` per channel, with
-the mean and std of the untransformed train images), so a permuted task's inputs are bit-identical to
-normalising the permuted images.
+Pixels are normalised as the Split benchmarks' are (``(pixel / 255 - mean) / std`` per channel, with the
+mean and std of the untransformed train images); a permuted task's inputs are bit-identical to normalising
+the permuted images (:class:`PixelMaps`).
 
 Two tasks that would see identical inputs (the same permutation, or angles equal modulo 360) are refused,
 as is a number of tasks beyond what the owner map holds (:data:`MAX_TASKS`).
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,42 +223,71 @@ def _check_distinct(maps: list[tuple[np.ndarray, np.ndarray | None]], labels: li
 
 @dataclass(frozen=True)
 class PixelMaps:
-    """Every task's pixel map, as tensors on the device the images live on (module docstring)."""
+    """Every task's pixel map over *normalised* images, as tensors on the device the images live on.
 
-    taps: Tensor              # (T, P, K) int64: input pixel of each tap
-    weights: Tensor | None    # (T, P, K) float32, or None: one tap of weight 1 (a permutation)
+    Normalisation ``(pixel / 255 - mean) / std`` commutes with a permutation, so a permuted task's inputs are
+    the stored normalised images, permuted (bit for bit). A rotation reads black (raw 0) outside the image:
+    over normalised pixels that is ``sum_k w_k * x[tap_k] + (sum_k w_k - 1) * mean / std``, the second term
+    (``offset``) precomputed per task, channel and pixel.
+    """
+
+    taps: Tensor              # (K, T, P) int64: input pixel of each tap (tap-major: a row per task, contiguous)
+    weights: Tensor | None    # (K, T, P) float32, or None: one tap of weight 1 (a permutation)
+    offset: Tensor | None     # (T, C, P) float32: what black outside the image adds, or None
 
     @classmethod
-    def from_numpy(cls, taps: np.ndarray, weights: np.ndarray | None) -> PixelMaps:
-        return cls(torch.from_numpy(taps.copy()), None if weights is None else torch.from_numpy(weights.copy()))
+    def over_normalised(cls, taps: np.ndarray, weights: np.ndarray | None, mean: Sequence[float],
+                        std: Sequence[float]) -> PixelMaps:
+        """The maps (``(T, P, K)`` arrays, :func:`task_pixel_maps`) for images normalised with per-channel
+        ``mean`` and ``std`` (of pixels in [0, 1])."""
+        def tap_major(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.array(a.transpose(2, 0, 1), order="C"))  # a copy: the cached arrays are read-only
+
+        if weights is None:
+            return cls(tap_major(taps), None, None)
+        black = np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)  # -(normalised black)
+        offset = (weights.astype(np.float64).sum(-1) - 1.0)[:, None, :] * black[None, :, None]
+        return cls(tap_major(taps), tap_major(weights), torch.from_numpy(offset.astype(np.float32)))
 
     @property
     def n_tasks(self) -> int:
-        return int(self.taps.shape[0])
+        return int(self.taps.shape[1])
 
     def to(self, device: torch.device | str) -> PixelMaps:
-        return PixelMaps(self.taps.to(device), None if self.weights is None else self.weights.to(device))
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return PixelMaps(self.taps.to(device), move(self.weights), move(self.offset))
 
     def apply(self, pixels: Tensor, task: Tensor | int) -> Tensor:
-        """uint8 ``pixels`` ``(M, C, P)`` through the map of ``task`` (one int for all, or ``(M,)``) -> float32.
+        """Normalised float32 ``pixels`` ``(M, C, P)`` through the map of ``task`` (one int, or ``(M,)``).
 
         One task for the whole batch (a PackNet day) reads its taps with ``index_select``; mixed tasks
-        (rehearsal) gather per sample. Taps are read as uint8 (a quarter of the memory traffic of float32).
+        (rehearsal) gather per sample. Both work on ``(M * C, P)`` rows and read tables by row, where torch's
+        CPU kernels are fast (``index_select`` over the last of three dimensions, or advanced indexing of a
+        table, were several times slower here). The sum runs over the taps in order: the same bits on every call.
         """
-        out = self._tap(pixels, task, 0).to(torch.float32)
-        if self.weights is None:  # a permutation: exactly the permuted images
+        m, c, p = pixels.shape
+        rows = pixels.reshape(m * c, p)
+        out = self._tap(rows, task, 0, c).view(m, c, p)
+        if self.weights is None:
             return out
-        out.mul_(self._weight(task, 0))
-        for k in range(1, self.taps.shape[2]):  # in tap order: the same sums on every call
-            out.add_(self._tap(pixels, task, k).to(torch.float32).mul_(self._weight(task, k)))
-        return out
+        out.mul_(self._per_pixel(self.weights[0], task))
+        for k in range(1, self.taps.shape[0]):
+            out.add_(self._tap(rows, task, k, c).view(m, c, p).mul_(self._per_pixel(self.weights[k], task)))
+        assert self.offset is not None
+        return out.add_(self.offset[task] if isinstance(task, int) else self.offset.index_select(0, task))
 
-    def _tap(self, pixels: Tensor, task: Tensor | int, k: int) -> Tensor:
+    def _tap(self, rows: Tensor, task: Tensor | int, k: int, channels: int) -> Tensor:
+        """Tap ``k`` of ``rows`` ``(M * C, P)``: one task's taps for all, or each sample's (all its channels)."""
         if isinstance(task, int):
-            return pixels.index_select(2, self.taps[task, :, k])
-        taps = self.taps[task, :, k]  # (M, P)
-        return pixels.gather(2, taps.unsqueeze(1).expand(-1, pixels.shape[1], -1))
+            return rows.index_select(1, self.taps[k, task])
+        taps = self.taps[k].index_select(0, task)  # (M, P)
+        return rows.gather(1, taps if channels == 1 else taps.repeat_interleave(channels, dim=0))
 
-    def _weight(self, task: Tensor | int, k: int) -> Tensor:
-        assert self.weights is not None
-        return self.weights[task, :, k].unsqueeze(-2)  # (P,) -> (1, P) or (M, P) -> (M, 1, P)
+    @staticmethod
+    def _per_pixel(values: Tensor, task: Tensor | int) -> Tensor:
+        """Row ``task`` of ``values`` (T, P), shaped to broadcast over (M, C, P)."""
+        if isinstance(task, int):
+            return values[task]  # (P,)
+        return values.index_select(0, task).unsqueeze(1)  # (M, 1, P)
