@@ -76,3 +76,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any population starts training (for input that must be refused before)."""
+    import sleepcl.runs.runner
+
+    def refuse(*a, **k):
+        raise AssertionError("training started although the input was invalid")
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)

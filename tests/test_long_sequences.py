@@ -12,7 +12,6 @@ import torch
 from conftest import easy_digits
 from split_reference import CASES, REFERENCE, digests
 
-import sleepcl.runs.runner
 from sleepcl.cli import main
 from sleepcl.config import RunConfig
 from sleepcl.data.datasets import FASHION_MNIST_SYSTEM_DIR
@@ -289,13 +288,6 @@ def test_config_identity_of_the_new_fields() -> None:
 
 
 # --------------------------------------------------------------------------------------------- command line
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("training started although the input was invalid")
-    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)
 
 
 @pytest.mark.parametrize("args, message", [

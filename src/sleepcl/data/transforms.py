@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import special
 from torch import Tensor
 
 __all__ = ["GOLDEN_ANGLE", "MAX_TASKS", "TRANSFORMS", "PixelMaps", "check_n_tasks", "parse_permutations",
@@ -159,6 +158,8 @@ def rotation_map(angle: float, height: int, width: int) -> tuple[np.ndarray, np.
     ``-s*di + c*dj + cx`` (``d`` = offset from the centre ``((H-1)/2, (W-1)/2)``, ``c, s`` the cosine and sine
     of the angle in degrees, exact at multiples of 90). A tap outside the image reads black: weight 0 (on pixel 0).
     """
+    from scipy import special  # here, not at the top: the nightly imports config (and so this module) and not scipy
+
     a = angle % 360.0  # 360 and 0 give the same map to the bit
     c, s = float(special.cosdg(a)), float(special.sindg(a))  # exact at multiples of 90 degrees
     cy, cx = (height - 1) / 2, (width - 1) / 2
