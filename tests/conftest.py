@@ -99,3 +99,13 @@ def tasks(tmp_path_factory):
             np.savez(files[part], x=xs, y=ys)
         out.append(files)
     return out
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any population starts training (for input that must be refused before)."""
+    import sleepcl.runs.runner
+
+    def refuse(*a, **k):
+        raise AssertionError("training started although the input was invalid")
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)

@@ -12,13 +12,6 @@ REQUIRED_KEYS = {"config", "accuracy_matrix", "average_accuracy", "free_fraction
                  "environment", "config_hash", "forgetting", "backward_transfer", "final_accuracy"}
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("training started although the input was invalid")
-    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)
-
-
 @pytest.mark.parametrize("args, message", [
     (["--final-free", "0"], "strictly between 0 and 1"),
     (["--final-free", "1"], "strictly between 0 and 1"),

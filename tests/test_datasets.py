@@ -556,7 +556,8 @@ def test_make_split_benchmark_from_raw() -> None:
 
 
 def test_benchmark_names() -> None:
-    assert BENCHMARKS == ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
+    assert BENCHMARKS[:4] == ("mnist", "fashion-mnist", "cifar10", "mnist-5k")  # the Split benchmarks
+    assert {"permuted-mnist-5k", "rotated-fashion-mnist"} <= set(BENCHMARKS[4:]) and len(BENCHMARKS) == 12
     bench = load_split_benchmark("mnist-5k", val_size=0.1, class_order_seed=3)
     assert bench.name == "mnist-5k" and bench.n_tasks == 5
     assert sum(len(t) for t in bench.train) + sum(len(v) for v in bench.val) == 4000

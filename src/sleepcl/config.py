@@ -14,12 +14,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .data.datasets import DATASETS as BENCHMARK_NAMES
+from .data.datasets import DATASETS
+from .data.split import BENCHMARKS, canonical_task_spec, check_tasks, parse_benchmark
 from .models import NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import STRATEGIES, get_strategy
 
 __all__ = ["MAX_RUNS", "PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
+
+BENCHMARK_NAMES: tuple[str, ...] = DATASETS
+"""The Split benchmarks, one per dataset (the study's); a run may use any of :data:`BENCHMARKS`."""
 
 # Appendix A, Table 2 of the paper.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -37,12 +41,19 @@ MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
 # Fields added after runs were first stored, with their defaults. At its default such a field is left out of a
 # run's identity (:meth:`RunConfig.hash`), so every run stored before the field existed keeps its hash and is
 # found again (tests/test_config.py pins hashes of runs stored before any of them). A new field goes here.
-LATER_FIELDS: dict[str, Any] = {"strategy_options": {}, "head": None}
+LATER_FIELDS: dict[str, Any] = {
+    "strategy_options": {}, "head": None,  # strategies' own parameters, a user model's classifier
+    "class_groups": None, "transform_seed": 0, "permutations": None, "rotations": None,  # long task sequences
+}
 
 
 def default_network(benchmark: str) -> str:
-    """The paper's pairing: the MLP for the MNIST family, the small VGG for CIFAR-10."""
-    return "vgg" if benchmark == "cifar10" else "mlp"
+    """The paper's pairing: the MLP for the MNIST family, the small VGG for CIFAR-10 (permuted or rotated too)."""
+    try:
+        dataset = parse_benchmark(benchmark)[1]
+    except ValueError:  # refused with the other checks in validate()
+        dataset = benchmark
+    return "vgg" if dataset == "cifar10" else "mlp"
 
 
 def paper_defaults(network: str) -> dict[str, Any]:
@@ -71,6 +82,11 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)  # the strategy's own parameters (e.g. EWC's)
     head: str | None = None  # a user model's classifier layer (default: its last nn.Linear)
+    # Long task sequences (sleepcl.data.split, sleepcl.data.transforms); all in LATER_FIELDS.
+    class_groups: str | None = None  # Split: each task's classes, "0,1,2|3,4,5|6,7,8,9" (n_tasks = the groups)
+    transform_seed: int = 0          # permuted-*/rotated-*: seeds every task's permutation or the angles
+    permutations: str | None = None  # permuted-*: one seed per task, or "identity", "identity,1,2,3"
+    rotations: str | None = None     # rotated-*: one angle in degrees per task, "0,45,90,135"
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
@@ -84,6 +100,8 @@ class RunConfig:
             batch_size=defaults["batch_size"] if self.batch_size is None else self.batch_size,
             lr=defaults["lr"] if self.lr is None else self.lr,
             widths=tuple(self.widths) if self.widths else None,
+            **{name: canonical_task_spec(name, getattr(self, name))
+               for name in ("class_groups", "permutations", "rotations")},
         )
         filled.validate()
         return filled
@@ -97,8 +115,8 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
                 bad(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-        if self.benchmark not in BENCHMARK_NAMES:
-            bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
+        if self.benchmark not in BENCHMARKS:
+            bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
         if self.strategy not in STRATEGIES:
             bad(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.network is not None and self.network not in NETWORKS and not is_factory(self.network):
@@ -131,8 +149,9 @@ class RunConfig:
             bad(f"--lr must be > 0, got {self.lr}")
         if self.prune_scope not in ("layer", "global"):
             bad(f"unknown prune scope {self.prune_scope!r}; choose 'layer' or 'global'")
-        if not 1 <= self.n_tasks <= 5:
-            bad(f"--tasks must be between 1 and 5 (the Split benchmarks have 5 class pairs), got {self.n_tasks}")
+        check_tasks(self.benchmark, self.n_tasks, class_order_seed=self.class_order_seed,
+                    class_groups=self.class_groups, transform_seed=self.transform_seed,
+                    permutations=self.permutations, rotations=self.rotations)
         if self.val_size < 0 or (isinstance(self.val_size, float) and self.val_size >= 1):
             bad(f"--val-size must be a fraction in [0, 1) or a count >= 1, got {self.val_size}")
         if self.seed < 0:

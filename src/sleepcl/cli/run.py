@@ -17,7 +17,9 @@ __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "pr
 # -- sleepcl run -------------------------------------------------------------------------------------
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    from ..config import BENCHMARK_NAMES, PAPER_DEFAULTS
+    from ..config import PAPER_DEFAULTS
+    from ..data.split import BENCHMARKS
+    from ..data.transforms import MAX_TASKS
     from ..models import NETWORKS
     from ..schedule import SCHEDULES
     from ..strategies import STRATEGIES
@@ -27,14 +29,17 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "run", help="train a population of runs and print per-task accuracy",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
-            "Train one strategy on a Split benchmark for every combination of --seeds, --final-free and "
+            "Train one strategy on a task sequence for every combination of --seeds, --final-free and "
             "--rounds, as one population (one batched pass for all members). Defaults for epochs, "
             f"batch size and learning rate are the paper's Table 2: MLP E={mlp['epochs']} B={mlp['retrain_epochs']} "
             f"batch {mlp['batch_size']} lr {mlp['lr']}; VGG E={vgg['epochs']} B={vgg['retrain_epochs']} "
             f"batch {vgg['batch_size']} lr {vgg['lr']}. Finished runs are kept in a results store and "
             "found there when the same config runs again."))
-    p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARK_NAMES,
-                   help="task sequence: 5 binary tasks of class pairs (0,1),(2,3),...; mnist-5k works offline")
+    p.add_argument("--benchmark", default="mnist-5k", choices=BENCHMARKS, metavar="BENCHMARK",
+                   help="task sequence: a dataset (mnist, fashion-mnist, cifar10, mnist-5k) cut into 5 binary tasks "
+                        "of class pairs (0,1),(2,3),... or --class-groups; or permuted-DATASET / rotated-DATASET "
+                        f"(e.g. permuted-mnist-5k): up to {MAX_TASKS} tasks of all 10 classes, each task seeing the "
+                        "images through its own pixel permutation or rotation; mnist-5k works offline")
     p.add_argument("--strategy", default="packnet", choices=list(STRATEGIES),
                    help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items()))
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
@@ -60,7 +65,20 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2)")
     p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                    help="rank weights by magnitude within each layer (PackNet) or across all layers")
-    p.add_argument("--tasks", type=int, default=5, help="number of tasks (class pairs) to learn, 1-5")
+    p.add_argument("--tasks", type=int, default=None,
+                   help=f"number of tasks: 1-5 class pairs (default 5; with --class-groups, one per group); "
+                        f"permuted/rotated 1-{MAX_TASKS} (default 5, or one per entry of --permutations/--rotations)")
+    p.add_argument("--class-groups", default=None, metavar="C,C|C,C,...",
+                   help="Split tasks of any classes: each task's classes (labels in this order), tasks separated "
+                        "by |, e.g. '0,1,2|3,4,5|6,7,8,9'")
+    p.add_argument("--transform-seed", type=int, default=0,
+                   help="permuted/rotated: seeds task t's permutation (default_rng([seed, t])) or the rotation angles")
+    p.add_argument("--permutations", default=None, metavar="SEED,...",
+                   help="permuted: one permutation seed per task instead of --transform-seed, a range 3-9, or "
+                        "'identity' (the images as they are), e.g. identity,1-49")
+    p.add_argument("--rotations", default=None, metavar="DEG,...",
+                   help="rotated: one angle in degrees per task instead of seeded golden-angle steps, e.g. 0,45,90 "
+                        "(a list starting with a minus sign: --rotations=-45,45)")
     p.add_argument("--val-size", type=finite_float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
     p.add_argument("--class-order-seed", type=int, default=None,
@@ -85,6 +103,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_configs_from_args(args: argparse.Namespace) -> list:
     from ..config import MAX_RUNS, RunConfig, parse_float_list, parse_int_list
+    from ..data.split import default_n_tasks
 
     seeds = parse_int_list(args.seeds, "--seeds")
     ps = parse_float_list(args.final_free)
@@ -97,11 +116,14 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     widths = tuple(positive_int_list(args.widths, "--widths")) if args.widths else None
     val_size: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
     options = parse_options(args.strategy_option, "--strategy-option")
+    tasks = dict(class_groups=args.class_groups, permutations=args.permutations, rotations=args.rotations)
+    n_tasks = args.tasks if args.tasks is not None else default_n_tasks(args.benchmark, **tasks)
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
-                         val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=args.tasks,
-                         widths=widths, strategy_options=options, head=args.head)
+                         val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
+                         widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
+                         **tasks)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 

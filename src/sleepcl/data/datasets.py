@@ -50,6 +50,7 @@ __all__ = [
     "DATASETS",
     "DataCorruptError",
     "DataNotFoundError",
+    "IMAGE_SHAPES",
     "RawDataset",
     "SOURCES",
     "Source",
@@ -66,6 +67,9 @@ DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
 """Names of the datasets this module can read."""
 
 N_CLASSES = 10
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "mnist-5k": (1, 28, 28)}
+"""``(C, H, W)`` of each dataset's images, known before its files are read (to check per-task pixel maps)."""
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the four gzipped IDX files."""
 

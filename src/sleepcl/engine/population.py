@@ -131,7 +131,7 @@ class Population:
         self.strategy = get_strategy(first.strategy, first.strategy_options)
         self.net = build_network(first.network, bench.input_shape, bench.n_tasks, head_size(bench), first.widths,
                                  per_task_norm=self.strategy.freezes, stacked="stacked_kernels" in self.parts,
-                                 head=first.head, class_counts=getattr(bench, "n_classes", None),
+                                 head=first.head, class_counts=bench.n_classes,
                                  fast="stacked_linear" in self.parts,
                                  member_convs="member_convs" in self.parts and self.device.type == "cpu")
         seeds = [member_seeds(c.seed) for c in self.configs]
@@ -176,33 +176,31 @@ class Population:
         bs, steps = self.configs[0].batch_size, day.steps_per_epoch
         local = torch.stack([s.take(steps * bs) for s in streams])  # (S, steps*bs) positions in the pool
         index = pool[local].to(self.device, non_blocking=True)
-        x_all, y_all, task_all = self.bench.x, self.bench.y, self.bench.task
-        s = len(streams)
+        bench, s, t = self.bench, len(streams), day.head_task
         gather = "gather_buffer" in self.parts
         if gather:
             by_step = index.view(s, steps, bs).transpose(0, 1).reshape(steps, s * bs)
-            x_flat = x_all.view(x_all.shape[0], -1)
-            x_buf = torch.empty((s * bs, x_flat.shape[1]), dtype=x_all.dtype, device=x_all.device)
+            x_buf = torch.empty((s * bs, math.prod(bench.input_shape)), dtype=torch.float32, device=self.device)
         for k in range(steps):
             if gather:
-                batch = by_step[k]
-                x = torch.index_select(x_flat, 0, batch, out=x_buf).view(s, bs, *x_all.shape[1:])
-                batch = batch.view(s, bs)
+                batch = by_step[k].view(s, bs)
+                x = bench.inputs(batch, task=t, out=x_buf)
             else:
                 batch = index[:, k * bs:(k + 1) * bs]
-                x = x_all[batch]
-            yield x, y_all[batch], day.head_task if day.head_task is not None else task_all[batch]
+                x = bench.inputs(batch, task=t)
+            yield x, bench.labels(batch), t if t is not None else bench.tasks(batch)
 
     def data_pass(self, day: Day) -> Iterator[Batch]:
         """The day's training data once, in order, the same batches for every member (for what a strategy
         computes at the end of a day, such as EWC's Fisher information; the members' own streams stay as
         they are)."""
-        pool = torch.cat([self.bench.train[t] for t in day.pool])
-        bs, s = self.configs[0].batch_size, self.size
+        bench = self.bench
+        pool = torch.cat([bench.train[t] for t in day.pool])
+        bs, s, t = self.configs[0].batch_size, self.size, day.head_task
         for start in range(0, pool.numel(), bs):
             idx = pool[start:start + bs]
-            x, y = self.bench.x[idx], self.bench.y[idx]
-            task = day.head_task if day.head_task is not None else self.bench.task[idx].expand(s, -1)
+            x, y = bench.inputs(idx, task=t), bench.labels(idx)
+            task = t if t is not None else bench.tasks(idx).expand(s, -1)
             yield x.expand(s, *x.shape), y.expand(s, -1), task
 
     def run_epoch(self, session: DaySession, streams: list[IndexStream], pool: Tensor) -> None:
@@ -331,7 +329,8 @@ class Population:
             idx = indices[j]
             if idx.numel() == 0:
                 continue
-            correct = self.members.correct(self.bench.x[idx], self.bench.y[idx], j, self.params_for_task(j), chunk)
+            x, y = self.bench.inputs(idx, task=j), self.bench.labels(idx)
+            correct = self.members.correct(x, y, j, self.params_for_task(j), chunk)
             out[:, col] = correct.double().cpu() / idx.numel()
         return out
 
@@ -368,9 +367,8 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
 
 
 def head_size(bench: SplitBenchmark) -> int:
-    """Outputs of every task's head: the most classes any task has (2 for the Split benchmarks)."""
-    counts = getattr(bench, "n_classes", None)
-    return max(counts) if counts else 2
+    """Outputs of every task's head: the most classes any task has (2 for the class-pair benchmarks)."""
+    return bench.head_size
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from ..strategies import get_strategy
 from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
     plan_population
 from .records import environment, make_record
-from ..data.split import SplitBenchmark, load_split_benchmark
+from ..data.split import SplitBenchmark, load_split_benchmark, parse_benchmark
 from .store import RunStore
 
 __all__ = ["PopulationEvent", "group_populations", "memory_plan", "resolve_device", "run_configs"]
@@ -71,14 +71,16 @@ def group_populations(configs: Iterable[RunConfig], max_size: int | None = None)
 
 def memory_plan(config: RunConfig, device: torch.device, max_memory: int | None = None) -> MemoryPlan:
     """How many members like ``config`` (resolved) fit in memory on ``device`` (:mod:`sleepcl.runs.memory`)."""
-    n, shape = DATASET_SHAPES[config.benchmark]
+    transform, dataset = parse_benchmark(config.benchmark)
+    n, shape = DATASET_SHAPES[dataset]
     freezes = get_strategy(config.strategy, config.strategy_options).freezes
-    net = build_network(config.network, shape, config.n_tasks, widths=config.widths, per_task_norm=freezes,
-                        head=config.head)
+    net = build_network(config.network, shape, config.n_tasks, 10 if transform else 2, config.widths,
+                        per_task_norm=freezes, head=config.head)
     per_member = member_bytes(net.shapes(), net.prunable, batch_size=config.batch_size,
                               activation_floats=net.activation_floats)
     available, source = available_bytes(str(device), max_memory)
-    fixed = data_bytes(n * config.n_tasks // 5, shape) + WORKSPACE_BYTES
+    # permuted and rotated tasks share the images; the class-pair tasks each hold a fifth of them
+    fixed = data_bytes(n if transform else n * min(config.n_tasks, 5) // 5, shape) + WORKSPACE_BYTES
     return plan_population(per_member, fixed, available, source)
 
 
@@ -115,15 +117,16 @@ class BenchmarkCache:
         self._cache: dict[tuple[Any, ...], SplitBenchmark] = {}
 
     def check(self, configs: Sequence[RunConfig]) -> None:
-        for name in sorted({c.benchmark for c in configs}):
+        for name in sorted({parse_benchmark(c.benchmark)[1] for c in configs}):  # the datasets' files
             check_available(name, self.data_dir, self.download)
 
     def get(self, c: RunConfig) -> SplitBenchmark:
-        key = (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks)
+        tasks = dict(val_size=c.val_size, class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
+                     class_groups=c.class_groups, transform_seed=c.transform_seed, permutations=c.permutations,
+                     rotations=c.rotations)
+        key = (c.benchmark, *tasks.values())
         if key not in self._cache:
-            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, val_size=c.val_size,
-                                                    class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
-                                                    download=self.download)
+            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, download=self.download, **tasks)
         return self._cache[key]
 
 
