@@ -246,77 +246,61 @@ class Population:
     def _fit(self, progress: Callable[[Event], None] | None,
              on_day_end: Callable[["Population", int], None] | None) -> list[MemberResult]:
         days = self.days()
+        run = _Clock(days, progress, self.device)
         results = [MemberResult(c) for c in self.configs]
-        timings = {"train": 0.0, "prune": 0.0, "retrain": 0.0, "evaluate": 0.0}
-        steps_total = sum(d.steps_per_epoch * (d.train_epochs + d.night_epochs) for d in days)
-        steps_done = 0
-        started = time.perf_counter()
-
-        def report(i: int, phase: str, epoch: int, epochs: int) -> None:
-            if progress is not None:
-                progress(Event(i + 1, len(days), phase, epoch, epochs, steps_done, steps_total))
-
-        def clock(phase: str, since: float) -> float:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            timings[phase] += now - since
-            return now
-
         for i, day in enumerate(days):
             session = self.session(day, i)
             held = session.held()
             streams, pool = self.data_streams(day)
-
-            t0 = time.perf_counter()
             for e in range(day.train_epochs):
-                self.run_epoch(session, streams, pool)
-                steps_done += day.steps_per_epoch
-                report(i, "train", e + 1, day.train_epochs)
-            clock("train", t0)
-
-            # The night: member m prunes at the start of each of its rounds, then all retrain together.
-            rounds_log: list[list[float]] = [[] for _ in range(self.size)]
-            if self.strategy.prunes:
-                targets = self.night_targets(day, held)
-                prune_at = [sch.prune_epochs() for sch in self.schedules]
-                next_round = [0] * self.size
-                for e in range(day.night_epochs + 1):
-                    tp = time.perf_counter()
-                    for m in range(self.size):
-                        while next_round[m] < len(prune_at[m]) and prune_at[m][next_round[m]] == e:
-                            session.prune(m, targets[m][next_round[m]], self.configs[m].prune_scope)  # type: ignore[arg-type]
-                            rounds_log[m].append(self.members.member_free_fraction(m))
-                            next_round[m] += 1
-                    clock("prune", tp)
-                    if e < day.night_epochs:
-                        tr = time.perf_counter()
-                        self.run_epoch(session, streams, pool)
-                        steps_done += day.steps_per_epoch
-                        clock("retrain", tr)
-                        report(i, "retrain", e + 1, day.night_epochs)
+                with run.timed("train"):
+                    self.run_epoch(session, streams, pool)
+                run.epoch_done(i, "train", e + 1, day)
+            rounds = self.night(i, session, held, streams, pool, run)
             session.finish(self.data_pass(day))
-
-            te = time.perf_counter()
-            report(i, "evaluate", 0, 1)
-            test = self.evaluate(day.evaluate, "test")
-            val = self.evaluate(day.evaluate, "val")
-            clock("evaluate", te)
-            fractions = self.members.free_fraction()
-            for m, r in enumerate(results):
-                r.accuracy_matrix.append(_row(day.evaluate, test[m], self.bench.n_tasks))
-                r.val_accuracy_matrix.append(_row(day.evaluate, val[m], self.bench.n_tasks))
-                r.free_fraction_after_task.append(float(fractions[m]))
-                r.free_fraction_after_round.append(rounds_log[m])
+            run.report(i, "evaluate", 0, 1)
+            with run.timed("evaluate"):
+                self.record(results, day, rounds)
             if on_day_end is not None:
                 on_day_end(self, i)
-
-        total = time.perf_counter() - started
         for m, r in enumerate(results):
             r.layer_free_fraction = self.members.layer_free_fraction(m)
-            r.timings = {**timings, "total": total, "population_size": self.size}
-        report(len(days) - 1, "done", 1, 1)
+            r.timings = {**run.timings, "total": time.perf_counter() - run.started, "population_size": self.size}
+        run.report(len(days) - 1, "done", 1, 1)
         return results
+
+    def night(self, i: int, session: DaySession, held: list[dict[str, int]], streams: list[IndexStream],
+              pool: Tensor, run: "_Clock") -> list[list[float]]:
+        """The night: member m prunes at the start of each of its rounds, then all retrain together. Returns each
+        member's free fraction after each of its rounds."""
+        day = session.day
+        rounds: list[list[float]] = [[] for _ in range(self.size)]
+        if not self.strategy.prunes:
+            return rounds
+        targets = self.night_targets(day, held)
+        prune_at = [sch.prune_epochs() for sch in self.schedules]
+        for e in range(day.night_epochs + 1):
+            with run.timed("prune"):
+                for m in range(self.size):
+                    while len(rounds[m]) < len(prune_at[m]) and prune_at[m][len(rounds[m])] == e:
+                        session.prune(m, targets[m][len(rounds[m])], self.configs[m].prune_scope)  # type: ignore[arg-type]
+                        rounds[m].append(self.members.member_free_fraction(m))
+            if e < day.night_epochs:
+                with run.timed("retrain"):
+                    self.run_epoch(session, streams, pool)
+                run.epoch_done(i, "retrain", e + 1, day)
+        return rounds
+
+    def record(self, results: list[MemberResult], day: Day, rounds: list[list[float]]) -> None:
+        """Evaluate the tasks of ``day`` and add the day's row to every member's results."""
+        test = self.evaluate(day.evaluate, "test")
+        val = self.evaluate(day.evaluate, "val")
+        fractions = self.members.free_fraction()
+        for m, r in enumerate(results):
+            r.accuracy_matrix.append(_row(day.evaluate, test[m], self.bench.n_tasks))
+            r.val_accuracy_matrix.append(_row(day.evaluate, val[m], self.bench.n_tasks))
+            r.free_fraction_after_task.append(float(fractions[m]))
+            r.free_fraction_after_round.append(rounds[m])
 
     # -- evaluation ----------------------------------------------------------------------------------
 
@@ -337,6 +321,33 @@ class Population:
     def params_for_task(self, task: int) -> dict[str, Tensor]:
         """The weights task ``task`` (0-based) answers with: its own and earlier tasks' under PackNet."""
         return self.strategy.weights_for_task(self.params, self.owner, task)
+
+
+class _Clock:
+    """A run's seconds by phase and its progress events (steps done of the whole run)."""
+
+    def __init__(self, days: Sequence[Day], progress: Callable[[Event], None] | None, device: torch.device):
+        self.days, self.progress, self.device = days, progress, device
+        self.timings = {"train": 0.0, "prune": 0.0, "retrain": 0.0, "evaluate": 0.0}
+        self.steps_total = sum(d.steps_per_epoch * (d.train_epochs + d.night_epochs) for d in days)
+        self.steps_done = 0
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        since = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[phase] += time.perf_counter() - since
+
+    def epoch_done(self, i: int, phase: str, epoch: int, day: Day) -> None:
+        self.steps_done += day.steps_per_epoch
+        self.report(i, phase, epoch, day.train_epochs if phase == "train" else day.night_epochs)
+
+    def report(self, i: int, phase: str, epoch: int, epochs: int) -> None:
+        if self.progress is not None:
+            self.progress(Event(i + 1, len(self.days), phase, epoch, epochs, self.steps_done, self.steps_total))
 
 
 def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device: torch.device | str = "cpu",
