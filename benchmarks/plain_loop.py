@@ -66,10 +66,44 @@ class VGG(nn.Module):
         return self.heads[task](self.trunk(x))
 
 
+class AnyModel(nn.Module):
+    """A user's model (``package.module:function``) cut the way people do it by hand: its last nn.Linear becomes
+    one head per task, the rest is the trunk."""
+
+    def __init__(self, model: nn.Module, n_tasks: int, n_out: int = 2):
+        super().__init__()
+        path, classifier = [(p, m) for p, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+        parent, _, leaf = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+        self.trunk = model
+        self.heads = nn.ModuleList(nn.Linear(classifier.in_features, n_out) for _ in range(n_tasks))
+
+    def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.heads[task](self.trunk(x))
+
+
 def make_model(cfg: RunConfig, bench: SplitBenchmark) -> nn.Module:
     if cfg.network == "vgg":
         return VGG(bench.input_shape, cfg.widths or (32, 64, 128, 128, 1024), bench.n_tasks)
+    if ":" in cfg.network:
+        from sleepcl.models import load_factory
+
+        return AnyModel(load_factory(cfg.network)(), bench.n_tasks)
     return MLP(bench.input_shape, cfg.widths or (256, 256), bench.n_tasks)
+
+
+def norm_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the trunk's norm layers' parameters and statistics: each task keeps its own (PackNet's way)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return {f"{path}.{n}": t.detach().clone() for path, m in model.trunk.named_modules() if isinstance(m, norms)
+            for n, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]}
+
+
+def load_norm_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        current = {**dict(model.trunk.named_parameters()), **dict(model.trunk.named_buffers())}
+        for name, t in state.items():
+            current[name].copy_(t)
 
 
 def run_packnet(cfg: RunConfig, bench: SplitBenchmark, device: str | torch.device = "cpu") -> dict:
@@ -77,8 +111,9 @@ def run_packnet(cfg: RunConfig, bench: SplitBenchmark, device: str | torch.devic
     cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
     model = make_model(cfg, bench).to(device)
-    prunable = [m.weight for m in model.trunk if isinstance(m, (nn.Linear, nn.Conv2d))]
-    biases = [m.bias for m in model.trunk if isinstance(m, (nn.Linear, nn.Conv2d))]
+    prunable = [m.weight for m in model.trunk.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    biases = [m.bias for m in model.trunk.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
+    norms: list[dict[str, torch.Tensor]] = []  # each task's own norm layers (none in the paper's networks)
     owner = [torch.zeros_like(w, dtype=torch.uint8) for w in prunable]
     schedule = sleep_schedule(cfg.schedule, cfg.retrain_epochs, cfg.rounds)
     order = torch.Generator().manual_seed(cfg.seed)
@@ -135,20 +170,22 @@ def run_packnet(cfg: RunConfig, bench: SplitBenchmark, device: str | torch.devic
             for _ in range(epochs):
                 epoch()
 
-        test_rows.append(evaluate(model, prunable, owner, bench, bench.test, task, device))
-        val_rows.append(evaluate(model, prunable, owner, bench, bench.val, task, device))
+        norms.append(norm_state(model))
+        test_rows.append(evaluate(model, prunable, owner, norms, bench, bench.test, task, device))
+        val_rows.append(evaluate(model, prunable, owner, norms, bench, bench.val, task, device))
     return {"config": cfg, "accuracy_matrix": test_rows, "val_accuracy_matrix": val_rows}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, prunable: list[torch.Tensor], owner: list[torch.Tensor], bench: SplitBenchmark,
-             split: tuple[torch.Tensor, ...], learnt: int, device: str | torch.device,
-             batch_size: int = 1024) -> list[float | None]:
-    """Accuracy of each task learnt so far through its own weights (owners 1..task) and head."""
+def evaluate(model: nn.Module, prunable: list[torch.Tensor], owner: list[torch.Tensor],
+             norms: list[dict[str, torch.Tensor]], bench: SplitBenchmark, split: tuple[torch.Tensor, ...],
+             learnt: int, device: str | torch.device, batch_size: int = 1024) -> list[float | None]:
+    """Accuracy of each task learnt so far through its own weights (owners 1..task), norm layers and head."""
     model.eval()
     saved = [w.clone() for w in prunable]
     row: list[float | None] = [None] * bench.n_tasks
     for j in range(learnt):
+        load_norm_state(model, norms[j])
         for w, s, o in zip(prunable, saved, owner):
             w.copy_(s * ((o != 0) & (o <= j + 1)))
         idx = split[j]
@@ -158,6 +195,7 @@ def evaluate(model: nn.Module, prunable: list[torch.Tensor], owner: list[torch.T
         row[j] = correct / max(1, len(idx))
     for w, s in zip(prunable, saved):
         w.copy_(s)
+    load_norm_state(model, norms[learnt - 1])
     return row
 
 
