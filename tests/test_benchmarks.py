@@ -93,3 +93,14 @@ def test_busy_cores_run_only_inside_the_block() -> None:
     with ps.BusyCores(2) as busy:
         assert len(busy.procs) == 2 and all(p.poll() is None for p in busy.procs)
     assert all(p.poll() is not None for p in busy.procs)
+
+
+def test_plain_loop_of_a_users_model_keeps_each_tasks_norm_layers() -> None:
+    """The yardstick of models_speed.py: a user's model with BatchNorm, cut by hand into a trunk and per-task
+    heads, with each task's BatchNorm state kept; task 1's accuracy must not move while tasks 2 and 3 learn."""
+    bench = make_split_benchmark(easy_digits(n_per_class=60, channels=3, size=32), class_pairs(None, 3), val_size=4)
+    models = Path(__file__).resolve().parent.parent / "examples" / "models.py"
+    cfg = RunConfig(benchmark="cifar10", network=f"{models}:small_convnet", n_tasks=3, epochs=4, retrain_epochs=1,
+                    batch_size=16, lr=1e-2, final_free=0.5)
+    rows = run_packnet(cfg, bench)["accuracy_matrix"]
+    assert rows[0][0] == rows[1][0] == rows[2][0] > 0.8, rows

@@ -123,13 +123,20 @@ class ModuleNetwork(Network):
             raise ValueError(f"{self.name}: per-task norm layers need one task per batch")
         self.trunk.train(train)
         buffers = buffers or {}
+
+        def members(name: str, t: Tensor) -> tuple[Tensor, ...]:
+            # unbind: in backward one stack of the members' gradients, not one zero-filled copy per member
+            return (t[:, task] if name in self.per_task else t).unbind(0)
+
+        params_by_member = {n: members(n, params[n]) for n in self.param_names}
+        buffers_by_member = {n: members(n, buffers[n]) for n in self.buffer_names}
         out = []
-        for s in range(x.shape[0]):
-            state = {n: params[n][s, task] if n in self.per_task else params[n][s] for n in self.param_names}
-            state.update({n: buffers[n][s, task] if n in self.per_task else buffers[n][s] for n in self.buffer_names})
+        for s, xs in enumerate(x.unbind(0)):
+            state = {n: v[s] for n, v in params_by_member.items()}
+            state.update({n: v[s] for n, v in buffers_by_member.items()})
             for d in self._dropouts:
                 d.generator = random.generators[s] if random is not None else None
-            out.append(functional_call(self.trunk, state, (x[s],), strict=True))
+            out.append(functional_call(self.trunk, state, (xs,), strict=True))
         return torch.stack(out)
 
     def describe(self) -> str:
