@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sqlite3
 import struct
 import subprocess
@@ -293,6 +294,19 @@ def test_non_finite_floats_are_refused_in_configs(no_training, capsys):
         with pytest.raises(ValueError, match="must be a finite number"):
             RunConfig(**kw).resolved()
     refused(capsys, ["run", *RUN, "--final-free", "nan"], "--final-free must be a finite number")
+
+
+def test_non_finite_floats_are_refused_by_learn_from_python(tasks, tmp_path, monkeypatch):
+    """The CLI's flags refuse inf and nan; so must ``learn`` called from Python, before any training."""
+    import sleepcl.engine.day as day
+
+    monkeypatch.setattr(day.DaySession, "__init__", lambda *a, **k: pytest.fail("training started"))
+    for kw, message in ((dict(lr=float("inf")), "--lr a finite number > 0"),
+                        (dict(final_free=float("nan")), "--final-free p must lie strictly between 0 and 1"),
+                        (dict(tolerance=float("inf")), "--tolerance must lie in [0, 1)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            learn(tmp_path / "m.st", "t", tasks[0]["train"], epochs=1, retrain_epochs=1, **kw)
+    assert not (tmp_path / "m.st").exists()
 
 
 # -- damaged stores -----------------------------------------------------------------------------------------

@@ -229,8 +229,9 @@ class _Night:
         self.night_seed = int(training["seed"] if request.seed is None else request.seed) + 1000 * (len(model.tasks) + 1)
         self.lr = request.lr if request.lr is not None else training["lr"]
         self.batch_size = request.batch_size if request.batch_size is not None else training["batch_size"]
-        if self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"--batch-size must be >= 1 and --lr > 0, got {self.batch_size} and {self.lr}")
+        if self.batch_size < 1 or not 0 < self.lr < math.inf:
+            raise ValueError(f"--batch-size must be >= 1 and --lr a finite number > 0, got {self.batch_size} and "
+                             f"{self.lr}")
         self._epoch_budgets()
         self.classes = train_set.classes()
         index = {c: i for i, c in enumerate(self.classes)}
