@@ -7,7 +7,8 @@ import itertools
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import STORE_ENV, THREADS_HELP, Progress, check_writable, console, default_store, mean_se, open_store
+from .common import (STORE_ENV, THREADS_HELP, add_cluster_argument, check_writable, cluster_executor, console,
+                     default_store, mean_se, open_store, progress_bar)
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
@@ -69,6 +70,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-population", type=int, default=None, help="split populations larger than this (memory)")
     p.add_argument("--threads", type=int, default=None,
                    help=THREADS_HELP)
+    add_cluster_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -104,10 +106,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         check_writable(Path(args.output))
     store = None if args.no_store else open_store(args.store)
-    with torch_threads(args.threads), Progress(args.quiet) as progress:
+    with torch_threads(args.threads), cluster_executor(args) as executor, progress_bar(args) as progress:
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
-                              progress=progress)
+                              progress=progress, executor=executor)
     if args.output:
         write_records(args.output, records)
     print_summary(records)

@@ -1,15 +1,20 @@
 """From a list of run configs to finished records: check everything first, reuse stored runs, train the rest.
 
 This is the one path both ``sleepcl run`` and the study take. Configs that can share a data stream are
-grouped into populations; each finished population is written to the store in one transaction before
-the next starts, so an interruption loses at most the population in flight.
+grouped into populations; each finished population is written to the store in one transaction as soon as
+it arrives, so an interruption loses at most the populations in flight.
+
+Where the populations train is an executor's business: :class:`InProcess` (the default) trains them one
+after another in this process; :class:`sleepcl.runs.cluster.RayCluster` sends each to a Ray cluster as
+one task. Either way this module alone writes the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -20,7 +25,8 @@ from .records import environment, make_record
 from ..data.split import SplitBenchmark, load_split_benchmark
 from .store import RunStore
 
-__all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]
+__all__ = ["BenchmarkCache", "Executor", "InProcess", "PopulationEvent", "group_populations", "resolve_device",
+           "run_configs"]
 
 
 @dataclass(frozen=True)
@@ -82,18 +88,55 @@ class BenchmarkCache:
         return self._cache[key]
 
 
+class Executor(Protocol):
+    """Where populations train. ``run_configs`` asks it for the device, then for the records of ``todo``."""
+
+    def resolve_device(self, device: str | torch.device) -> torch.device:
+        """The device populations will train on; an impossible request is refused here, before any work."""
+        ...
+
+    def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
+              max_population: int | None, progress: Callable[[Any], None] | None) -> Iterator[list[dict[str, Any]]]:
+        """Train ``todo`` as populations; yield each population's records (one per member) as it finishes."""
+        ...
+
+
+class InProcess:
+    """The default executor: populations in this process, one after another, in the order they were grouped."""
+
+    def resolve_device(self, device: str | torch.device) -> torch.device:
+        return resolve_device(device)
+
+    def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
+              max_population: int | None,
+              progress: Callable[[PopulationEvent], None] | None) -> Iterator[list[dict[str, Any]]]:
+        populations = group_populations(todo, max_population)
+        env = environment(device)
+        for i, members in enumerate(populations):
+            bench = data.get(members[0])
+            callback = None
+            if progress is not None:
+                callback = (lambda e, i=i, n=len(members): progress(PopulationEvent(i, len(populations), n, e)))
+            results = train_population(members, bench, device, callback)
+            yield [make_record(r, env) for r in results]
+
+
 def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "auto",
                 data_dir: str | Path | None = None, download: bool = False, store: RunStore | None = None,
                 force: bool = False, max_population: int | None = None,
-                progress: Callable[[PopulationEvent], None] | None = None,
-                on_population: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+                progress: Callable[[Any], None] | None = None,
+                on_population: Callable[[list[dict[str, Any]]], None] | None = None,
+                executor: Executor | None = None) -> list[dict[str, Any]]:
     """Records for ``configs`` (in order), training only those the store does not already hold.
 
     Every config, the device and the data are checked before the first step of training, so bad input
     fails in seconds. ``on_population`` is called with the records of each population as it finishes.
+    ``executor`` says where populations train (default :class:`InProcess`); ``progress`` hears what it
+    reports (:class:`PopulationEvent` in process, ``ClusterProgress`` from a ``RayCluster``).
     """
+    runner = executor if executor is not None else InProcess()
     resolved = [c.resolved() for c in configs]
-    dev = resolve_device(device)
+    dev = runner.resolve_device(device)
     data = BenchmarkCache(data_dir, download)
     data.check(resolved)
 
@@ -105,18 +148,12 @@ def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "a
         missing = set(store.missing(hashes))
         found = {h: store.get(h) for h in hashes if h not in missing}  # type: ignore[misc]
     todo = [c for c, h in zip(resolved, hashes) if h not in found]
-    populations = group_populations(todo, max_population)
-    env = environment(dev)
-    for i, members in enumerate(populations):
-        bench = data.get(members[0])
-        callback = None
-        if progress is not None:
-            callback = (lambda e, i=i, n=len(members): progress(PopulationEvent(i, len(populations), n, e)))
-        results = train_population(members, bench, dev, callback)
-        records = [make_record(r, env) for r in results]
-        if store is not None:
-            store.put_many(records)
-        if on_population is not None:
-            on_population(records)
-        found.update((r["config_hash"], r) for r in records)
+    trained = runner.train(todo, data, dev, max_population=max_population, progress=progress)
+    with contextlib.closing(trained):  # closing it on an error or Ctrl-C stops what is still training
+        for records in trained:
+            if store is not None:
+                store.put_many(records)
+            if on_population is not None:
+                on_population(records)
+            found.update((r["config_hash"], r) for r in records)
     return [found[h] for h in hashes]
