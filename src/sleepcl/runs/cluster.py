@@ -290,6 +290,7 @@ class RayCluster:
         self.nodes: list[Node] = []
         self._owned = False
         self._sink: Any = None
+        self._take: Any = None   # the sink's answer on its way
         self._benches: dict[tuple[Any, ...], Any] = {}
         self._calls = 0
         self._totals = dict(populations=0, populations_done=0, members=0, members_done=0, work=0.0)
@@ -326,7 +327,7 @@ class RayCluster:
             return
         if self._sink is not None:
             self.ray.kill(self._sink)
-            self._sink = None
+            self._sink = self._take = None
         if self._owned:
             self.ray.shutdown()
         self.ray = None
@@ -462,11 +463,21 @@ class RayCluster:
     def _report(self, progress: Callable[[ClusterProgress], None] | None) -> None:
         if progress is None:
             return
-        if self._sink is not None:
-            for key, fraction in self.ray.get(self._sink.take.remote()).items():
-                if key in self._running:
-                    self._running[key] = (self._running[key][0], fraction)
+        self._read_sink()
         running = [(cost, f) for cost, f in self._running.values() if f > 0]
         t = self._totals
         progress(ClusterProgress(t["populations"], t["populations_done"], len(running), t["members"],
                                  t["members_done"], t["work"], self._done_work + sum(c * f for c, f in running)))
+
+    def _read_sink(self) -> None:
+        """Take the tasks' latest reports without waiting: the sink may still be starting (a process of its own)."""
+        if self._sink is None:
+            return
+        if self._take is None:
+            self._take = self._sink.take.remote()
+        ready, _ = self.ray.wait([self._take], timeout=0)
+        if ready:
+            for key, fraction in self.ray.get(self._take).items():
+                if key in self._running:
+                    self._running[key] = (self._running[key][0], fraction)
+            self._take = self._sink.take.remote()
