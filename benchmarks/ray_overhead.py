@@ -180,13 +180,14 @@ def main() -> None:
                           f"study {times['study']:.1f}, stop {times['stop']:.1f}; {times['cpu']:.1f} CPU s of the "
                           "driver and the cluster's processes)")
             same.append(same_records(got["in"], got["ray"]))
+            stored = len(got["in"])
 
     best_in = min(t["total"] for t in inproc)
     best_total = min(c["total"] for c in cluster)
     best_study = min(c["study"] for c in cluster)
     print(f"\nload average at end {load_average()}")
     print(f"records identical (accuracy matrices, free fractions, configs): {'yes' if all(same) else 'NO'} "
-          f"({len(configs)} runs and the searches' own)")
+          f"({stored} runs stored by each side)")
     print(f"in process: {best_in:.1f} s; cluster end to end: {best_total:.1f} s; cluster study alone: "
           f"{best_study:.1f} s (min over {args.repeats} repeat(s))")
     print(f"overhead ratio, end to end: {best_total / best_in:.3f}x (goal <= 1.15x)")

@@ -293,3 +293,12 @@ def test_source_digest_covers_the_whole_package(tmp_path) -> None:
     with open(copy / "engine" / "population.py", "a") as f:  # an edit outside runs/, where the digest lives
         f.write("# changed\n")
     assert digest() != source_digest()
+
+
+def test_cluster_estimate_counts_the_papers_study() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cluster_estimate.py"
+    out = subprocess.run([sys.executable, str(script), "--benchmark", "mnist", "--task-epoch-seconds", "0.37",
+                          "--machines", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| all (shared runs once) | 1110 | 831,600 | 85.5 h |" in out.stdout
+    assert "| 1 | 5.3 h to 5.5 h | 3.0 h |" in out.stdout
