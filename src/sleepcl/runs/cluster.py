@@ -139,9 +139,9 @@ def pack_benchmark(bench: SplitBenchmark) -> dict[str, Any]:
         value = getattr(bench, f.name)
         if isinstance(value, torch.Tensor):
             value = value.cpu().numpy()
-        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
-            value = tuple(v.cpu().numpy() for v in value)
-        out[f.name] = value
+        elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            value = type(value)(v.cpu().numpy() for v in value)
+        out[f.name] = value  # anything else travels as Ray pickles it
     return out
 
 
@@ -150,7 +150,7 @@ def unpack_benchmark(packed: dict[str, Any]) -> SplitBenchmark:
     def tensor(a: Any) -> Any:
         return torch.from_numpy(np.array(a)) if isinstance(a, np.ndarray) else a
 
-    fields = {k: tuple(tensor(v) for v in value) if isinstance(value, tuple) else tensor(value)
+    fields = {k: type(value)(tensor(v) for v in value) if isinstance(value, (tuple, list)) else tensor(value)
               for k, value in packed.items()}
     return SplitBenchmark(**fields)
 
@@ -435,7 +435,7 @@ class RayCluster:
                 self._running.pop(key, None)
 
     def _bench_ref(self, data: BenchmarkCache, config: RunConfig) -> Any:
-        key = (str(data.data_dir), config.benchmark, config.val_size, config.class_order_seed, config.n_tasks)
+        key = (str(data.data_dir), data.download, *data.key(config))
         if key not in self._benches:
             self._benches[key] = self.ray.put(pack_benchmark(data.get(config)))
         return self._benches[key]

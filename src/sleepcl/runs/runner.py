@@ -79,8 +79,12 @@ class BenchmarkCache:
         for name in sorted({c.benchmark for c in configs}):
             check_available(name, self.data_dir, self.download)
 
+    def key(self, c: RunConfig) -> tuple[Any, ...]:
+        """What decides the benchmark a config trains on: configs with equal keys share one."""
+        return (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks)
+
     def get(self, c: RunConfig) -> SplitBenchmark:
-        key = (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks)
+        key = self.key(c)
         if key not in self._cache:
             self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, val_size=c.val_size,
                                                     class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
