@@ -3,13 +3,15 @@ output paths, and the help texts of options that several commands take."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
-__all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "Progress", "check_writable", "console", "default_store",
-           "finite_float", "mean_se", "open_store", "positive_int_list"]
+__all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "ClusterProgressBar", "Progress", "add_cluster_argument",
+           "check_writable", "cluster_executor", "console", "default_store", "finite_float", "mean_se", "open_store",
+           "positive_int_list", "progress_bar"]
 
 STORE_ENV = "SLEEPCL_STORE"
 
@@ -19,6 +21,31 @@ THREADS_HELP = ("torch CPU threads (default: torch's choice, one per core); on C
                 "machine")
 MEMORY_HELP = ("memory the command may use, e.g. 4G or 500M (default: the memory available now, from /proc/meminfo, "
                "or the GPU's free memory); populations and data are sized to fit it and refused if they cannot")
+
+
+CLUSTER_HELP = ("train on a Ray cluster, one task per population: HOST:PORT of a running cluster (what "
+                "`ray start --head` printed), auto (the cluster this machine belongs to), or local (a throwaway "
+                "cluster on this machine for this command); needs pip install 'sleepcl[ray]'. Each population "
+                "takes --threads CPUs (default 1) and, on CUDA, one GPU")
+
+
+def add_cluster_argument(p: Any) -> None:
+    """``--cluster`` (sleepcl run, sleepcl study)."""
+    p.add_argument("--cluster", default=None, metavar="ADDRESS|auto|local", help=CLUSTER_HELP)
+
+
+def cluster_executor(args: Any) -> ContextManager[Any]:
+    """The executor ``--cluster`` asks for, connected on entering (``None``: train in this process)."""
+    if not getattr(args, "cluster", None):
+        return contextlib.nullcontext(None)
+    from ..runs.cluster import RayCluster
+
+    return RayCluster(args.cluster, cpus_per_population=args.threads)
+
+
+def progress_bar(args: Any) -> ContextManager[Callable | None]:
+    """One bar per population in this process; one bar for all the work on a cluster."""
+    return ClusterProgressBar(args.quiet) if getattr(args, "cluster", None) else Progress(args.quiet)
 
 
 def default_store() -> Path:
@@ -111,6 +138,35 @@ class Progress:
             self.task = self.bar.add_task(desc, total=e.steps_total)
             self.current = pe.index
         self.bar.update(self.task, completed=e.steps_done, description=desc)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+class ClusterProgressBar:
+    """One rich bar for all of a command's populations on a cluster: populations and members done, an ETA."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self) -> Callable | None:
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("cluster: waiting for the first population", total=None)
+        return self.update
+
+    def update(self, p: Any) -> None:
+        desc = (f"cluster: populations {p.populations_done}/{p.populations} ({p.running} running) · "
+                f"members {p.members_done}/{p.members}")
+        self.bar.update(self.task, total=p.work, completed=p.work_done, description=desc)
 
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import MEMORY_HELP, STORE_ENV, THREADS_HELP, Progress, check_writable, console, finite_float, mean_se, \
-    open_store, positive_int_list
+from .common import (MEMORY_HELP, STORE_ENV, THREADS_HELP, add_cluster_argument, check_writable, cluster_executor,
+                     console, finite_float, mean_se, open_store, positive_int_list, progress_bar)
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
@@ -97,6 +97,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
     p.add_argument("--threads", type=int, default=None,
                    help=THREADS_HELP)
+    add_cluster_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -144,10 +145,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_writable(output)
     store = None if args.no_store else open_store(args.store)
     log = None if args.quiet else print
-    with torch_threads(args.threads), Progress(args.quiet) as progress:
+    with torch_threads(args.threads), cluster_executor(args) as executor, progress_bar(args) as progress:
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
-                              max_memory=max_memory, progress=progress, log=log)
+                              max_memory=max_memory, progress=progress, log=log, executor=executor)
     print_summary(records)
     if output is None:
         return 0

@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import MEMORY_HELP, THREADS_HELP
+from .common import MEMORY_HELP, THREADS_HELP, add_cluster_argument
 from ..study.experiments import EXPERIMENTS, PRESETS
 
 __all__ = ["add_parsers"]
@@ -50,6 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-population", type=int, default=None,
                    help="split populations larger than this (less memory; finer-grained resume)")
     p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
+    add_cluster_argument(p)
     p.add_argument("--force", action="store_true", help="retrain the fixed grids even if stored")
     p.add_argument("--no-report", action="store_true", help="train only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,7 +104,7 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["sleepcl", args.command, *_names(args), "--preset", args.preset, "--benchmark", args.benchmark]
     for flag, dest in (("--model", "model"), ("--seeds", "seeds"), ("--store", "store"), ("--out", "out"),
                        ("--device", "device"), ("--data-dir", "data_dir"), ("--threads", "threads"),
-                       ("--max-population", "max_population"), ("--max-memory", "max_memory")):
+                       ("--max-population", "max_population"), ("--max-memory", "max_memory"), ("--cluster", "cluster")):
         value = getattr(args, dest, None)
         if value is not None and not (dest == "device" and value == "auto"):
             parts += [flag, str(value)]
@@ -114,7 +115,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .common import Progress, console
+    from .common import cluster_executor, console, progress_bar
     from ..runs.runner import resolve_device
     from ..threads import torch_threads
     from ..study.report import write_report
@@ -123,21 +124,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     s = _settings(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    resolve_device(args.device)  # refuse a missing GPU before opening anything
     from ..runs.memory import parse_size
 
     max_memory = parse_size(args.max_memory) if args.max_memory else None
-    store = _store(args, read_only=False)
-    if not args.no_report:
-        _check_out(args, s)
     con = console()
     started = time.perf_counter()
-    con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
-              f"store {store.path}")
-    with torch_threads(args.threads), Progress(args.quiet) as progress:
-        summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
-                            download=args.download, max_population=args.max_population, max_memory=max_memory,
-                            force=args.force, progress=progress, log=con.print)
+    with torch_threads(args.threads), cluster_executor(args) as executor:
+        # refuse a missing GPU (here or on the cluster) before opening anything
+        (executor.resolve_device if executor is not None else resolve_device)(args.device)
+        store = _store(args, read_only=False)
+        if not args.no_report:
+            _check_out(args, s)
+        con.print(f"[bold]sleepcl study {' '.join(_names(args))}[/] · {args.benchmark} · preset {args.preset} · "
+                  f"store {store.path}" + (f" · cluster {args.cluster}" if executor is not None else ""))
+        with progress_bar(args) as progress:
+            summary = run_study(_names(args), s, store=store, device=args.device, data_dir=args.data_dir,
+                                download=args.download, max_population=args.max_population, max_memory=max_memory,
+                                force=args.force, progress=progress, log=con.print, executor=executor)
     wall = time.perf_counter() - started
     con.print(f"trained {summary['trained']} runs in {wall / 60:.1f} min")
     if not args.no_report:

@@ -54,7 +54,7 @@ def source_digest() -> str:
     The store finds runs by config alone, so a record must say which code produced it: two records with
     different digests came from different code, whatever the version number says.
     """
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the sleepcl package, not just runs/ where this module lives
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())

@@ -1,15 +1,20 @@
 """From a list of run configs to finished records: check everything first, reuse stored runs, train the rest.
 
 This is the one path both ``sleepcl run`` and the study take. Configs that can share a data stream are
-grouped into populations; each finished population is written to the store in one transaction before
-the next starts, so an interruption loses at most the population in flight.
+grouped into populations; each finished population is written to the store in one transaction as soon as
+it arrives, so an interruption loses at most the populations in flight.
+
+Where the populations train is an executor's business: :class:`InProcess` (the default) trains them one
+after another in this process; :class:`sleepcl.runs.cluster.RayCluster` sends each to a Ray cluster as
+one task. Either way this module alone writes the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -24,7 +29,8 @@ from .records import environment, make_record
 from ..data.split import SplitBenchmark, load_split_benchmark, parse_benchmark
 from .store import RunStore
 
-__all__ = ["PopulationEvent", "group_populations", "memory_plan", "resolve_device", "run_configs"]
+__all__ = ["BenchmarkCache", "Executor", "InProcess", "PopulationEvent", "group_populations", "memory_plan",
+           "resolve_device", "run_configs"]
 
 
 @dataclass(frozen=True)
@@ -120,13 +126,22 @@ class BenchmarkCache:
         for name in sorted({parse_benchmark(c.benchmark)[1] for c in configs}):  # the datasets' files
             check_available(name, self.data_dir, self.download)
 
+    @staticmethod
+    def tasks(c: RunConfig) -> dict[str, Any]:
+        """The fields of ``c`` that decide its task sequence (load_split_benchmark's arguments)."""
+        return dict(val_size=c.val_size, class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
+                    class_groups=c.class_groups, transform_seed=c.transform_seed, permutations=c.permutations,
+                    rotations=c.rotations)
+
+    def key(self, c: RunConfig) -> tuple[Any, ...]:
+        """What decides the benchmark a config trains on: configs with equal keys share one."""
+        return (c.benchmark, *self.tasks(c).values())
+
     def get(self, c: RunConfig) -> SplitBenchmark:
-        tasks = dict(val_size=c.val_size, class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
-                     class_groups=c.class_groups, transform_seed=c.transform_seed, permutations=c.permutations,
-                     rotations=c.rotations)
-        key = (c.benchmark, *tasks.values())
+        key = self.key(c)
         if key not in self._cache:
-            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, download=self.download, **tasks)
+            self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, download=self.download,
+                                                    **self.tasks(c))
         return self._cache[key]
 
 
@@ -145,23 +160,62 @@ def check_models(configs: Sequence[RunConfig], data: BenchmarkCache) -> None:
                       head=c.head)
 
 
+class Executor(Protocol):
+    """Where populations train. ``run_configs`` asks it for the device, then for the records of ``todo``."""
+
+    def resolve_device(self, device: str | torch.device) -> torch.device:
+        """The device populations will train on; an impossible request is refused here, before any work."""
+        ...
+
+    def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
+              max_population: int | None, max_memory: int | None, progress: Callable[[Any], None] | None,
+              log: Callable[[str], None] | None) -> Iterator[list[dict[str, Any]]]:
+        """Train ``todo`` as populations of at most ``max_population`` members that fit in ``max_memory`` bytes;
+        yield each population's records (one per member) as it finishes."""
+        ...
+
+
+class InProcess:
+    """The default executor: populations in this process, one after another, in the order they were grouped."""
+
+    def resolve_device(self, device: str | torch.device) -> torch.device:
+        return resolve_device(device)
+
+    def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
+              max_population: int | None, max_memory: int | None,
+              progress: Callable[[PopulationEvent], None] | None,
+              log: Callable[[str], None] | None) -> Iterator[list[dict[str, Any]]]:
+        populations = size_populations(todo, device, max_population, max_memory, log) if todo else []
+        env = environment(device)
+        for i, members in enumerate(populations):
+            bench = data.get(members[0])
+            callback = None
+            if progress is not None:
+                callback = (lambda e, i=i, n=len(members): progress(PopulationEvent(i, len(populations), n, e)))
+            results = train_population(members, bench, device, callback)
+            yield [make_record(r, env) for r in results]
+
+
 def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "auto",
                 data_dir: str | Path | None = None, download: bool = False, store: RunStore | None = None,
                 force: bool = False, max_population: int | None = None, max_memory: int | None = None,
-                progress: Callable[[PopulationEvent], None] | None = None,
+                progress: Callable[[Any], None] | None = None,
                 on_population: Callable[[list[dict[str, Any]]], None] | None = None,
-                log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                log: Callable[[str], None] | None = None, executor: Executor | None = None) -> list[dict[str, Any]]:
     """Records for ``configs`` (in order), training only those the store does not already hold.
 
-    Every config, the device, the memory and the data are checked before the first step of training, so bad
-    input fails in seconds. Populations hold at most ``max_population`` members and no more than fit in
-    ``max_memory`` bytes (default: the memory available now; :mod:`sleepcl.runs.memory`); ``log`` hears how
-    they were sized. Data files are read and checked only when a run must be trained: runs found in the store
-    are served from it whatever the data folder holds now, for every benchmark alike.
-    ``on_population`` is called with the records of each population as it finishes.
+    Every config, the device, the memory, the data and every user model are checked before the first step of
+    training, so bad input fails in seconds. Populations hold at most ``max_population`` members and no more
+    than fit in ``max_memory`` bytes (default: the memory available now; :mod:`sleepcl.runs.memory`); ``log``
+    hears how they were sized. Data files are read and checked only when a run must be trained: runs found in
+    the store are served from it whatever the data folder holds now, for every benchmark alike.
+    ``on_population`` is called with the records of each population as it finishes. ``executor`` says where
+    populations train (default :class:`InProcess`); ``progress`` hears what it reports
+    (:class:`PopulationEvent` in process, ``ClusterProgress`` from a ``RayCluster``).
     """
+    runner = executor if executor is not None else InProcess()
     resolved = [c.resolved() for c in configs]
-    dev = resolve_device(device)
+    dev = runner.resolve_device(device)
     if max_population is not None and max_population < 1:
         raise ValueError(f"--max-population must be >= 1, got {max_population}")
 
@@ -176,18 +230,13 @@ def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "a
     data = BenchmarkCache(data_dir, download)
     data.check(todo)
     check_models(todo, data)
-    populations = size_populations(todo, dev, max_population, max_memory, log) if todo else []
-    env = environment(dev)
-    for i, members in enumerate(populations):
-        bench = data.get(members[0])
-        callback = None
-        if progress is not None:
-            callback = (lambda e, i=i, n=len(members): progress(PopulationEvent(i, len(populations), n, e)))
-        results = train_population(members, bench, dev, callback)
-        records = [make_record(r, env) for r in results]
-        if store is not None:
-            store.put_many(records)
-        if on_population is not None:
-            on_population(records)
-        found.update((r["config_hash"], r) for r in records)
+    trained = runner.train(todo, data, dev, max_population=max_population, max_memory=max_memory,
+                           progress=progress, log=log)
+    with contextlib.closing(trained):  # closing it on an error or Ctrl-C stops what is still training
+        for records in trained:
+            if store is not None:
+                store.put_many(records)
+            if on_population is not None:
+                on_population(records)
+            found.update((r["config_hash"], r) for r in records)
     return [found[h] for h in hashes]

@@ -205,7 +205,7 @@ def run_study(names: str | Iterable[str], s: StudySettings, *, store: RunStore |
     """Train what ``names`` need that ``store`` lacks; return a summary (counts, the matching searches).
 
     ``run`` is :func:`sleepcl.runs.runner.run_configs` (replaceable for tests); ``run_kwargs`` go to it
-    (device, data_dir, download, max_population, progress, force). Training happens in ONE call for the
+    (device, data_dir, download, max_population, progress, force, executor). Training happens in ONE call for the
     fixed grids of all experiments, then one call per round of the matching searches.
     """
     names = expand_names(names)

@@ -1,0 +1,304 @@
+"""Populations on a Ray cluster (``--cluster``): a real local cluster that this module starts once (2 CPUs, a
+small object store), the same records as in process, a killed worker, Ctrl-C, a failing population, other
+sources on the driver, and bad input. Skipped where Ray is not installed (``pip install -e '.[ray]'``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sleepcl.config import RunConfig
+from sleepcl.runs.cluster import ClusterError, RayCluster, plan_populations
+from sleepcl.runs.runner import run_configs
+from sleepcl.runs.store import RunStore
+from sleepcl.study.experiments import settings
+from sleepcl.study.run import run_study
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TASK_TITLE = b"ray::_train_population"   # the title Ray gives a worker process while it runs a population
+SAME = ("config", "accuracy_matrix", "val_accuracy_matrix", "final_accuracy", "average_accuracy",
+        "free_fraction_after_task", "free_fraction_after_round", "layer_free_fraction")
+
+
+def _ray():
+    return pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """A local Ray cluster owned by this test process; its address, for executors and for other drivers."""
+    ray = _ray()
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 ** 2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _configs(seeds: range, epochs: int, **kw) -> list[RunConfig]:
+    return [RunConfig(benchmark="mnist-5k", n_tasks=2, widths=(32, 16), epochs=epochs, retrain_epochs=epochs,
+                      seed=s, **kw) for s in seeds]
+
+
+def _same(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for h in a:
+        for key in SAME:
+            assert a[h][key] == b[h][key], (h, key)
+
+
+def _descendants_titled(title: bytes) -> list[int]:
+    """PIDs of processes under this one (the cluster's workers) whose command line starts with ``title``."""
+    parents: dict[int, int] = {}
+    titled = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if cmdline.startswith(title):
+            titled.append(int(entry))
+
+    def under_me(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid in titled if under_me(pid)]
+
+
+def _wait_until(condition, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --------------------------------------------------------------------------- without a cluster
+
+
+def test_ray_is_not_imported_without_the_flag() -> None:
+    code = ("import sys\nimport sleepcl.runs.runner\nfrom sleepcl.cli import main\n"
+            "assert main(['run', '--tasks', '2', '--widths', '8', '--epochs', '1', '--retrain-epochs', '1', "
+            "'--no-store', '--quiet', '--threads', '1']) == 0\n"
+            "print('ray imported:', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ray imported: []" in out.stdout
+
+
+def test_cluster_without_ray_installed_is_refused(monkeypatch, capsys) -> None:
+    from sleepcl.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    assert main(["run", "--cluster", "local", "--tasks", "2", "--no-store", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--cluster needs Ray" in err and "pip install 'sleepcl[ray]'" in err
+
+
+def test_plan_fills_the_cluster_longest_first() -> None:
+    short = _configs(range(6), 1)
+    long = _configs(range(2), 5)
+    cost = lambda c: c.epochs  # noqa: E731
+    plan = plan_populations(short + long, None, 4, cost)
+    assert sorted(c.hash() for p in plan for c in p) == sorted(c.hash() for c in short + long)  # each once
+    assert [sum(cost(c) for c in p) for p in plan] == sorted((sum(cost(c) for c in p) for p in plan), reverse=True)
+    # a share is 16 / 4 = 4 epochs: the long pair is split into two, the six short runs into two threes
+    assert [(len(p), sum(cost(c) for c in p)) for p in plan] == [(1, 5), (1, 5), (3, 3), (3, 3)]
+    assert all(len(p) <= 1 for p in plan_populations(short, 1, 1, cost))  # --max-population still caps
+    assert len(plan_populations(short, None, 1, cost)) == 1              # one place: one population
+
+
+def test_unreachable_address_is_refused_at_once() -> None:
+    with socket.socket() as s:  # a port on this machine where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _ray()
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=f"no Ray cluster answers at 127.0.0.1:{port}.*ray start --head"):
+        RayCluster(f"127.0.0.1:{port}").__enter__()
+    assert time.monotonic() - started < 10
+    with pytest.raises(ValueError, match="not HOST:PORT"):
+        RayCluster("my-cluster").__enter__()
+
+
+# --------------------------------------------------------------------------- on the local cluster
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> tuple:
+    """The tiny preset's pruning and matching experiments on mnist-5k (2 tasks), one seed, in process."""
+    s = settings("tiny", "mnist-5k", seeds=[0])
+    store = RunStore(tmp_path_factory.mktemp("inproc") / "runs.sqlite")
+    summary = run_study(["pruning", "matching"], s, store=store, device="cpu")
+    return s, {r["config_hash"]: r for r in store.query()}, summary
+
+
+def test_study_on_the_cluster_stores_the_same_records(cluster, tiny_study, tmp_path) -> None:
+    s, expected, summary = tiny_study
+    store = RunStore(tmp_path / "runs.sqlite")
+    seen = []
+    with RayCluster(cluster) as executor:
+        got = run_study(["pruning", "matching"], s, store=store, device="cpu", executor=executor,
+                        progress=seen.append)
+    _same(expected, {r["config_hash"]: r for r in store.query()})
+    assert got["trained"] == summary["trained"]  # the matching searches went round by round, as in process
+    assert [x.evaluations for x in got["searches"]] == [x.evaluations for x in summary["searches"]]
+    assert sum(len(x.evaluations) for x in got["searches"]) > 0
+    last = seen[-1]
+    assert (last.populations_done, last.members_done) == (last.populations, last.members)
+    assert last.members == len(expected) and last.work_done == pytest.approx(last.work)
+    env = next(iter(store.query()))["environment"]
+    assert env["cluster_node"] and env["threads"] == 1 and env["mkl_cbwr"] == os.environ.get("MKL_CBWR")
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_lost_or_stored_twice(cluster, tmp_path) -> None:
+    configs = _configs(range(4), 100)
+    expected = {r["config_hash"]: r for r in run_configs(configs, device="cpu")}
+    store = RunStore(tmp_path / "runs.sqlite")
+    arrived, killed = [], []
+
+    def kill_one_mid_population(p) -> None:
+        if not killed and p.work_done < p.work / 2:
+            pids = _descendants_titled(TASK_TITLE)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+    with RayCluster(cluster, progress_interval=0.05) as executor:
+        records = run_configs(configs, device="cpu", store=store, executor=executor,
+                              progress=kill_one_mid_population, on_population=arrived.append)
+    assert killed, "no population was caught running"
+    _same(expected, {r["config_hash"]: r for r in records})
+    _same(expected, {r["config_hash"]: r for r in store.query()})
+    hashes = [r["config_hash"] for population in arrived for r in population]
+    assert sorted(hashes) == sorted(expected)  # every run arrived once: the retried population too
+
+
+def test_ctrl_c_on_the_driver_cancels_the_remote_tasks(cluster, tmp_path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+
+    def interrupt_once_running(p) -> None:
+        if _descendants_titled(TASK_TITLE):
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+            time.sleep(5)  # the signal is handled here, in the middle of the wait
+
+    with RayCluster(cluster, progress_interval=0.05) as executor:
+        with pytest.raises(KeyboardInterrupt):
+            run_configs(_configs(range(2), 2000), device="cpu", store=store, executor=executor,
+                        progress=interrupt_once_running)
+        # the driver is still connected, yet nothing trains on: the tasks were cancelled, not left to finish
+        assert _wait_until(lambda: not _descendants_titled(TASK_TITLE), timeout=20)
+    assert store.query() == []
+
+
+def test_a_failing_population_names_its_configs(cluster) -> None:
+    bad = _configs(range(2), 1, network="vgg")  # the VGG takes 5 widths: the engine refuses (32, 16) on the worker
+    with RayCluster(cluster) as executor:
+        with pytest.raises(ClusterError) as info:
+            run_configs(bad, device="cpu", executor=executor)
+    message = str(info.value)  # (the two runs were split into two populations, one per CPU of the cluster)
+    assert "network=vgg" in message and "widths=[32, 16]" in message and "5 widths" in message
+    assert any(f"seed {c.seed};" in message and c.resolved().hash() in message for c in bad)
+
+
+def test_bad_resources_are_refused_before_training(cluster, tmp_path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    with RayCluster(cluster, cpus_per_population=3) as executor:
+        with pytest.raises(ValueError, match=r"needs 3 CPU\(s\) \(--threads 3\).*lower --threads"):
+            run_configs(_configs(range(1), 1), device="cpu", store=store, executor=executor)
+    with RayCluster(cluster) as executor:
+        with pytest.raises(ValueError, match="no node of the cluster has a GPU.*--device cpu"):
+            executor.resolve_device("cuda")
+        assert executor.resolve_device("auto").type == "cpu"
+    assert store.query() == []
+
+
+def _cli(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sleepcl.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_a_driver_with_other_sources_is_refused(cluster, tmp_path) -> None:
+    copy = tmp_path / "src"
+    shutil.copytree(SRC / "sleepcl", copy / "sleepcl", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "sleepcl" / "config.py", "a") as f:
+        f.write("# an edit the cluster's workers do not have\n")
+    store = tmp_path / "runs.sqlite"
+    out = _cli(["run", "--cluster", cluster, "--tasks", "2", "--widths", "8", "--epochs", "1", "--store",
+                str(store), "--quiet"], env={"PYTHONPATH": str(copy)})
+    assert out.returncode == 2, out.stderr
+    assert "runs other sleepcl sources than this driver" in out.stderr
+    assert "pip install -e ." in out.stderr and "Traceback" not in out.stderr
+    assert not store.exists() or RunStore(store).query() == []
+
+
+def test_cli_study_on_a_local_cluster_then_resumes(tmp_path) -> None:
+    _ray()
+    store = str(tmp_path / "runs.sqlite")
+    args = ["study", "pruning", "--preset", "tiny", "--seeds", "0", "--store", store, "--threads", "1",
+            "--no-report", "--quiet"]
+    first = _cli([*args, "--cluster", "local"])
+    assert first.returncode == 0, first.stderr
+    assert "15 to train" in first.stdout and "cluster local" in first.stdout
+    again = _cli(args)  # the same study in process finds every run stored
+    assert again.returncode == 0, again.stderr
+    assert "15 stored, 0 to train" in again.stdout
+    runs = RunStore(Path(store)).query()
+    assert len(runs) == 15 and all(r["environment"].get("cluster_node") for r in runs)
+
+
+def test_pack_round_trip(mnist5k) -> None:
+    from sleepcl.runs.cluster import pack_benchmark, unpack_benchmark
+
+    back = unpack_benchmark(pack_benchmark(mnist5k))
+    for f in dataclasses.fields(mnist5k):
+        a, b = getattr(mnist5k, f.name), getattr(back, f.name)
+        if isinstance(a, tuple) and a and hasattr(a[0], "dtype"):
+            assert all((x == y).all() and x.dtype == y.dtype for x, y in zip(a, b))
+        elif hasattr(a, "dtype"):
+            assert (a == b).all() and a.dtype == b.dtype
+        else:
+            assert a == b
+
+
+def test_source_digest_covers_the_whole_package(tmp_path) -> None:
+    from sleepcl.runs.records import source_digest
+
+    copy = tmp_path / "sleepcl"
+    shutil.copytree(SRC / "sleepcl", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from sleepcl.runs.records import source_digest; print(source_digest())"
+    digest = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                    env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True).stdout.strip()
+    assert digest() == source_digest()
+    with open(copy / "engine" / "population.py", "a") as f:  # an edit outside runs/, where the digest lives
+        f.write("# changed\n")
+    assert digest() != source_digest()
+
+
+def test_cluster_estimate_counts_the_papers_study() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cluster_estimate.py"
+    out = subprocess.run([sys.executable, str(script), "--benchmark", "mnist", "--task-epoch-seconds", "0.37",
+                          "--machines", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| all (shared runs once) | 1110 | 831,600 | 85.5 h |" in out.stdout
+    assert "| 1 | 5.3 h to 5.5 h | 3.0 h |" in out.stdout
