@@ -1,2 +1,15 @@
-"""The training engine: the stacked state of a population and its days and nights (:mod:`.population`), who owns
-each weight (:mod:`.ownership`), and groups of members side by side on CPU cores (:mod:`.workers`)."""
+"""The training engine, the one every run, study and night trains through.
+
+========================= =========================================================================
+module                    one idea
+========================= =========================================================================
+:mod:`.day`               one day of a strategy on a population: the guarantees that keep frozen
+                          weights bit-identical (masks, a fresh optimizer, moments cleared at prunes)
+:mod:`.population`        the study's engine: days, nights and evaluation of S runs at once
+:mod:`.members`           the stacked state of S members: parameters, buffers, owner maps, generators
+:mod:`.ownership`         who owns each weight, and pruning by magnitude to exact counts
+:mod:`.adam`              Adam that updates each member exactly as alone (the fast path's)
+:mod:`.streams`           each member's seeds and shuffled data order
+:mod:`.workers`           groups of members side by side on CPU cores
+========================= =========================================================================
+"""
