@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROW = re.compile(r"^\| sleepcl population \(fast path\)\s*\|(.*)\|$")
+ROW = re.compile(r"^\|\s*sleepcl population \(fast path\)\s*\|(.*)\|$")
 
 
 def run(tree: Path, args: list[str]) -> dict[str, float]:
