@@ -21,21 +21,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\|\s*sleepcl population \(fast path\)\s*\|(.*)\|$")
+PLAIN = re.compile(r"^\|\s*plain loop \(one run after another\)\s*\|(.*)\|$")
 
 
 def run(tree: Path, args: list[str]) -> dict[str, float]:
-    """One run of ``tree``'s population_speed.py; its fast-path row: ms per member-epoch, ratio, share of peak."""
+    """One run of ``tree``'s population_speed.py: from its fast-path row, ms per member-epoch, the ratio to the
+    plain loop and the share of the matmul peak, in wall time; and the same ratio and share in CPU seconds (what
+    the process itself got: less sensitive to other jobs on the machine)."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     env.setdefault("MKL_CBWR", "AUTO,STRICT")
     out = subprocess.run([sys.executable, str(tree / "benchmarks" / "population_speed.py"), *args], env=env,
                          capture_output=True, text=True, check=True).stdout
+    rows = {}
     for line in out.splitlines():
-        m = ROW.match(line)
-        if m:
-            cells = [c.strip() for c in m.group(1).split("|")]
-            # method | wall min | wall median | CPU min | ms/member-epoch | vs plain | GFLOP/s | of peak | ...
-            return {"ms": float(cells[3]), "ratio": float(cells[4]), "peak": float(cells[6].rstrip("%"))}
-    raise RuntimeError(f"no fast-path row in the output of {tree}:\n{out[-2000:]}")
+        for name, pattern in (("fast", ROW), ("plain", PLAIN)):
+            m = pattern.match(line)
+            if m:  # method | wall min | wall median | CPU min | ms/member-epoch | vs plain | GFLOP/s | of peak | per CPU s
+                rows[name] = [c.strip() for c in m.group(1).split("|")]
+    if set(rows) != {"fast", "plain"}:
+        raise RuntimeError(f"no fast-path or plain-loop row in the output of {tree}:\n{out[-2000:]}")
+    fast, plain = rows["fast"], rows["plain"]
+    return {"ms": float(fast[3]), "ratio": float(fast[4]), "peak": float(fast[6].rstrip("%")),
+            "cpu_ratio": float(fast[2]) / float(plain[2]), "cpu_peak": float(fast[7].rstrip("%"))}
 
 
 def main() -> None:
@@ -58,18 +65,23 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
     print(f"\npopulation_speed.py {' '.join(speed_args)}; {args.repeats} alternating runs of each revision\n")
-    print("| revision | ms / member-epoch (each run) | vs plain loop (each run) | of matmul peak (each run) |")
-    print("|---|---|---|---|")
+    print("| revision | ms / member-epoch | vs plain loop, wall | of matmul peak, wall | vs plain loop, CPU s | of peak "
+          "per CPU s |")
+    print("|---|---|---|---|---|---|")
     def cells(runs: list[dict[str, float]], key: str, fmt: str) -> str:
         return ", ".join(format(x[key], fmt) for x in runs)
 
     for label, runs in results.items():
-        print(f"| {label} | {cells(runs, 'ms', '.1f')} | {cells(runs, 'ratio', '.2f')} | {cells(runs, 'peak', '.0f')}% |")
+        print(f"| {label} | {cells(runs, 'ms', '.1f')} | {cells(runs, 'ratio', '.2f')} | {cells(runs, 'peak', '.0f')} | "
+              f"{cells(runs, 'cpu_ratio', '.3f')} | {cells(runs, 'cpu_peak', '.0f')} |")
     b, w = results[args.base], results["working tree"]
     mean = lambda runs, k: sum(x[k] for x in runs) / len(runs)  # noqa: E731
-    print(f"\nmean ratio to the plain loop: {mean(b, 'ratio'):.3f} ({args.base}) and {mean(w, 'ratio'):.3f} (working "
-          f"tree): {100 * (mean(w, 'ratio') / mean(b, 'ratio') - 1):+.1f}%; mean share of the peak: "
-          f"{mean(b, 'peak'):.1f}% and {mean(w, 'peak'):.1f}%: {mean(w, 'peak') - mean(b, 'peak'):+.1f} points")
+    for key, what in (("ratio", "ratio to the plain loop (wall)"), ("cpu_ratio", "ratio to the plain loop (CPU s)")):
+        print(f"mean {what}: {mean(b, key):.3f} ({args.base}) and {mean(w, key):.3f} (working tree): "
+              f"{100 * (mean(w, key) / mean(b, key) - 1):+.1f}%")
+    for key, what in (("peak", "share of the matmul peak (wall)"), ("cpu_peak", "share of the peak per CPU s")):
+        print(f"mean {what}: {mean(b, key):.1f}% ({args.base}) and {mean(w, key):.1f}% (working tree): "
+              f"{mean(w, key) - mean(b, key):+.1f} points")
 
 
 if __name__ == "__main__":
