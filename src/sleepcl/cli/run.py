@@ -79,6 +79,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotations", default=None, metavar="DEG,...",
                    help="rotated: one angle in degrees per task instead of seeded golden-angle steps, e.g. 0,45,90 "
                         "(a list starting with a minus sign: --rotations=-45,45)")
+    p.add_argument("--eval-every", type=int, default=1, metavar="K",
+                   help="evaluate every task seen so far after every K-th task only (and always after the last); the "
+                        "accuracy matrix's other rows are null. Evaluating all seen tasks after each of T tasks costs "
+                        "T(T+1)/2 task evaluations; training is the same whatever K is")
     p.add_argument("--val-size", type=finite_float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
     p.add_argument("--class-order-seed", type=int, default=None,
@@ -123,7 +127,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
-                         **tasks)
+                         eval_every=args.eval_every, **tasks)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 
