@@ -189,3 +189,22 @@ def test_eval_every_from_the_command_line_reaches_the_record(tmp_path):
     assert [row is None for row in record["accuracy_matrix"]] == [True, False, True, False]
     assert None not in record["accuracy_matrix"][-1] and len(record["free_fraction_after_task"]) == 4
     assert np.isfinite(record["forgetting"]) and np.isfinite(record["backward_transfer"])
+
+
+# --------------------------------------------------------------------------------------------- 50 nights example
+
+
+def test_the_long_nightly_example_runs_and_keeps_night_1_exact(tmp_path):
+    """examples/nightly_long.py as written, shortened to 3 nights of one retraining epoch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "nightly_long.py"
+    png = tmp_path / "plot.png"
+    done = subprocess.run([sys.executable, str(script), "--nights", "3", "--epochs", "0", "--workdir",
+                           str(tmp_path / "work"), "--plot", str(png)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bit-identical to those right after night 1: True" in done.stdout
+    assert "equals its accuracy the night it was learnt: True" in done.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG" and len(list((tmp_path / "work" / "data").glob("*.npz"))) == 6

@@ -321,20 +321,11 @@ class Population:
         return Evaluator(self.members, self.strategy, self.bench, joint="joint_eval" in self.parts,
                          cache="eval_cache" in self.parts)
 
-    @torch.no_grad()
     def evaluate(self, tasks: Sequence[int], split: str = "test", chunk: int | None = None) -> Tensor:
         """Accuracy ``(S, len(tasks))`` of every member on each task, through that task's own network: one split,
         one task at a time, nothing cached (the plain formulation; :meth:`evaluator` shares work)."""
-        indices = getattr(self.bench, split)
-        out = torch.full((self.size, len(tasks)), float("nan"), dtype=torch.float64)
-        for col, j in enumerate(tasks):
-            idx = indices[j]
-            if idx.numel() == 0:
-                continue
-            x, y = self.bench.inputs(idx, task=j), self.bench.labels(idx)
-            correct = self.members.correct(x, y, j, self.params_for_task(j), chunk)
-            out[:, col] = correct.double().cpu() / idx.numel()
-        return out
+        plain = Evaluator(self.members, self.strategy, self.bench, joint=False, cache=False, chunk=chunk)
+        return plain(tasks, (split,))[split]
 
     def params_for_task(self, task: int) -> dict[str, Tensor]:
         """The weights task ``task`` (0-based) answers with: its own and earlier tasks' under PackNet."""

@@ -86,14 +86,15 @@ class SequenceSettings:
                                    seeds=tuple(seeds) if seeds else self.seeds)
 
 
-# Sized to this project's 2-core CPU shared with other jobs (measured: see docs/results/*-sequences-cpu/report.md).
-# T = 50 is the expensive end: every strategy takes T x (E + B) task-epochs of steps, and Memory and Multinet
-# draw each batch from every task seen (a per-sample pixel map and every task's head).
+# Sized to this project's 2-core CPU shared with other jobs: with E = B = 2, T = 5's 21 PackNet runs took 153 s
+# beside three other busy processes, which put the whole study near 2 h 10 min; E = B = 1 halves it. Cost grows
+# with the sum of the T (85 tasks of steps per run), so T = 50 is well over half of it; Memory and Multinet draw each
+# batch from every task seen (a pixel map per sample, and every task's head computed for every sample).
 PRESETS: dict[str, SequenceSettings] = {
     "cpu": SequenceSettings(
         preset="cpu", benchmark="permuted-mnist-5k", tasks=(5, 10, 20, 50),
         grid=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995), matching_ps=(0.8, 0.9, 0.95),
-        seeds=(0, 1, 2), epochs=2, retrain_epochs=2),
+        seeds=(0, 1, 2), epochs=1, retrain_epochs=1),
     "tiny": SequenceSettings(
         preset="tiny", benchmark="permuted-mnist-5k", tasks=(2, 4), grid=(0.5, 0.8, 0.95), matching_ps=(0.5,),
         seeds=(0, 1), epochs=1, retrain_epochs=1, batch_size=512, widths=(8, 8), evaluations=2, n_bootstrap=200),
