@@ -13,6 +13,8 @@ from .common import MEMORY_HELP, STORE_ENV, THREADS_HELP, Progress, check_writab
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
+SHOWN_TASKS = 10  # tasks printed a column each by `sleepcl run`
+
 
 # -- sleepcl run -------------------------------------------------------------------------------------
 
@@ -175,21 +177,28 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
         return
     n_tasks = len(records[0]["final_accuracy"])
     first = records[0]["config"]
+    # Up to SHOWN_TASKS tasks, a column each; a longer sequence shows its first and last task and the lowest.
+    shown = [f"task {j + 1}" for j in range(n_tasks)] if n_tasks <= SHOWN_TASKS else ["task 1", f"task {n_tasks}",
+                                                                                      "lowest task"]
+
+    def columns(acc: Sequence[float]) -> list[float]:
+        return list(acc) if n_tasks <= SHOWN_TASKS else [acc[0], acc[-1], min(acc)]
+
     table = Table(title=f"{first['strategy']} on {first['benchmark']} ({first['network']}): final test accuracy per task")
-    for col in ("seed", "p", "N", *[f"task {j + 1}" for j in range(n_tasks)], "average", "free", "time/member"):
+    for col in ("seed", "p", "N", *shown, "average", "free", "time/member"):
         table.add_column(col, justify="right")
     for r in records:
         c = r["config"]
         per_member = r["timings"]["total"] / r["timings"]["population_size"]
         table.add_row(str(c["seed"]), f"{c['final_free']:g}", str(c["rounds"]),
-                      *[f"{a:.4f}" for a in r["final_accuracy"]], f"{r['average_accuracy']:.4f}",
+                      *[f"{a:.4f}" for a in columns(r["final_accuracy"])], f"{r['average_accuracy']:.4f}",
                       f"{r['free_fraction_after_task'][-1]:.4f}", f"{per_member:.1f}s")
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["config"]["final_free"], r["config"]["rounds"]), []).append(r)
     for (p, n), rs in groups.items():
         if len(rs) > 1:
-            cols = list(zip(*[r["final_accuracy"] for r in rs]))
+            cols = list(zip(*[columns(r["final_accuracy"]) for r in rs]))
             avg = [r["average_accuracy"] for r in rs]
             table.add_row("mean±se", f"{p:g}", str(n), *[mean_se(c) for c in cols], mean_se(avg), "", "",
                           style="bold")
