@@ -22,12 +22,14 @@ TINY = PRESETS["tiny"]
 def test_configs_of_the_study():
     s = PRESETS["cpu"]
     configs = sequence_configs(s)
-    assert len(configs) == len(s.tasks) * len(SEQUENCE_STRATEGIES) * len(s.grid) * len(s.seeds)
+    assert len(configs) == len(s.tasks) * (3 * len(s.grid) + 2 * len(s.baseline_grid)) * len(s.seeds)
+    assert {c.final_free for c in configs if c.strategy == "packnet"} == set(s.grid)
+    assert {c.final_free for c in configs if c.strategy == "memory"} == set(s.grid + s.baseline_grid)
     assert len({c.hash() for c in configs}) == len(configs)
     assert {c.n_tasks for c in configs} == {5, 10, 20, 50} and {c.benchmark for c in configs} == {"permuted-mnist-5k"}
     assert [eval_every(s, t) for t in s.tasks] == [1, 2, 4, 10]
     assert all(c.rounds == 1 and c.epochs == s.epochs for c in configs)
-    for c in configs[:: len(s.grid) * len(s.seeds)]:
+    for c in configs[:: len(s.seeds)]:
         c.resolved()
     with pytest.raises(ValueError, match="grid"):
         SequenceSettings("x", "permuted-mnist-5k", (5,), (0.5, 0.9), (0.8,), (0,), 1, 1)
@@ -75,7 +77,7 @@ def test_a_target_off_the_grid_is_not_matched_and_the_bootstrap_counts_the_edges
     s = SequenceSettings("x", "permuted-mnist-5k", (5, 10), PRESETS["cpu"].grid, (0.9,), (0, 1, 2, 3), 1, 1,
                          n_bootstrap=100)
     m = match(df, s, 10, "memory", 0.9, np.random.default_rng(0))
-    assert not m.matched and "not extrapolating" in m.message
+    assert not m.matched and "not extrapolating" in m.message and m.bound() == f">= {0.1 / (1 - 0.995):.4g}"
     assert m.censored_high == 100 and m.interval_censored() == (False, True)
     assert trend_of_compression(s, [match(df, s, 5, "memory", 0.9, np.random.default_rng(0)), m], "memory",
                                 0.9).verdict == "no data"  # one matched T is no trend
@@ -110,7 +112,9 @@ def test_the_tiny_study_writes_its_report_and_per_run_data(tiny_study):
     assert np.allclose(runs.free_fraction, runs.p, atol=0.01)
     costs = json.loads((out / COSTS_FILE).read_text())
     assert set(costs) == {f"{t}/{st}" for t in TINY.tasks for st in SEQUENCE_STRATEGIES}
-    assert all(c["peak_rss_bytes"] > 0 and c["members"] == 6 for c in costs.values())
+    assert all(c["peak_rss_bytes"] > 0 and c["members"] == len(TINY.ps(key.split("/")[1])) * len(TINY.seeds)
+               for key, c in costs.items())
+    assert set(runs[runs.strategy == "memory"].p) == {0.5, 0.8, 0.95, 0.98} and 0.98 not in set(runs[runs.strategy == "packnet"].p)
     a = analyse(TINY, RecordLookup(RunStore(store, read_only=True)))
     assert a.missing == 0 and len(a.costs) == len(TINY.tasks) * 3 and len(a.trends) == 4
 

@@ -75,8 +75,9 @@ def accuracy_figure(s: SequenceSettings, a: SequenceAnalysis) -> Figure:
                             marker="o", ms=3, capsize=2)
         ax.set_xscale("log")
         ax.invert_xaxis()
-        ax.set_xticks([1 - p for p in s.grid])
-        ax.set_xticklabels([f"{p:g}" for p in s.grid], rotation=60, fontsize=7)
+        every = s.ps(BASELINES[0])
+        ax.set_xticks([1 - p for p in every])
+        ax.set_xticklabels([f"{p:g}" for p in every], rotation=60, fontsize=7)
         ax.minorticks_off()
         ax.set_title(f"T = {t} tasks")
         ax.set_xlabel("final free fraction p")
@@ -141,10 +142,14 @@ def verdict(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
              f"{', '.join(map(str, t.Ts))} ({t.verdict})" for t in tested]
     gaps = [f"{LABELS[t.baseline]} at p = {t.p:g}: {t.slope:+.4f} [{t.low:+.4f}, {t.high:+.4f}] per unit of log T "
             f"({t.verdict})" for t in gap if t.verdict != "no data"]
+    off = [f"{LABELS[m.baseline]} at p = {m.p:g}, T = {m.T} ({m.bound().replace('>=', '≥').replace('<=', '≤')})"
+           for m in sorted(a.matches, key=lambda m: (m.baseline, m.p, m.T)) if not m.matched]
     return [f"{head} (the compression ratio of {' and '.join(LABELS[b] for b in BASELINES)} against PackNet; "
             f"{s.benchmark}, {s.describe()}).", "",
             f"- Compression trends: {'; '.join(parts)}.",
             f"- Accuracy gap (baseline − PackNet at the same p) against log T: {'; '.join(gaps) or 'no data'}.",
+            *([f"- Off the grid, so left out of the compression trends (the baseline beat PackNet's accuracy even at "
+               f"its most pruned point: the compression is at least the bound): {'; '.join(off)}."] if off else []),
             f"- Method: {method}. Holds for this network, this data and this short training (E = {s.epochs}, "
             f"B = {s.retrain_epochs}); it says nothing about other networks or longer training."]
 
@@ -245,7 +250,8 @@ def _match_table(a: SequenceAnalysis) -> str:
         (lo, hi), (lo_bound, hi_bound) = m.interval(), m.interval_censored()
         interval = f"[{'≤ ' if lo_bound else ''}{_f(lo, 2)}, {'≥ ' if hi_bound else ''}{_f(hi, 2)}]"
         rows.append([LABELS[m.baseline], f"{m.p:g}", m.T, f"{m.target:.4f} ± {m.target_se:.4f}",
-                     _f(m.p_match, 5) if m.matched else "off the grid", _f(m.compression, 2), interval,
+                     _f(m.p_match, 5) if m.matched else "off the grid",
+                     _f(m.compression, 2) if m.matched else m.bound().replace(">=", "≥").replace("<=", "≤"), interval,
                      f"{m.censored_high} / {m.censored_low}"])
     return _table(rows, ["baseline", "PackNet p", "T", "PackNet accuracy (mean ± s.e.)", "p'", "compression",
                          "interval", "censored (high / low)"])
@@ -255,7 +261,7 @@ def _accuracy_table(s: SequenceSettings, a: SequenceAnalysis) -> str:
     acc = a.accuracy.set_index(["T", "strategy", "p"])
     rows = []
     for t in s.tasks:
-        for p in s.grid:
+        for p in s.ps(BASELINES[0]):
             cells = []
             for st in SEQUENCE_STRATEGIES:
                 if (t, st, p) in acc.index:
