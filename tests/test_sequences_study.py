@@ -112,8 +112,8 @@ def test_the_tiny_study_writes_its_report_and_per_run_data(tiny_study):
     assert np.allclose(runs.free_fraction, runs.p, atol=0.01)
     costs = json.loads((out / COSTS_FILE).read_text())
     assert set(costs) == {f"{t}/{st}" for t in TINY.tasks for st in SEQUENCE_STRATEGIES}
-    assert all(c["peak_rss_bytes"] > 0 and c["members"] == len(TINY.ps(key.split("/")[1])) * len(TINY.seeds)
-               for key, c in costs.items())
+    assert all(len(c) == 1 and c[0]["peak_rss_bytes"] > 0 and c[0]["p"] == list(TINY.ps(key.split("/")[1]))
+               and c[0]["members"] == len(TINY.ps(key.split("/")[1])) * len(TINY.seeds) for key, c in costs.items())
     assert set(runs[runs.strategy == "memory"].p) == {0.5, 0.8, 0.95, 0.98} and 0.98 not in set(runs[runs.strategy == "packnet"].p)
     a = analyse(TINY, RecordLookup(RunStore(store, read_only=True)))
     assert a.missing == 0 and len(a.costs) == len(TINY.tasks) * 3 and len(a.trends) == 4
@@ -137,3 +137,20 @@ def test_bad_input_is_refused_before_training(no_training, tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main([*base[:-1], str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_memory_measurements_of_each_training_are_kept(tmp_path):
+    from sleepcl.study.sequences import read_costs, run_sequences
+
+    asked = []
+
+    def fake_run(configs, **kwargs):
+        asked.append(len(configs))
+        return []
+
+    costs = tmp_path / COSTS_FILE
+    for _ in range(2):  # a store that keeps nothing: every group is trained again, and measured again
+        assert run_sequences(TINY, store=None, costs=costs, run=fake_run) == len(sequence_configs(TINY))
+    measured = read_costs(costs)
+    assert asked == [6, 8, 8, 6, 8, 8] * 2 and all(len(v) == 2 for v in measured.values())
+    assert measured["4/memory"][1]["members"] == 8 and measured["4/memory"][1]["p"] == [0.5, 0.8, 0.95, 0.98]

@@ -163,8 +163,8 @@ def run_sequences(s: SequenceSettings, *, store: RunStore | None, costs: Path | 
 
     Each group's populations train in one ``run`` call (:func:`sleepcl.runs.runner.run_configs`; its
     ``run_kwargs``: device, max_population, progress, ...) with the process's peak resident memory reset before
-    and read after; with ``costs`` (a JSON file) those measurements are kept there by group (the store keeps the
-    runs, and a resumed study keeps the measurements of groups trained before).
+    and read after; with ``costs`` (a JSON file) those measurements are added there, a list per group (the store
+    keeps the runs, and a resumed or extended study keeps the measurements of what it trained before).
     """
     say = log or (lambda msg: None)
     lookup = RecordLookup(store)
@@ -181,19 +181,21 @@ def run_sequences(s: SequenceSettings, *, store: RunStore | None, costs: Path | 
             started = time.perf_counter()
             lookup.add(run(todo, store=store, **run_kwargs))
             trained += len(todo)
-            measured[f"{n_tasks}/{strategy}"] = {"peak_rss_bytes": peak_rss(), "rss_at_start_bytes": before,
-                                                 "members": len(todo), "seconds": time.perf_counter() - started}
+            measured.setdefault(f"{n_tasks}/{strategy}", []).append({
+                "peak_rss_bytes": peak_rss(), "rss_at_start_bytes": before, "members": len(todo),
+                "p": sorted({c.final_free for c in todo}), "seconds": time.perf_counter() - started})
             if costs is not None:
                 write_costs(costs, measured)
     return trained
 
 
-def read_costs(path: Path | None) -> dict[str, dict[str, Any]]:
+def read_costs(path: Path | None) -> dict[str, list[dict[str, Any]]]:
+    """The measurements of each (T, strategy) group's training, ``{"T/strategy": [measurement, ...]}``."""
     import json
 
     if path is None or not path.exists():
         return {}
-    return json.loads(path.read_text())
+    return {k: v if isinstance(v, list) else [v] for k, v in json.loads(path.read_text()).items()}
 
 
 def write_costs(path: Path, costs: Mapping[str, Any]) -> None:
@@ -417,7 +419,8 @@ def cost_table(df: pd.DataFrame, costs: Mapping[str, Any]) -> pd.DataFrame:
     resident memory of the process while that group's populations trained."""
     rows = []
     for (t, strategy), g in df.groupby(["T", "strategy"], sort=True):
-        measured = costs.get(f"{t}/{strategy}", {})
+        # the peak of the group's largest population trained at once (a resumed or extended study adds others)
+        measured = max(costs.get(f"{t}/{strategy}", [{}]), key=lambda c: c.get("members", 0))
         rows.append({"T": int(t), "strategy": strategy, "runs": len(g),
                      "member_seconds": float(g.member_seconds.mean()),
                      "train_seconds_per_task": float(g.train_seconds.mean()) / t,

@@ -174,8 +174,8 @@ def _scale(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
             f"Seconds are each run's population time divided by its members (from the records' timings); training = "
             f"train + prune + retrain. The tasks are evaluated after every k-th task and the last (RunConfig.eval_every"
             f" = k: {every}). Peak RSS: the process's "
-            "peak resident memory (VmHWM, reset before each (T, strategy) group) while that group trained, and in "
-            "brackets the resident memory when the group started, with "
+            "peak resident memory (VmHWM, reset before each (T, strategy) group) while that group's largest population "
+            "trained, and in brackets the resident memory when it started, with "
             f"`--threads` groups of members side by side; a task has {n_train:,} training images of {size} pixels. "
             "The engine stores the images once and a rehearsal day draws from the pool by index (8 bytes a sample), "
             "so Memory's pool costs little here; a rehearsal buffer that stored the images would hold what the last "
@@ -206,7 +206,8 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
              + ")",
              f"- **Runs:** {len(a.frame)} from the results store, {_machine(a.records)}; {minutes:.0f} min of "
              "population time per member, summed over the runs"
-             + (f"; training them took {sum(c['seconds'] for c in costs.values()) / 60:.0f} min of wall-clock time "
+             + (f"; training them took {sum(c['seconds'] for g in costs.values() for c in g) / 60:.0f} min of "
+                "wall-clock time "
                 f"(`{COSTS_FILE}`)" if costs else "")
              + (f"; this command ran {wall_seconds / 60:.1f} min" if wall_seconds else "")
              + (f" and trained {trained} runs" if trained is not None else ""),
