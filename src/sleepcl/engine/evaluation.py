@@ -13,14 +13,16 @@ measures them):
   buffers -- and of its fixed inputs. Each member's state of each task is summarised by a SHA-256 digest; when a
   task's digests equal those of its last evaluation, its counts of correct answers are the stored ones, bit for
   bit what a forward pass would give. Under PackNet an old task's state never changes (that is what freezing
-  means), so after task ``t`` only the new task is computed and the old ones are digested (hashing is some ten
-  times cheaper than a forward pass of their samples); a strategy whose tasks share weights that keep training
-  (Memory, fine-tuning) changes every task's state every day, so it is not digested at all.
+  means), so after task ``t`` only the new task is computed and the old ones are digested (masking and hashing
+  an old task took about a sixth of its forward pass in ``benchmarks/sequence_cost.py``); a strategy whose tasks
+  share weights that keep training (Memory, fine-tuning) changes every task's state every day, so it is not
+  digested at all.
 
 What is *not* shared, and why: the tasks of one evaluation cannot share a forward pass under PackNet, since
 each task answers with different weights; strategies whose tasks share the trunk could push several tasks'
-samples through it in larger chunks, but a chunk of 8,192 samples took as long per sample as one of 400 on this
-CPU (the MLP's matmuls are already efficient at a task's 1,000-1,400 samples), so nothing would be gained.
+samples through it in larger chunks, but on this CPU a chunk of 8,192 samples took 1.10x as long per sample as one
+of 400 (``benchmarks/sequence_cost.py``: the MLP's matmuls are already efficient at a task's 1,000-1,400
+samples), so nothing would be gained.
 """
 
 from __future__ import annotations

@@ -249,18 +249,19 @@ class Match:
                                   # counted at the most pruned grid point's, a lower bound
     censored_low: int             # ... above the range: counted at the least pruned point's, an upper bound
     message: str
+    edges: tuple[float, float] = (math.nan, math.nan)  # the compressions at the least and the most pruned grid point
+    below: bool = False           # unmatched because the target is below the baseline's whole fitted range
 
     @property
     def matched(self) -> bool:
         return math.isfinite(self.compression)
 
     def bound(self) -> str:
-        """For a target off the grid: the compression bound every replicate hit, as ">= x" or "<= x"."""
-        if self.censored_high == len(self.boot):
-            return f">= {self.boot.min():.4g}"
-        if self.censored_low == len(self.boot):
-            return f"<= {self.boot.max():.4g}"
-        return ""
+        """For a target off the grid, what the grid says of the compression: ">= x" when the baseline beat the
+        target even at its most pruned point, "<= x" when it fell short even at its least pruned."""
+        if self.matched:
+            return ""
+        return f">= {self.edges[1]:.4g}" if self.below else f"<= {self.edges[0]:.4g}"
 
     def interval(self) -> tuple[float, float]:
         return _percentiles(self.boot)
@@ -356,8 +357,10 @@ def match(df: pd.DataFrame, s: SequenceSettings, T: int, baseline: str, p: float
             off[at] += 1
             at = u[0] if at < 0 else u[-1]  # the grid's edge: the most or the least pruned baseline run
         boot[b] = (1.0 - p) / math.exp(at)
+    edges = ((1.0 - p) / math.exp(u[-1]), (1.0 - p) / math.exp(u[0]))
+    below = invert_monotone(fit_monotone(u, grid.mean(axis=0)), target) == -math.inf
     return Match(T, baseline, p, target, target_se, point.p_match, point.compression, boot, off[-math.inf],
-                 off[math.inf], point.message)
+                 off[math.inf], point.message, edges, below)
 
 
 def accuracy_gaps(df: pd.DataFrame, s: SequenceSettings) -> pd.DataFrame:

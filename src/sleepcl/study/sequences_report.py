@@ -102,6 +102,10 @@ def compression_figure(s: SequenceSettings, a: SequenceAnalysis) -> Figure:
             ax.errorbar(ts, c, yerr=[np.maximum(c - lo, 0), np.maximum(hi - c, 0)], color=COLORS[b],
                         marker=MARKERS[k % len(MARKERS)], capsize=3, ls="-" if b == "memory" else "--",
                         label=f"{LABELS[b]}, PackNet p = {p:g}")
+            for m in (m for m in a.matches if m.baseline == b and m.p == p and not m.matched and m.below):
+                ax.plot([m.T], [m.edges[1]], marker=MARKERS[k % len(MARKERS)], mfc="none", color=COLORS[b], ms=9)
+                ax.annotate("", (m.T, m.edges[1] * 1.6), (m.T, m.edges[1]),
+                            arrowprops={"arrowstyle": "->", "color": COLORS[b]})
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(list(s.tasks))
@@ -112,7 +116,7 @@ def compression_figure(s: SequenceSettings, a: SequenceAnalysis) -> Figure:
     ax.set_ylabel("compression ratio (1 - p) / (1 - p')  (log scale)")
     ax.set_title(f"How many times more weights PackNet needs ({int(CONFIDENCE * 100)}% bootstrap intervals)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="open marker with arrow: off the grid,\nat least this", title_fontsize=7)
     return fig
 
 
@@ -144,10 +148,19 @@ def verdict(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
             f"({t.verdict})" for t in gap if t.verdict != "no data"]
     off = [f"{LABELS[m.baseline]} at p = {m.p:g}, T = {m.T} ({m.bound().replace('>=', '≥').replace('<=', '≤')})"
            for m in sorted(a.matches, key=lambda m: (m.baseline, m.p, m.T)) if not m.matched]
+    acc = a.accuracy.set_index(["T", "strategy", "p"])["mean"]
+    first, last = min(s.tasks), max(s.tasks)
+    moves = [f"{LABELS[st]} " + ", ".join(f"{acc[(first, st, p)]:.3f} → {acc[(last, st, p)]:.3f} (p = {p:g})"
+                                          for p in s.matching_ps if (first, st, p) in acc and (last, st, p) in acc)
+             for st in SEQUENCE_STRATEGIES]
     return [f"{head} (the compression ratio of {' and '.join(LABELS[b] for b in BASELINES)} against PackNet; "
             f"{s.benchmark}, {s.describe()}).", "",
             f"- Compression trends: {'; '.join(parts)}.",
             f"- Accuracy gap (baseline − PackNet at the same p) against log T: {'; '.join(gaps) or 'no data'}.",
+            f"- What moves: average accuracy at a fixed p from T = {first} to T = {last}: {'; '.join(moves)}. Every "
+            "strategy takes the same steps per task; the baselines' shared weights train on every day's data, while "
+            "a PackNet task trains only its own share of the weights, (1 − r) r^(t − 1) with r = p^(1/T), which "
+            "shrinks as T grows.",
             *([f"- Off the grid, so left out of the compression trends (the baseline beat PackNet's accuracy even at "
                f"its most pruned point: the compression is at least the bound): {'; '.join(off)}."] if off else []),
             f"- Method: {method}. Holds for this network, this data and this short training (E = {s.epochs}, "
@@ -171,6 +184,8 @@ def _scale(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
     return [_table(rows, ["T", "strategy", *[f"accuracy at p = {p:g}" for p in s.matching_ps], "seconds per member",
                           "training s/task", "evaluation s/task", "population", "peak RSS MB (at start)",
                           "training pool on the last day"]), "",
+            "Wall-clock seconds on a machine shared with other jobs move with its load; "
+            "`benchmarks/sequence_cost.py` times PackNet and Memory in one interleaved run. "
             f"Seconds are each run's population time divided by its members (from the records' timings); training = "
             f"train + prune + retrain. The tasks are evaluated after every k-th task and the last (RunConfig.eval_every"
             f" = k: {every}). Peak RSS: the process's "
@@ -209,8 +224,8 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
              + (f"; training them took {sum(c['seconds'] for g in costs.values() for c in g) / 60:.0f} min of "
                 "wall-clock time "
                 f"(`{COSTS_FILE}`)" if costs else "")
-             + (f"; this command ran {wall_seconds / 60:.1f} min" if wall_seconds else "")
-             + (f" and trained {trained} runs" if trained is not None else ""),
+             + (f"; this command trained {trained} of them in {(wall_seconds or 0) / 60:.1f} min" if trained else "")
+             + ("; this command found them all in the store" if trained == 0 else ""),
              f"- **Written:** {datetime.now(timezone.utc).isoformat(timespec='seconds')}; per-run data: `runs.csv` "
              "(config hash, seed, T, strategy, p, final accuracies, free fractions, seconds); peak memory: "
              f"`{COSTS_FILE}`", ""]
