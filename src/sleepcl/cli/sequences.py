@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "ratio against T with bootstrap intervals, whether the gap grows with T, and what each "
                     "strategy cost (time, peak memory).")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS),
-                   help="cpu: sized to a 2-core CPU (about an hour); tiny: a seconds-long smoke test")
+                   help="cpu: sized to a 2-core CPU (324 runs; 44 min of training here beside other jobs); tiny: a "
+                        "seconds-long smoke test")
     p.add_argument("--tasks", default=None, metavar="T,T,...", help="replace the preset's sequence lengths")
     p.add_argument("--seeds", default=None, help="replace the preset's seeds, e.g. 0-4")
     p.add_argument("--store", default=None, metavar="FILE",
