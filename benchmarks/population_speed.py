@@ -51,6 +51,7 @@ from sleepcl.models import build_network  # noqa: E402
 from sleepcl.engine.population import FAST_PARTS, train_population  # noqa: E402
 from sleepcl.data.split import SplitBenchmark, class_pairs, load_split_benchmark, make_split_benchmark  # noqa: E402
 from sleepcl.engine.workers import default_workers  # noqa: E402
+from sleepcl.engine.evaluation import EVAL_PARTS  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- machine
 
@@ -458,9 +459,9 @@ def measure_ablation(w: Workload, size: int, repeats: int, device: torch.device,
     """Per part: CPU seconds of an epoch with the whole fast path and without that part (min, median)."""
     configs = w.configs(size)
     # member_workers acts on whole runs, not on one population's epochs: the head-to-head's "one group" row
-    # measures it.
+    # measures it. The evaluation parts act after the epochs: benchmarks/sequence_cost.py measures them.
     parts = [p for p in FAST_PARTS if (p != "member_convs" or w.base.resolved().network == "vgg")
-             and p != "member_workers"]
+             and p != "member_workers" and p not in EVAL_PARTS]
     out = []
     for part in [*parts, "reference"]:
         phase = ABLATION_PHASES.get(part, "day 2")

@@ -44,6 +44,7 @@ MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
 LATER_FIELDS: dict[str, Any] = {
     "strategy_options": {}, "head": None,  # strategies' own parameters, a user model's classifier
     "class_groups": None, "transform_seed": 0, "permutations": None, "rotations": None,  # long task sequences
+    "eval_every": 1,  # evaluate the tasks after every k-th task (and the last)
 }
 
 
@@ -87,6 +88,9 @@ class RunConfig:
     transform_seed: int = 0          # permuted-*/rotated-*: seeds every task's permutation or the angles
     permutations: str | None = None  # permuted-*: one seed per task, or "identity", "identity,1,2,3"
     rotations: str | None = None     # rotated-*: one angle in degrees per task, "0,45,90,135"
+    # Evaluate every task seen so far after every k-th task and after the last (whose row is always complete); the
+    # rows in between are None in the accuracy matrices. Training is the same whatever k is.
+    eval_every: int = 1
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
@@ -143,6 +147,9 @@ class RunConfig:
             if self.retrain_epochs < self.rounds and self.schedule != "uniform":
                 bad(f"--retrain-epochs B={self.retrain_epochs} is fewer than N={self.rounds} rounds")
             sleep_schedule(self.schedule, self.retrain_epochs, self.rounds)  # B % N for uniform
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
+            bad(f"--eval-every k must be a whole number >= 1 (evaluate after every k-th task and the last), "
+                f"got {self.eval_every!r}")
         if self.batch_size is not None and self.batch_size < 1:
             bad(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:

@@ -1,14 +1,15 @@
 """The ``sleepcl`` command line: one parser that registers every subcommand. Every subcommand checks its
 input fully before doing any work.
 
-=========== ====================================================================
-module      subcommands
-=========== ====================================================================
-``run``     ``sleepcl run`` (train runs), ``sleepcl results`` (list, export)
-``study``   ``sleepcl study``, ``sleepcl report`` (the paper's experiments)
-``nightly`` ``sleepcl learn``, ``sleepcl predict``, ``sleepcl inspect``
-``common``  what they share: the store, the console, the progress bar
-=========== ====================================================================
+============= ====================================================================
+module        subcommands
+============= ====================================================================
+``run``       ``sleepcl run`` (train runs), ``sleepcl results`` (list, export)
+``study``     ``sleepcl study``, ``sleepcl report`` (the paper's experiments)
+``sequences`` ``sleepcl sequences`` (the study across the number of tasks; registered by ``study``)
+``nightly``   ``sleepcl learn``, ``sleepcl predict``, ``sleepcl inspect``
+``common``    what they share: the store, the console, the progress bar
+============= ====================================================================
 """
 
 from __future__ import annotations

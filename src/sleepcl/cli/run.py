@@ -13,6 +13,8 @@ from .common import (MEMORY_HELP, STORE_ENV, THREADS_HELP, add_cluster_argument,
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
+SHOWN_TASKS = 10  # tasks printed a column each by `sleepcl run`
+
 
 # -- sleepcl run -------------------------------------------------------------------------------------
 
@@ -79,6 +81,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotations", default=None, metavar="DEG,...",
                    help="rotated: one angle in degrees per task instead of seeded golden-angle steps, e.g. 0,45,90 "
                         "(a list starting with a minus sign: --rotations=-45,45)")
+    p.add_argument("--eval-every", type=int, default=1, metavar="K",
+                   help="evaluate every task seen so far after every K-th task only (and always after the last); the "
+                        "accuracy matrix's other rows are null. Evaluating all seen tasks after each of T tasks costs "
+                        "T(T+1)/2 task evaluations; training is the same whatever K is")
     p.add_argument("--val-size", type=finite_float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
     p.add_argument("--class-order-seed", type=int, default=None,
@@ -124,7 +130,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
-                         **tasks)
+                         eval_every=args.eval_every, **tasks)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 
@@ -172,21 +178,28 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
         return
     n_tasks = len(records[0]["final_accuracy"])
     first = records[0]["config"]
+    # Up to SHOWN_TASKS tasks, a column each; a longer sequence shows its first and last task and the lowest.
+    shown = [f"task {j + 1}" for j in range(n_tasks)] if n_tasks <= SHOWN_TASKS else ["task 1", f"task {n_tasks}",
+                                                                                      "lowest task"]
+
+    def columns(acc: Sequence[float]) -> list[float]:
+        return list(acc) if n_tasks <= SHOWN_TASKS else [acc[0], acc[-1], min(acc)]
+
     table = Table(title=f"{first['strategy']} on {first['benchmark']} ({first['network']}): final test accuracy per task")
-    for col in ("seed", "p", "N", *[f"task {j + 1}" for j in range(n_tasks)], "average", "free", "time/member"):
+    for col in ("seed", "p", "N", *shown, "average", "free", "time/member"):
         table.add_column(col, justify="right")
     for r in records:
         c = r["config"]
         per_member = r["timings"]["total"] / r["timings"]["population_size"]
         table.add_row(str(c["seed"]), f"{c['final_free']:g}", str(c["rounds"]),
-                      *[f"{a:.4f}" for a in r["final_accuracy"]], f"{r['average_accuracy']:.4f}",
+                      *[f"{a:.4f}" for a in columns(r["final_accuracy"])], f"{r['average_accuracy']:.4f}",
                       f"{r['free_fraction_after_task'][-1]:.4f}", f"{per_member:.1f}s")
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["config"]["final_free"], r["config"]["rounds"]), []).append(r)
     for (p, n), rs in groups.items():
         if len(rs) > 1:
-            cols = list(zip(*[r["final_accuracy"] for r in rs]))
+            cols = list(zip(*[columns(r["final_accuracy"]) for r in rs]))
             avg = [r["average_accuracy"] for r in rs]
             table.add_row("mean±se", f"{p:g}", str(n), *[mean_se(c) for c in cols], mean_se(avg), "", "",
                           style="bold")

@@ -65,6 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common(r)
     r.set_defaults(func=cmd_report)
 
+    from . import sequences  # the study across the number of tasks, in its own module (study/sequences.py)
+
+    sequences.add_parser(sub)
+
 
 def _names(args: argparse.Namespace) -> list[str]:
     # nargs="*" with a default: argparse gives the default string when no experiment is named

@@ -66,6 +66,16 @@ class Members:
         """How many of the samples ``x`` (``(n, *input)``, shared by all members) each member gets right on task
         ``task`` (0-based): ``(S,)``. ``weights`` replaces the parameters (a task's own network under PackNet).
 
+        Samples go through in chunks of ``chunk`` (see :meth:`predict`).
+        """
+        return (self.predict(x, task, weights, chunk) == y).sum(1)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task: int, weights: Mapping[str, Tensor] | None = None,
+                chunk: int | None = None) -> Tensor:
+        """Each member's predicted class of every sample ``x`` (``(n, *input)``, shared by all members) on task
+        ``task`` (0-based): ``(S, n)``. ``weights`` replaces the parameters.
+
         Samples go through in chunks of ``chunk`` (default: 2048, fewer for a network whose activations are
         wide, so that a chunk's widest activation stays near 16 MB per member; never dependent on S, so a
         member is evaluated exactly as when alone).
@@ -73,12 +83,11 @@ class Members:
         if chunk is None:
             chunk = max(16, min(2048, 2**22 // self.net.activation_floats))
         params = dict(weights) if weights is not None else self.params
-        right = torch.zeros(self.size, dtype=torch.long, device=self.device)
-        for start in range(0, len(x), chunk):
-            xs = x[start:start + chunk]
-            pred = self.net.logits(params, xs.expand(self.size, *xs.shape), task, buffers=self.buffers).argmax(-1)
-            right += (pred == y[start:start + chunk]).sum(1)
-        return right
+        preds = [self.net.logits(params, xs.expand(self.size, *xs.shape), task, buffers=self.buffers).argmax(-1)
+                 for xs in x.split(chunk)]
+        if not preds:
+            return torch.empty(self.size, 0, dtype=torch.long, device=self.device)
+        return torch.cat(preds, 1)
 
     # -- capacity ----------------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ element-wise, pruning and evaluation are per member, so member ``s`` trains exac
 
 Read top to bottom, :meth:`Population.fit` is the paper's Algorithm 1 for every strategy: for each day, train
 ``E`` epochs; then the night, where each member prunes at the start of each of its rounds and all retrain
-together; then evaluate every task seen so far. What a day may change and how exactly is
+together; then evaluate every task seen so far (after every ``eval_every``-th day and the last; how the cost
+of evaluating is kept down: :mod:`sleepcl.engine.evaluation`). What a day may change and how exactly is
 :class:`~sleepcl.engine.day.DaySession`'s; what the days are and what each sees is the strategy's.
 """
 
@@ -30,6 +31,7 @@ from ..schedule import SleepSchedule, night_targets, sleep_schedule
 from ..strategies import Batch, Day, get_strategy
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
+from .evaluation import Evaluator
 from .members import Members
 from .streams import IndexStream, member_seeds
 
@@ -54,6 +56,8 @@ FAST_PARTS = (
     "gather_buffer",      # each step's batch gathered with one contiguous index into one reused buffer
     "member_convs",       # with stacked_kernels, on CPU: one convolution per member instead of one grouped one
     "member_workers",     # on CPU, groups of members side by side, one core each (train_population; workers.py)
+    "joint_eval",         # a task's test and validation samples evaluated in one pass (engine/evaluation.py)
+    "eval_cache",         # a task whose answering state is unchanged (its digest) is not evaluated again
 )
 
 
@@ -88,8 +92,10 @@ class MemberResult:
     """What one member measured; :mod:`sleepcl.runs.records` turns it into the JSON record."""
 
     config: RunConfig
-    accuracy_matrix: list[list[float | None]] = field(default_factory=list)
-    val_accuracy_matrix: list[list[float | None]] = field(default_factory=list)
+    # Row i: the accuracy on every task after day i (None for a task not learnt yet); a whole row is None when
+    # the tasks were not evaluated after that day (RunConfig.eval_every > 1). The last row is always complete.
+    accuracy_matrix: list[list[float | None] | None] = field(default_factory=list)
+    val_accuracy_matrix: list[list[float | None] | None] = field(default_factory=list)
     free_fraction_after_task: list[float] = field(default_factory=list)
     free_fraction_after_round: list[list[float]] = field(default_factory=list)
     layer_free_fraction: dict[str, float] = field(default_factory=dict)
@@ -248,6 +254,7 @@ class Population:
         days = self.days()
         run = _Clock(days, progress, self.device)
         results = [MemberResult(c) for c in self.configs]
+        evaluator = self.evaluator()
         for i, day in enumerate(days):
             session = self.session(day, i)
             held = session.held()
@@ -258,9 +265,12 @@ class Population:
                 run.epoch_done(i, "train", e + 1, day)
             rounds = self.night(i, session, held, streams, pool, run)
             session.finish(self.data_pass(day))
-            run.report(i, "evaluate", 0, 1)
-            with run.timed("evaluate"):
-                self.record(results, day, rounds)
+            evaluated = None
+            if evaluation_day(i, len(days), self.configs[0].eval_every):
+                run.report(i, "evaluate", 0, 1)
+                with run.timed("evaluate"):
+                    evaluated = evaluator(day.evaluate)
+            self.record(results, day, rounds, evaluated)
             if on_day_end is not None:
                 on_day_end(self, i)
         for m, r in enumerate(results):
@@ -291,32 +301,31 @@ class Population:
                 run.epoch_done(i, "retrain", e + 1, day)
         return rounds
 
-    def record(self, results: list[MemberResult], day: Day, rounds: list[list[float]]) -> None:
-        """Evaluate the tasks of ``day`` and add the day's row to every member's results."""
-        test = self.evaluate(day.evaluate, "test")
-        val = self.evaluate(day.evaluate, "val")
+    def record(self, results: list[MemberResult], day: Day, rounds: list[list[float]],
+               evaluated: dict[str, Tensor] | None) -> None:
+        """Add the day's row to every member's results: its accuracies (``evaluated``: per split ``(S, tasks)``,
+        or None when the day was not evaluated, which leaves the whole row None) and free fractions."""
         fractions = self.members.free_fraction()
         for m, r in enumerate(results):
-            r.accuracy_matrix.append(_row(day.evaluate, test[m], self.bench.n_tasks))
-            r.val_accuracy_matrix.append(_row(day.evaluate, val[m], self.bench.n_tasks))
+            for matrix, split in ((r.accuracy_matrix, "test"), (r.val_accuracy_matrix, "val")):
+                matrix.append(None if evaluated is None else
+                              _row(day.evaluate, evaluated[split][m], self.bench.n_tasks))
             r.free_fraction_after_task.append(float(fractions[m]))
             r.free_fraction_after_round.append(rounds[m])
 
     # -- evaluation ----------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    def evaluator(self) -> Evaluator:
+        """What :meth:`fit` evaluates with, using the fast path's evaluation parts
+        (:data:`~sleepcl.engine.evaluation.EVAL_PARTS`); without them, :meth:`evaluate`'s plain formulation."""
+        return Evaluator(self.members, self.strategy, self.bench, joint="joint_eval" in self.parts,
+                         cache="eval_cache" in self.parts)
+
     def evaluate(self, tasks: Sequence[int], split: str = "test", chunk: int | None = None) -> Tensor:
-        """Accuracy ``(S, len(tasks))`` of every member on each task, through that task's own network."""
-        indices = getattr(self.bench, split)
-        out = torch.full((self.size, len(tasks)), float("nan"), dtype=torch.float64)
-        for col, j in enumerate(tasks):
-            idx = indices[j]
-            if idx.numel() == 0:
-                continue
-            x, y = self.bench.inputs(idx, task=j), self.bench.labels(idx)
-            correct = self.members.correct(x, y, j, self.params_for_task(j), chunk)
-            out[:, col] = correct.double().cpu() / idx.numel()
-        return out
+        """Accuracy ``(S, len(tasks))`` of every member on each task, through that task's own network: one split,
+        one task at a time, nothing cached (the plain formulation; :meth:`evaluator` shares work)."""
+        plain = Evaluator(self.members, self.strategy, self.bench, joint=False, cache=False, chunk=chunk)
+        return plain(tasks, (split,))[split]
 
     def params_for_task(self, task: int) -> dict[str, Tensor]:
         """The weights task ``task`` (0-based) answers with: its own and earlier tasks' under PackNet."""
@@ -395,6 +404,12 @@ def _allow_tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+def evaluation_day(day: int, n_days: int, every: int) -> bool:
+    """Whether the tasks are evaluated after day ``day`` (0-based) of ``n_days``: every ``every``-th day, and the
+    last day always (the final accuracies are complete whatever ``every`` is)."""
+    return (day + 1) % every == 0 or day == n_days - 1
 
 
 def _row(tasks: Sequence[int], values: Tensor, n_tasks: int) -> list[float | None]:

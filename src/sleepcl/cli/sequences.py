@@ -1,0 +1,98 @@
+"""``sleepcl sequences``: the study across the number of tasks (train what is missing, then write its report)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from .common import MEMORY_HELP, THREADS_HELP
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..study.sequences import PRESETS
+
+    p = sub.add_parser(
+        "sequences", help="the study across the number of tasks T: Figure 1 and the matching experiment at each T",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train PackNet, Memory and Multinet over a grid of final free fractions p at several sequence "
+                    "lengths T on a Permuted benchmark (what the results store lacks: an interrupted study resumes), "
+                    "then write report.md, runs.csv and the figures: accuracy against p at every T, the compression "
+                    "ratio against T with bootstrap intervals, whether the gap grows with T, and what each "
+                    "strategy cost (time, peak memory).")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS),
+                   help="cpu: sized to a 2-core CPU (324 runs; 44 min of training here beside other jobs); tiny: a "
+                        "seconds-long smoke test")
+    p.add_argument("--tasks", default=None, metavar="T,T,...", help="replace the preset's sequence lengths")
+    p.add_argument("--seeds", default=None, help="replace the preset's seeds, e.g. 0-4")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default docs/results/<benchmark>-sequences-<preset>/)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--max-population", type=int, default=None,
+                   help="split populations larger than this (less memory; finer-grained resume)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
+    p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
+    p.add_argument("--no-report", action="store_true", help="train only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sequences)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this invocation (every option that differs from its default)."""
+    parts = ["sleepcl", "sequences", "--preset", args.preset]
+    for flag in ("tasks", "seeds", "store", "out", "threads", "max_population", "max_memory"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    parts += [flag for flag in ("--no-train", "--no-report") if getattr(args, flag[2:].replace("-", "_"))]
+    return shlex.join(parts)
+
+
+def cmd_sequences(args: argparse.Namespace) -> int:
+    from ..config import parse_int_list
+    from ..files import check_writable
+    from ..runs.memory import parse_size
+    from ..runs.runner import resolve_device
+    from ..study.sequences import run_sequences, sequence_configs, sequence_settings
+    from ..study.sequences_report import COSTS_FILE, default_out_dir, write_sequences_report
+    from ..threads import torch_threads
+    from .common import Progress, console, open_store
+
+    tasks = parse_int_list(args.tasks, "--tasks") if args.tasks else None
+    seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
+    s = sequence_settings(args.preset).with_overrides(tasks, seeds)
+    for c in sequence_configs(s, s.tasks[-1])[:1] + sequence_configs(s, s.tasks[0])[:1]:
+        c.resolved()  # refuses a T the benchmark or the owner map cannot hold, before anything else
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out is not None else default_out_dir(s)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report")
+    if not args.no_report:
+        check_writable(out / "report.md", "--out", "report.md")
+    store = open_store(args.store, read_only=args.no_train)
+    con = console()
+    started = time.perf_counter()
+    trained = None
+    if not args.no_train:
+        con.print(f"[bold]sleepcl sequences[/] · {s.benchmark} · preset {s.preset} · {s.describe()} · store {store.path}")
+        with torch_threads(args.threads), Progress(args.quiet) as progress:
+            trained = run_sequences(s, store=store, costs=out / COSTS_FILE, log=con.print, device=device,
+                                    max_population=args.max_population, progress=progress,
+                                    max_memory=parse_size(args.max_memory) if args.max_memory else None)
+        con.print(f"trained {trained} runs in {(time.perf_counter() - started) / 60:.1f} min")
+    if not args.no_report:
+        page = write_sequences_report(s, store, out, command=_command(args),
+                                      wall_seconds=None if args.no_train else time.perf_counter() - started,
+                                      trained=trained)
+        con.print(f"report: {page}")
+    return 0
