@@ -438,3 +438,23 @@ def test_a_users_model_with_batchnorm_across_nights(tasks, tmp_path):
     assert predict(path, "task1", files[1]["val"])["accuracy"] == r2["val_accuracy"] > 0.8
     for name, n in m.layer_sizes().items():
         assert m.free_counts()[name] == round(n * free_after_task(2, 5, 0.5)), name
+
+
+def test_auto_schedule_and_tolerance_with_a_users_batchnorm_model(tasks, tmp_path):
+    """The probe copies the members (their BatchNorm statistics and per-task copies included): with a user's conv
+    net, an auto night under the tolerance policy keeps the first task's outputs exact."""
+    factory = f"{Path(__file__).resolve().parent.parent / 'examples' / 'models.py'}:small_convnet"
+    files = []
+    for k in range(2):
+        d = np.load(tasks[k]["train"])
+        files.append(tmp_path / f"c{k}.npz")
+        np.savez(files[-1], x=d["x"][:, None], y=d["y"])
+    path = tmp_path / "auto.st"
+    common = dict(epochs=1, retrain_epochs=4, batch_size=32, lr=3e-3, threads=1, schedule="auto",
+                  candidates=["uniform:1", "uniform:2"])
+    learn(path, "a", files[0], network=factory, final_free=0.5, **common)
+    before = predict(path, "a", files[0])["logits"]
+    r = learn(path, "b", files[1], policy="tolerance", tolerance=0.2, **common)
+    assert r["probe"]["chosen"] in ("uniform:1", "uniform:2") and r["probe"]["steps"] > 0
+    assert np.array_equal(before, predict(path, "a", files[0])["logits"])
+    assert NightlyModel.load(path).buffers["1.running_mean"].shape[0] == 2
