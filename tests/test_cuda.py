@@ -68,3 +68,14 @@ def test_no_device_sync_inside_an_epoch(bench, monkeypatch):
     run_epochs_inside(monkeypatch, strict)
     for strategy in ("packnet", "memory"):
         Population(_members(strategy=strategy), bench, "cuda").fit()
+
+
+def test_a_users_batchnorm_model_on_cuda(bench):
+    """The generic path on the device: a user's conv net with BatchNorm learns what it learns on CPU, and its
+    first task (weights and its own BatchNorm copy) stays exact."""
+    from pathlib import Path
+
+    model = f"{Path(__file__).resolve().parent.parent / 'examples' / 'models.py'}:small_convnet"
+    members = _members(network=model, widths=None, lr=3e-3)
+    _close(train_population(members, bench, "cuda"), train_population(members, bench, "cpu"))
+    assert_task1_weights_stay(Population(members, bench, "cuda"), "cuda user model")
