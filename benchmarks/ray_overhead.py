@@ -37,6 +37,9 @@ import torch  # noqa: E402
 from sleepcl.config import parse_int_list  # noqa: E402
 from sleepcl.data.split import load_split_benchmark  # noqa: E402
 from sleepcl.runs.cluster import RayCluster, pack_benchmark, unpack_benchmark  # noqa: E402
+from population_speed import load_average  # noqa: E402
+from procs import descendants  # noqa: E402
+
 from sleepcl.runs.store import RunStore  # noqa: E402
 from sleepcl.study.experiments import cost_epochs, expand_names, settings, study_configs  # noqa: E402
 from sleepcl.study.run import run_study  # noqa: E402
@@ -46,34 +49,10 @@ SAME = ("config", "accuracy_matrix", "val_accuracy_matrix", "average_accuracy", 
         "free_fraction_after_round", "layer_free_fraction")
 
 
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def descendants_cpu_seconds() -> float:
     """CPU seconds (user + system) of every live process under this one: a local cluster's daemons and workers."""
-    parents, cpu = {}, {}
     tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-
-    def under_me(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == os.getpid():
-                return True
-        return False
-
-    return sum(c for pid, c in cpu.items() if under_me(pid))
+    return sum((int(f[11]) + int(f[12])) / tick for f in descendants().values())
 
 
 def in_process(names: list[str], s, threads: int, folder: Path) -> tuple[dict[str, float], dict]:

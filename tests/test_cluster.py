@@ -24,6 +24,9 @@ from sleepcl.runs.store import RunStore
 from sleepcl.study.experiments import settings
 from sleepcl.study.run import run_study
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from procs import descendants  # noqa: E402  (the benchmarks' /proc reader)
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 TASK_TITLE = b"ray::_train_population"   # the title Ray gives a worker process while it runs a population
 SAME = ("config", "accuracy_matrix", "val_accuracy_matrix", "final_accuracy", "average_accuracy",
@@ -60,28 +63,14 @@ def _same(a: dict, b: dict) -> None:
 
 def _descendants_titled(title: bytes) -> list[int]:
     """PIDs of processes under this one (the cluster's workers) whose command line starts with ``title``."""
-    parents: dict[int, int] = {}
-    titled = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    out = []
+    for pid in descendants():
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
+                out.append(pid)
         except OSError:
             continue
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-        if cmdline.startswith(title):
-            titled.append(int(entry))
-
-    def under_me(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == os.getpid():
-                return True
-        return False
-
-    return [pid for pid in titled if under_me(pid)]
+    return out
 
 
 def _wait_until(condition, timeout: float = 30.0) -> bool:

@@ -108,25 +108,49 @@ def mean_se(values: Sequence[float]) -> str:
     return f"{m:.4f}±{se:.4f}"
 
 
-class Progress:
-    """A rich progress bar fed by the engine's events; nothing at all when quiet or not a terminal."""
+class _Bar:
+    """A rich progress bar that exists only when not quiet: entering gives the callback for progress reports
+    (None when quiet). Subclasses say the bar's columns, what it starts with, and how a report moves it."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = None
 
+    def columns(self) -> tuple:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Called once the bar is shown."""
+
+    def update(self, report: Any) -> None:
+        raise NotImplementedError
+
     def __enter__(self) -> Callable | None:
         if self.quiet:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            transient=False)
+        self.bar = RichProgress(*self.columns(), transient=False)
         self.bar.__enter__()
-        self.task = None
+        self.start()
         return self.update
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+class Progress(_Bar):
+    """A bar per population, fed by the engine's events (through :class:`~sleepcl.runs.runner.PopulationEvent`)."""
+
+    def columns(self) -> tuple:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+    def start(self) -> None:
+        self.task = None
 
     def update(self, pe: Any) -> None:
         e = pe.event
@@ -139,35 +163,20 @@ class Progress:
             self.current = pe.index
         self.bar.update(self.task, completed=e.steps_done, description=desc)
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
+class ClusterProgressBar(_Bar):
+    """One bar for all of a command's populations on a cluster: populations and members done, an ETA."""
 
-class ClusterProgressBar:
-    """One rich bar for all of a command's populations on a cluster: populations and members done, an ETA."""
+    def columns(self) -> tuple:
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
+        return (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn())
 
-    def __enter__(self) -> Callable | None:
-        if self.quiet:
-            return None
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-        self.bar.__enter__()
+    def start(self) -> None:
         self.task = self.bar.add_task("cluster: waiting for the first population", total=None)
-        return self.update
 
     def update(self, p: Any) -> None:
         desc = (f"cluster: populations {p.populations_done}/{p.populations} ({p.running} running) · "
                 f"members {p.members_done}/{p.members}")
         self.bar.update(self.task, total=p.work, completed=p.work_done, description=desc)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
