@@ -460,8 +460,9 @@ def measure_ablation(w: Workload, size: int, repeats: int, device: torch.device,
     configs = w.configs(size)
     # member_workers acts on whole runs, not on one population's epochs: the head-to-head's "one group" row
     # measures it. The evaluation parts act after the epochs: benchmarks/sequence_cost.py measures them.
+    # vmap_members is for users' models off CPU (the paper's networks have their stacked kernels).
     parts = [p for p in FAST_PARTS if (p != "member_convs" or w.base.resolved().network == "vgg")
-             and p != "member_workers" and p not in EVAL_PARTS]
+             and p not in ("member_workers", "vmap_members") and p not in EVAL_PARTS]
     out = []
     for part in [*parts, "reference"]:
         phase = ABLATION_PHASES.get(part, "day 2")

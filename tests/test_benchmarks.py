@@ -70,7 +70,7 @@ def test_population_speed_prints_every_table(workload: ps.Workload, monkeypatch,
     assert "ratio: sleepcl's fast path takes" in out
     assert "groups: 2 groups side by side take" in out
     # One ablation row per part that applies to an MLP, plus the reference path, each with a phase.
-    parts = [p for p in FAST_PARTS if p not in ("member_convs", "member_workers", *EVAL_PARTS)]
+    parts = [p for p in FAST_PARTS if p not in ("member_convs", "member_workers", "vmap_members", *EVAL_PARTS)]
     names = [row[0] for row in res["ablation"]]
     assert names == [*parts, "all of them (the reference path)"]
     assert all(row[1] in ("day 1", "night 1", "day 2") and row[2] > 0 and row[3] > 0 for row in res["ablation"])

@@ -186,3 +186,51 @@ def test_the_runner_checks_every_model_before_the_first_population_trains(mnist5
     with pytest.raises(ValueError, match="not a torch.nn.Module"):
         runner.run_configs([good, bad], device="cpu")
     assert trained == []
+
+
+def bn_convnet(input_shape):
+    """A conv net with BatchNorm and no random layer."""
+    return nn.Sequential(nn.Conv2d(input_shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, 2))
+
+
+def _vmapped(pop: Population) -> Population:
+    """``pop`` with its network computing all members in one vmap (the GPU's way, forced here on CPU)."""
+    from sleepcl.models import build_network
+
+    c = pop.configs[0]
+    pop.net = pop.members.net = build_network(c.network, pop.bench.input_shape, pop.bench.n_tasks,
+                                              per_task_norm=pop.strategy.freezes, vmap=True)
+    assert pop.net.vmap
+    return pop
+
+
+def test_vmap_members_learn_what_the_member_loop_learns(mnist5k):
+    """All members in one torch.func.vmap (the GPU's way, forced here on CPU) learn what one call per member
+    learns: the same capacity schedule, accuracies within 0.01 (float rounding apart)."""
+    small = dict(network="test_models:plain_mlp", epochs=2, retrain_epochs=2, batch_size=64, final_free=0.9)
+    members = [RunConfig(seed=0, rounds=1, **small), RunConfig(seed=1, rounds=2, **small)]
+    ra = Population(members, mnist5k).fit()
+    rb = _vmapped(Population(members, mnist5k)).fit()
+    for a, b in zip(ra, rb):
+        assert a.free_fraction_after_round == b.free_fraction_after_round
+        for row_a, row_b in zip(a.accuracy_matrix, b.accuracy_matrix):
+            assert all(abs(u - v) <= 0.01 for u, v in zip(row_a, row_b) if u is not None), (row_a, row_b)
+
+
+def test_vmap_members_keep_each_tasks_batchnorm(cifar_shaped):
+    small = dict(benchmark="cifar10", network="test_models:bn_convnet", n_tasks=3, epochs=2, retrain_epochs=2,
+                 batch_size=16, lr=3e-3, final_free=0.6)
+    pop = _vmapped(Population([RunConfig(seed=0, **small), RunConfig(seed=1, rounds=2, **small)], cifar_shaped))
+    seen = {}
+    pop.fit(on_day_end=lambda p, day: seen.setdefault(day, _task_outputs(p, 0)))
+    assert torch.equal(_task_outputs(pop, 0), seen[0])
+    assert not torch.equal(pop.members.buffers["1.running_mean"][:, 0], pop.members.buffers["1.running_mean"][:, 2])
+
+
+def test_vmap_is_not_used_for_models_with_random_layers():
+    from sleepcl.models import build_network
+
+    net = build_network(f"{EXAMPLES}:small_convnet", (3, 32, 32), 2, per_task_norm=True, vmap=True)
+    assert not net.vmap  # its nn.Dropout draws from each member's own generator, one member at a time

@@ -56,6 +56,7 @@ FAST_PARTS = (
     "gather_buffer",      # each step's batch gathered with one contiguous index into one reused buffer
     "member_convs",       # with stacked_kernels, on CPU: one convolution per member instead of one grouped one
     "member_workers",     # on CPU, groups of members side by side, one core each (train_population; workers.py)
+    "vmap_members",       # off CPU, a user's model without random layers computes all members in one torch.func.vmap
     "joint_eval",         # a task's test and validation samples evaluated in one pass (engine/evaluation.py)
     "eval_cache",         # a task whose answering state is unchanged (its digest) is not evaluated again
 )
@@ -139,7 +140,8 @@ class Population:
                                  per_task_norm=self.strategy.freezes, stacked="stacked_kernels" in self.parts,
                                  head=first.head, class_counts=bench.n_classes,
                                  fast="stacked_linear" in self.parts,
-                                 member_convs="member_convs" in self.parts and self.device.type == "cpu")
+                                 member_convs="member_convs" in self.parts and self.device.type == "cpu",
+                                 vmap="vmap_members" in self.parts and self.device.type != "cpu")
         seeds = [member_seeds(c.seed) for c in self.configs]
         self.members = Members.initial(self.net, [s[0] for s in seeds], [s[2] for s in seeds], self.device)
         self.order_generators = [torch.Generator().manual_seed(s[1]) for s in seeds]

@@ -120,11 +120,12 @@ def _factory_call(factory: Callable[..., nn.Module], input_shape: tuple[int, ...
 def build_network(spec: str, input_shape: Sequence[int], n_tasks: int, head_size: int = 2,
                   widths: Sequence[int] | None = None, *, per_task_norm: bool = False, stacked: bool = True,
                   head: str | None = None, class_counts: Sequence[int] | None = None,
-                  fast: bool = False, member_convs: bool = False) -> Network:
+                  fast: bool = False, member_convs: bool = False, vmap: bool = False) -> Network:
     """The network ``spec`` names, for ``n_tasks`` tasks whose heads have ``head_size`` outputs.
 
     ``class_counts``: classes of each task when some have fewer than ``head_size`` (their extra outputs are
-    masked). ``fast``, ``member_convs``: options of the paper networks' tuned kernels (:mod:`.paper`).
+    masked). ``fast``, ``member_convs``: options of the paper networks' tuned kernels (:mod:`.paper`); ``vmap``:
+    of the generic path (:class:`~.module.ModuleNetwork`).
     """
     shape = tuple(int(d) for d in input_shape)
     if spec in _PAPER:
@@ -135,12 +136,13 @@ def build_network(spec: str, input_shape: Sequence[int], n_tasks: int, head_size
         else:
             w = tuple(widths) if widths else stacked_class.default_widths
             net = ModuleNetwork(lambda: module_class(shape, n_tasks, head_size, w), shape, n_tasks, head_size,
-                                name=spec, per_task_norm=per_task_norm, head="head")
+                                name=spec, per_task_norm=per_task_norm, head="head", vmap=vmap)
     elif is_factory(spec):
         if widths:
             raise ValueError(f"--widths applies to the built-in networks ({', '.join(NETWORKS)}), not to {spec}")
         build = _factory_call(load_factory(spec), shape, n_tasks, head_size)
-        net = ModuleNetwork(build, shape, n_tasks, head_size, name=spec, per_task_norm=per_task_norm, head=head)
+        net = ModuleNetwork(build, shape, n_tasks, head_size, name=spec, per_task_norm=per_task_norm, head=head,
+                            vmap=vmap)
     else:
         raise ValueError(f"unknown network {spec!r}; choose one of {', '.join(NETWORKS)} or give a factory as "
                          "package.module:function")
