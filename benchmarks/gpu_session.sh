@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu_session.sh STEP
 # STEP: check (GPU tests, ~1 min), mlp (the Figure 2 MLP grid, fp32 then TF32), vgg (the conv-net grid;
 # SEEDS=5 halves it if 10 seeds do not fit a call), speed and speed-vgg (population_speed on CUDA: head to
-# head and scaling over S; SIZES=1,10,50 shortens the scaling). Logs go to $OUT (the device tool's folder
+# head and scaling over S; SIZES=1,10,50 shortens the scaling), models (a user's nn.Sequential MLP on the
+# generic path, all members in one vmap, against the tuned kernels; ResNet-18 populations where torchvision
+# is installed). Logs go to $OUT (the device tool's folder
 # that comes back) or ./gpu-results.
 # No install: the machine's image has torch, numpy, scipy, pandas, safetensors, rich and pytest; sleepcl
 # is imported from src/.
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SLEEPCL_DATA="$PWD/.data"
 out="${OUT:-gpu-results}"
 mkdir -p "$out"
-step="${1:?usage: bash benchmarks/gpu_session.sh check|mlp|vgg|speed|speed-vgg}"
+step="${1:?usage: bash benchmarks/gpu_session.sh check|mlp|vgg|speed|speed-vgg|models}"
 sizes="${SIZES:-1,2,5,10,20,50}"
 
 case "$step" in
@@ -42,8 +44,13 @@ case "$step" in
     python3 benchmarks/population_speed.py --device cuda --workloads vgg --repeats 1 --sizes "$sizes" 2>&1 \
       | tee "$out/population_speed_cuda_vgg.txt"
     ;;
+  models)
+    parts=generic
+    python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is None)" && parts=generic,resnet
+    python3 benchmarks/models_speed.py --device cuda --parts "$parts" 2>&1 | tee "$out/models_speed_cuda.txt"
+    ;;
   *)
-    echo "unknown step '$step'; choose check, mlp, vgg, speed or speed-vgg" >&2
+    echo "unknown step '$step'; choose check, mlp, vgg, speed, speed-vgg or models" >&2
     exit 2
     ;;
 esac

@@ -39,13 +39,18 @@ from sleepcl.engine.population import train_population  # noqa: E402
 MODELS = HERE.parent / "examples" / "models.py"
 
 
+DEVICE = torch.device("cpu")
+
+
 def run(method: str, configs: list[RunConfig], bench: SplitBenchmark) -> tuple[float, float]:
-    """(seconds, mean final average accuracy) of ``configs`` trained by ``method``."""
+    """(seconds, mean final average accuracy) of ``configs`` trained by ``method`` on :data:`DEVICE`."""
     t0 = time.perf_counter()
     if method == "plain":
-        finals = [float(np.mean(run_packnet(c, bench)["accuracy_matrix"][-1])) for c in configs]
+        finals = [float(np.mean(run_packnet(c, bench, DEVICE)["accuracy_matrix"][-1])) for c in configs]
     else:
-        finals = [float(np.mean(r.accuracy_matrix[-1])) for r in train_population(configs, bench)]
+        finals = [float(np.mean(r.accuracy_matrix[-1])) for r in train_population(configs, bench, DEVICE)]
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter() - t0, float(np.mean(finals))
 
 
@@ -114,6 +119,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="generic,resnet", help="which measurements: generic, resnet")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA a user's model without random layers "
+                                                    "runs all members in one vmap)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--size", type=int, default=10, help="S of the generic comparison")
     ap.add_argument("--tasks", type=int, default=5, help="tasks of the generic comparison")
@@ -123,6 +130,8 @@ def main() -> None:
     args.resnet_sizes = [int(x) for x in args.resnet_sizes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     print(f"sleepcl models_speed: torch {torch.__version__}, {torch.get_num_threads()} threads, load {load_average()}")
     for part in args.parts.split(","):
         {"generic": generic, "resnet": resnet}[part](args)
