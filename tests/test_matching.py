@@ -133,6 +133,10 @@ def test_minimize_scalar_flags_unreachable_target(target: float, side: str) -> N
     assert not r.in_range
     assert math.isnan(r.p_match) and math.isnan(r.compression)
     assert side in r.message and "widen the bounds" in r.message
+    assert r.message.startswith("out of range")
+    # the message names the end of the compression range the match lies beyond
+    edge = compression_ratio(P_PN, 0.5 if side == "above" else 0.999)
+    assert f"{edge:.3g}x compression" in r.message
     assert r.evaluations
 
 

@@ -41,7 +41,8 @@ def test_paper_preset_mlp_is_the_papers(benchmark: str) -> None:
     assert {c.rounds for c in budget} == set(ex.divisors(72))
     assert all(c.retrain_epochs == 72 and c.strategy == "packnet" and c.schedule == "uniform" for c in budget)
     assert len(budget) == len(s.budget_ps) * 12 * 10
-    assert min(s.matching_compression_bounds) < 1 < 3.32 < max(s.matching_compression_bounds)
+    # the search reaches 32x compression (the data shows matches near 10x), and below 1x
+    assert min(s.matching_compression_bounds) < 1 and max(s.matching_compression_bounds) >= 32
 
 
 def test_paper_preset_vgg_is_the_papers() -> None:

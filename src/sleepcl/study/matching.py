@@ -179,8 +179,12 @@ def match_by_minimize_scalar(
     method = f"minimize_scalar[{space}]"
     if not bracketed:
         side = "above" if target > max(accs) else "below"
+        edge = ""
+        if p_packnet is not None:  # the same range as compressions: out of range means beyond this end
+            edge = (f" (the match lies {'below' if side == 'above' else 'beyond'} "
+                    f"{compression_ratio(p_packnet, lo if side == 'above' else hi):.3g}x compression)")
         msg = (
-            f"target {target:.4f} is {side} every accuracy seen in p in [{lo:.6g}, {hi:.6g}] "
+            f"out of range: target {target:.4f} is {side} every accuracy seen in p in [{lo:.6g}, {hi:.6g}]{edge} "
             f"(closest: p={p_best:.5f} with {acc_best:.4f}); widen the bounds "
             f"{'towards lower p' if side == 'above' else 'towards p -> 1'}"
         )
