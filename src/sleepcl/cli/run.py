@@ -55,6 +55,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=int, default=5, help="number of tasks (class pairs) to learn, 1-5")
     p.add_argument("--val-size", type=float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
+    p.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="keep N training samples per task (stratified by class, fixed seed; default: all), "
+                        "for a network too slow for the whole dataset on this machine")
+    p.add_argument("--test-size", type=int, default=None, metavar="N",
+                   help="keep N test samples per task (stratified by class, fixed seed; default: all)")
     p.add_argument("--class-order-seed", type=int, default=None,
                    help="shuffle the classes before pairing them (default: classes in order)")
     p.add_argument("--widths", default=None, help="layer widths, e.g. 256,256 (MLP) or 32,64,128,128,1024 (VGG)")
@@ -75,6 +80,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_configs_from_args(args: argparse.Namespace) -> list:
     from ..config import RunConfig, parse_float_list, parse_int_list
+    from ..data.split import check_subsample_size
+    from ..runs.runner import SUBSAMPLES
 
     seeds = parse_int_list(args.seeds)
     ps = parse_float_list(args.final_free)
@@ -84,11 +91,14 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
         raise ValueError(f"--rounds takes integers like 4 or 1,2,4, got {args.rounds!r}") from None
     widths = tuple(int(w) for w in args.widths.split(",")) if args.widths else None
     val_size: float | int = int(args.val_size) if args.val_size >= 1 else args.val_size
+    extra = {what: getattr(args, what) for what in SUBSAMPLES if getattr(args, what) is not None}
+    for what, size in extra.items():
+        check_subsample_size(size, f"--{what.replace('_', '-')}")
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=args.tasks,
-                         widths=widths)
+                         widths=widths, extra=extra)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 

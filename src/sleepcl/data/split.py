@@ -13,6 +13,10 @@ Construction (:func:`load_split_benchmark`):
 * the dataset's official train part of a task's classes gives its train and val parts (val held out
   stratified by class, deterministically: seed ``VAL_SEED`` combined with ``class_order_seed``); the
   official test part gives its test part;
+* ``train_size`` and ``test_size`` (optional) keep that many of each task's train (test) samples,
+  stratified by class, drawn with seed ``SUBSAMPLE_SEED`` (combined with ``class_order_seed``); the
+  train subsample is drawn after the val part is held out, so val is the same with and without it,
+  and a smaller subsample is part of a larger one. For a network too slow for the whole dataset;
 * pixels are scaled to [0, 1] and normalised per channel with the mean/std of the *train* parts
   (val and test excluded) of the chosen tasks.
 """
@@ -28,14 +32,17 @@ import torch
 
 from .datasets import DATASETS, N_CLASSES, RawDataset, load_raw, stratified_holdout
 
-__all__ = ["BENCHMARKS", "SplitBenchmark", "VAL_SEED", "class_pairs", "load_split_benchmark", "make_split_benchmark"]
+__all__ = ["BENCHMARKS", "SUBSAMPLE_SEED", "SplitBenchmark", "VAL_SEED", "check_subsample_size", "class_pairs",
+           "load_split_benchmark", "make_split_benchmark"]
 
 BENCHMARKS: tuple[str, ...] = DATASETS
-"""Valid benchmark names: ("mnist", "fashion-mnist", "cifar10", "mnist-5k")."""
+"""Valid benchmark names: ("mnist", "fashion-mnist", "cifar10", "mnist-5k", "fashion-mnist-32")."""
 
 MAX_TASKS = N_CLASSES // 2
 VAL_SEED = 0
 """Fixed seed of the train/val hold-out (combined with ``class_order_seed``)."""
+SUBSAMPLE_SEED = 1
+"""Fixed seed of the ``train_size``/``test_size`` subsamples (combined with ``class_order_seed``)."""
 
 
 @dataclass(frozen=True)
@@ -115,18 +122,24 @@ def load_split_benchmark(
     class_order_seed: int | None = None,
     n_tasks: int = 5,
     download: bool = False,
+    train_size: int | None = None,
+    test_size: int | None = None,
 ) -> SplitBenchmark:
     """Load dataset ``name`` (see :data:`BENCHMARKS`) and cut it into ``n_tasks`` binary tasks.
 
     ``val_size``: fraction (float in [0, 1)) of each task's train part, or a count (int >= 0) per task,
-    held out as its val part.  Arguments are validated before any file is read (ValueError).
+    held out as its val part. ``train_size``/``test_size``: keep only this many train/test samples per
+    task (None: all). Arguments are validated before any file is read (ValueError).
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)}")
     _check_val_size(val_size)
+    check_subsample_size(train_size, "train_size")
+    check_subsample_size(test_size, "test_size")
     pairs = class_pairs(class_order_seed, n_tasks)
     raw = load_raw(name, data_dir, download)
-    return make_split_benchmark(raw, pairs, val_size=val_size, seed=class_order_seed)
+    return make_split_benchmark(raw, pairs, val_size=val_size, seed=class_order_seed, train_size=train_size,
+                                test_size=test_size)
 
 
 def make_split_benchmark(
@@ -135,9 +148,13 @@ def make_split_benchmark(
     *,
     val_size: float | int = 0.1,
     seed: int | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
 ) -> SplitBenchmark:
     """Build the benchmark from an already-loaded :class:`RawDataset` (separate so tests need no files)."""
     _check_val_size(val_size)
+    check_subsample_size(train_size, "train_size")
+    check_subsample_size(test_size, "test_size")
     class_task, class_bit = _class_maps(pairs)
     keep_train = class_task[raw.train_y] >= 0
     keep_test = class_task[raw.test_y] >= 0
@@ -146,12 +163,16 @@ def make_split_benchmark(
     is_test = np.repeat([False, True], [int(keep_train.sum()), int(keep_test.sum())])
     task = class_task[labels]
     rng = np.random.default_rng([VAL_SEED] if seed is None else [VAL_SEED, seed])
+    # one stream per part, so the test subsample does not depend on whether train is subsampled
+    train_rng, test_rng = (np.random.default_rng([SUBSAMPLE_SEED, part] + ([] if seed is None else [seed]))
+                           for part in (0, 1))
     train, val, test = [], [], []
     for t in range(len(pairs)):
         tr, va = _train_val(np.flatnonzero((task == t) & ~is_test), labels, val_size, rng, raw.name, t)
-        train.append(tr)
+        train.append(_subsample(tr, labels, train_size, train_rng, f"{raw.name} train_size", t))
         val.append(va)
-        test.append(np.flatnonzero((task == t) & is_test))
+        test.append(_subsample(np.flatnonzero((task == t) & is_test), labels, test_size, test_rng,
+                               f"{raw.name} test_size", t))
     train_idx = np.concatenate(train)
     mean, std = _channel_stats(images[train_idx])
     return SplitBenchmark(
@@ -193,6 +214,25 @@ def _check_val_size(val_size: float | int) -> None:
             raise ValueError(f"val_size as a fraction must lie in [0, 1), got {val_size}")
     else:
         raise ValueError(f"val_size must be a float in [0, 1) or an int >= 0, got {type(val_size).__name__}")
+
+
+def check_subsample_size(size: int | None, what: str = "train_size") -> None:
+    """A subsample size is None (every sample) or a count of at least 2 per task (one per class)."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"{what} must be None (all samples) or an integer >= 2 per task, got {size!r}")
+
+
+def _subsample(idx: np.ndarray, labels: np.ndarray, size: int | None, rng: np.random.Generator, what: str,
+               t: int) -> np.ndarray:
+    """``size`` of one task's indices (all for None), stratified by class, sorted; ``what`` names them."""
+    if size is None:
+        return idx
+    if size > len(idx):
+        raise ValueError(f"{what}={size} exceeds the {len(idx)} samples of task {t}; choose a smaller "
+                         "count or None for all")
+    return idx[stratified_holdout(labels[idx], size, rng)]
 
 
 def _class_maps(pairs: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:

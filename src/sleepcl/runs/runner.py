@@ -17,7 +17,7 @@ from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
 from ..engine.population import Event, train_population
 from .records import environment, make_record
-from ..data.split import SplitBenchmark, load_split_benchmark
+from ..data.split import SplitBenchmark, check_subsample_size, load_split_benchmark
 from .store import RunStore
 
 __all__ = ["PopulationEvent", "group_populations", "resolve_device", "run_configs"]
@@ -62,6 +62,10 @@ def group_populations(configs: Iterable[RunConfig], max_size: int | None = None)
     return out
 
 
+SUBSAMPLES = ("train_size", "test_size")
+"""Keys of ``RunConfig.extra`` that subsample each task's train/test data (:func:`load_split_benchmark`)."""
+
+
 class BenchmarkCache:
     """Loads each distinct benchmark once per process."""
 
@@ -70,15 +74,20 @@ class BenchmarkCache:
         self._cache: dict[tuple[Any, ...], SplitBenchmark] = {}
 
     def check(self, configs: Sequence[RunConfig]) -> None:
+        for c in configs:
+            for what in SUBSAMPLES:
+                check_subsample_size(c.extra.get(what), what)
         for name in sorted({c.benchmark for c in configs}):
             check_available(name, self.data_dir, self.download)
 
     def get(self, c: RunConfig) -> SplitBenchmark:
-        key = (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks)
+        # extra["train_size"], extra["test_size"]: samples kept per task (a subsampled study; None: all)
+        sizes = {what: c.extra.get(what) for what in SUBSAMPLES}
+        key = (c.benchmark, c.val_size, c.class_order_seed, c.n_tasks, *sizes.values())
         if key not in self._cache:
             self._cache[key] = load_split_benchmark(c.benchmark, self.data_dir, val_size=c.val_size,
                                                     class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
-                                                    download=self.download)
+                                                    download=self.download, **sizes)
         return self._cache[key]
 
 
