@@ -45,6 +45,17 @@ def test_paper_preset_mlp_is_the_papers(benchmark: str) -> None:
     assert min(s.matching_compression_bounds) < 1 and max(s.matching_compression_bounds) >= 32
 
 
+def test_vgg_cpu_preset_keeps_the_papers_vgg_protocol_on_a_subsample() -> None:
+    s = ex.settings("vgg-cpu", "fashion-mnist-32")
+    assert (s.network, s.epochs, s.retrain_epochs, s.batch_size) == ("vgg", 12, 6, 32)  # Table 2
+    assert s.budget_rounds == (1, 2, 3, 6) and len(s.budget_seeds) == 10 and s.budget_ps == (0.8, 0.9, 0.95)
+    configs = ex.study_configs(["pruning", "budget"], s)
+    assert all(c.extra == {"train_size": 128, "test_size": 400} and c.network == "vgg" for c in configs)
+    assert "128 training samples per task" in s.describe()
+    # the other presets' runs keep an empty extra, so their identity (hash) is what it always was
+    assert all(c.extra == {} for c in ex.study_configs(["pruning"], ex.settings("paper", "mnist-5k")))
+
+
 def test_paper_preset_vgg_is_the_papers() -> None:
     s = ex.settings("paper", "cifar10")
     assert (s.network, s.epochs, s.retrain_epochs, s.batch_size, s.lr) == ("vgg", 12, 6, 32, 1e-4)
