@@ -157,6 +157,28 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
 
 # -- sleepcl results ---------------------------------------------------------------------------------
 
+def import_results(files: Sequence[str], store_path: str | None) -> int:
+    """``sleepcl results --import``: every file read and checked before the store is touched, then the runs
+    the store lacks added in one transaction."""
+    from ..runs.records import check_records, read_records
+
+    records: dict[str, dict[str, Any]] = {}
+    for f in files:
+        if not Path(f).is_file():
+            raise ValueError(f"--import: no file {f}")
+        try:
+            found = read_records(f)
+        except (OSError, EOFError, ValueError) as e:
+            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
+        records.update((r["config_hash"], r) for r in check_records(found, f))
+    store = open_store(store_path)
+    new = store.missing(records)
+    store.put_many(records[h] for h in new)
+    print(f"imported {len(new)} runs into {store.path} ({len(records) - len(new)} of the {len(records)} "
+          "were already stored and kept)")
+    return 0
+
+
 def add_results_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("results", help="list, filter and export stored runs",
                        description="List runs in the results store, filtered by config values, and export "
@@ -164,7 +186,12 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
                                    "(a comma list means any of: seed=0,1,2).")
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--store", default=None, metavar="FILE", help=f"results store (default ${STORE_ENV} or the user cache)")
-    p.add_argument("--export", default=None, metavar="FILE", help="write the selected runs to FILE (.csv or .json)")
+    p.add_argument("--export", default=None, metavar="FILE",
+                   help="write the selected runs to FILE: .csv (a table), .json, or .jsonl / .jsonl.gz (full "
+                        "records, one a line: what --import reads)")
+    p.add_argument("--import", dest="import_files", nargs="+", default=None, metavar="FILE",
+                   help="add the runs in FILE (.jsonl[.gz] or .json records, e.g. docs/results/runs/*.jsonl.gz) to "
+                        "the store, so that `sleepcl study` finds them instead of training; runs already stored are kept")
     p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
                                         "retrain_epochs,average_accuracy,final_free_fraction",
                    help="columns to show")
@@ -193,6 +220,8 @@ def _literal(text: str) -> Any:
 
 def cmd_results(args: argparse.Namespace) -> int:
     filters = parse_filters(args.filters)
+    if args.import_files:
+        return import_results(args.import_files, args.store)
     path = Path(args.store) if args.store else default_store()
     if not path.exists():
         raise ValueError(f"no results store at {path}: run `sleepcl run` or `sleepcl study` first, or pass --store FILE")

@@ -345,15 +345,22 @@ class RunStore:
         return pd.DataFrame.from_records(rows)
 
     def export(self, path: str | Path, fmt: str | None = None, **filters: Any) -> Path:
-        """Write the (filtered) runs to ``path`` as CSV (the DataFrame) or JSON (list of full records).
+        """Write the (filtered) runs to ``path`` as CSV (the DataFrame), JSON (list of full records) or
+        JSONL (one full record per line; ``.jsonl.gz`` gzipped), the form ``sleepcl results --import`` reads.
 
         ``fmt`` defaults to the file suffix. The file is written beside the target and moved
         into place, so a reader never sees half an export.
         """
         path = Path(path)
+        if fmt is None and path.name.endswith((".jsonl", ".jsonl.gz")):
+            from .records import write_records  # records.py needs torch; the store alone does not
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_records(path, self.query(**filters))
+            return path
         fmt = (fmt or path.suffix.lstrip(".")).lower()
         if fmt not in ("csv", "json"):
-            raise ValueError(f"cannot infer export format from {path.name!r}; pass fmt='csv' or 'json'")
+            raise ValueError(f"cannot infer export format from {path.name!r}; use .csv, .json, .jsonl or .jsonl.gz")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:

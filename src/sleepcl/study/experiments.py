@@ -52,12 +52,12 @@ PRESETS: tuple[str, ...] = ("quick", "paper", "vgg-cpu", "tiny")
 STRATEGIES: tuple[str, ...] = ("packnet", "memory", "multinet")
 BASELINES: tuple[str, ...] = ("memory", "multinet")
 
-TITLES: dict[str, str] = {
-    "pruning": "Accuracy against final free fraction (Figure 1)",
-    "matching": "Matching PackNet's accuracy with fewer weights (Table 1, Figure 3)",
-    "budget": "Sleep cycles on a fixed retraining budget (Figure 2)",
-    "nobudget": "Sleep cycles without a budget (Figure 4)",
-    "schedules": "Sleep schedules at a fixed budget (extension)",
+TITLES: dict[str, str] = {  # what each experiment is; which figure of the paper: study.paper.figure_label
+    "pruning": "Accuracy against final free fraction",
+    "matching": "Matching PackNet's accuracy with fewer weights",
+    "budget": "Sleep cycles on a fixed retraining budget",
+    "nobudget": "Sleep cycles without a budget",
+    "schedules": "Sleep schedules at a fixed budget",
 }
 
 

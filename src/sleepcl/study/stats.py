@@ -1,0 +1,99 @@
+"""Tests of differences between groups of seeded runs, and the rules for calling one significant.
+
+Why a module of its own: every experiment compares means over seeds (one N against another, a baseline
+against PackNet), and each comparison must fit the design. Runs of the study that share a seed share their
+initial weights and data order, so where two groups hold the same seeds the test is paired by seed
+(:func:`scipy.stats.ttest_rel`); otherwise it is Welch's t-test (:func:`scipy.stats.ttest_ind` with unequal
+variances). A difference is called significant only with at least :data:`MIN_N` seeds a side and a two-sided
+p-value below :data:`ALPHA`.
+
+Choosing "the best N" and then testing it on the same seeds would favour whichever N was lucky on those
+seeds; :func:`split_seeds` holds half of the seeds out, so that the choice is made on one half and tested on
+the other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["ALPHA", "MIN_N", "Comparison", "compare_by_seed", "split_seeds"]
+
+ALPHA = 0.05
+"""Two-sided significance level."""
+MIN_N = 3
+"""Fewest seeds (pairs, or runs a side for Welch) with which any difference may be called significant."""
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a - b`` of two groups of seeded runs: the difference of means, its standard error and a t-test."""
+
+    diff: float
+    se: float
+    n: int            # pairs (paired) or the smaller group (Welch)
+    pvalue: float     # two-sided; NaN where there is no test (n < 2)
+    test: str         # "paired t" or "Welch t" ("" without a test)
+
+    @property
+    def significant(self) -> bool:
+        """A test was possible with at least :data:`MIN_N` seeds and its p-value is below :data:`ALPHA`."""
+        return self.n >= MIN_N and not math.isnan(self.pvalue) and self.pvalue < ALPHA
+
+    def describe(self, digits: int = 4) -> str:
+        """E.g. ``+0.0123 ± 0.0040 (paired t, n = 5, p = 0.031)``."""
+        d = f"{self.diff:+.{digits}f}" + ("" if math.isnan(self.se) else f" ± {self.se:.{digits}f}")
+        if not self.test:
+            return f"{d} (n = {self.n}: no test)"
+        return f"{d} ({self.test}, n = {self.n}, p = {_fmt_p(self.pvalue)})"
+
+
+def _fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def compare_by_seed(a: Mapping[int, float], b: Mapping[int, float]) -> Comparison:
+    """Compare the runs ``a`` and ``b`` (seed -> value): paired by seed when both hold the same seeds,
+    Welch's t-test otherwise. Zero spread with a non-zero difference gives p = 0; none at all, p = 1."""
+    if not a or not b:
+        return Comparison(NAN, NAN, 0, NAN, "")
+    if set(a) == set(b):
+        seeds = sorted(a)
+        d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+        n = d.size
+        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else NAN
+        if n < 2:
+            return Comparison(float(d.mean()), se, n, NAN, "")
+        p = _degenerate_p(d.mean(), se) if se == 0 else float(stats.ttest_rel(
+            [a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+        return Comparison(float(d.mean()), se, n, p, "paired t")
+    x, y = np.array(list(a.values()), dtype=float), np.array(list(b.values()), dtype=float)
+    n = int(min(x.size, y.size))
+    diff = float(x.mean() - y.mean())
+    if n < 2:
+        return Comparison(diff, NAN, n, NAN, "")
+    se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
+    p = _degenerate_p(diff, se) if se == 0 else float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    return Comparison(diff, se, n, p, "Welch t")
+
+
+def _degenerate_p(diff: float, se: float) -> float:
+    return 0.0 if diff != 0 else 1.0
+
+
+def split_seeds(seeds: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(selection, confirmation): the first half of the sorted seeds chooses, the second half tests.
+
+    The first half holds the extra seed of an odd count. One seed gives no confirmation seeds.
+    """
+    ordered = tuple(sorted(set(int(s) for s in seeds)))
+    cut = (len(ordered) + 1) // 2
+    return ordered[:cut], ordered[cut:]
