@@ -195,8 +195,8 @@ def analyse_pruning(s: StudySettings, lookup: RecordLookup) -> PruningResult:
             continue
         pn = float(at["packnet"]["mean"].iloc[0])
         base = {b: float(at[b]["mean"].iloc[0]) for b in BASELINES}
-        rows.append({"p": p, "packnet": pn, **base, "gap_memory": base["memory"] - pn,
-                     "gap_multinet": base["multinet"] - pn, "gap_best": max(base.values()) - pn})
+        rows.append({"p": p, "packnet": pn, **base, **{f"gap_{b}": v - pn for b, v in base.items()},
+                     "gap_best": max(base.values()) - pn})
     return PruningResult(loaded, table, pd.DataFrame(rows))
 
 

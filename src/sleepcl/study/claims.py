@@ -90,7 +90,7 @@ def claim_a(matching: MatchingResult | None) -> Claim:
 
 
 def _num(x: float) -> str:
-    return "–" if math.isnan(x) else f"{x:.2f}"
+    return "–" if math.isnan(x) else ("∞" if math.isinf(x) else f"{x:.2f}")
 
 
 def claim_b(matching: MatchingResult | None, pruning: PruningResult | None = None) -> Claim:

@@ -324,7 +324,7 @@ def paper_name(key: str) -> str:
 
 
 def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None:
-    fig, axes = _new_figure(ncols=2, width=5.0, sharey=True)
+    fig, axes = _new_figure(ncols=len(BASELINES), width=5.0, sharey=True)
     xs = np.arange(len(s.matching_ps))
     for ax, b in zip(axes[0], BASELINES):
         rows = [r for r in res.rows if r.baseline == b]
