@@ -285,12 +285,28 @@ def test_best_n_is_chosen_on_some_seeds_and_tested_on_the_others() -> None:
         rows += [{"N": 1, "seed": seed, "accuracy": 0.90 + 0.001 * seed},
                  {"N": 2, "seed": seed, "accuracy": 0.93 + 0.001 * (seed % 2)},
                  {"N": 4, "seed": seed, "accuracy": 0.93 + lucky + 0.001 * ((seed + 1) % 2)}]
-    found = an.held_out_best(pd.DataFrame(rows), (0, 1, 2), (3, 4, 5))
+    selection = stats.selection_for(range(6), pairs=3)
+    assert selection == stats.Selection((0, 1, 2), (3, 4, 5)) and selection.held_out
+    found = an.held_out_best(pd.DataFrame(rows), selection)
     assert found["best_N"] == 4 and found["worst_N"] == 1
     assert found["n"] == 3 and found["test"] == "paired t" and found["significant"]  # 4 beats 1 on held-out seeds
     assert found["tied"] == "2"  # but not 2: near-ties are named, not ranked
     assert found["held_best"] == pytest.approx(np.mean([0.930, 0.931, 0.930]))
     assert found["vs_one_significant"] and not found["vs_most_significant"]  # N = 4 is the most rounds
+
+
+def test_with_too_few_seeds_to_hold_out_the_choice_is_corrected_instead() -> None:
+    """Four seeds: two held out would be too few to test, so all four choose and test, and each p-value is
+    multiplied by the number of pairs the choice ranged over."""
+    selection = stats.selection_for([0, 1, 2, 3], pairs=15)
+    assert selection.choose == selection.test == (0, 1, 2, 3) and not selection.held_out
+    assert "multiplied by the 15 pairs" in selection.describe()
+    raw = stats.compare_by_seed({0: 0.95, 1: 0.96, 2: 0.94, 3: 0.95}, {0: 0.90, 1: 0.90, 2: 0.91, 3: 0.89})
+    assert selection.adjust(raw).pvalue == pytest.approx(min(1.0, 15 * raw.pvalue))
+    rows = [{"N": n, "seed": seed, "accuracy": 0.90 + 0.02 * (n == 4) + 0.001 * ((seed * n) % 3)}
+            for n in (1, 2, 4) for seed in range(4)]
+    found = an.held_out_best(pd.DataFrame(rows), stats.selection_for(range(4), pairs=3))
+    assert found["best_N"] == 4 and found["n"] == 4 and found["significant"]
 
 
 def test_claims_name_what_they_cover_and_what_is_untested(tmp_path) -> None:

@@ -34,7 +34,7 @@ from .experiments import (
 )
 from .matching import MatchResult, agreement, bootstrap_draws, matched_u_replicates
 from .run import MatchingSearch, RecordLookup, baseline_grid, matching_searches, monotone_match
-from .stats import Comparison, compare_by_seed, split_seeds
+from .stats import Comparison, Selection, compare_by_seed, selection_for
 
 __all__ = [
     "BudgetResult",
@@ -395,22 +395,26 @@ def _above(c: Comparison) -> bool:
     return c.significant and c.diff > 0
 
 
-def held_out_best(runs: pd.DataFrame, selection: Sequence[int], confirmation: Sequence[int]) -> dict[str, Any] | None:
-    """Best and worst N of one p's runs (columns ``N``, ``seed``, ``accuracy``), chosen on the ``selection``
-    seeds and tested on the ``confirmation`` seeds (paired by seed), so that a lucky N is not confirmed by
-    the luck that chose it; ``significant`` means confirmed: above the other there, not merely different. Also the best against the fewest and the most rounds, and the N whose held-out
-    accuracy is not significantly below the best's (``tied``). None with fewer than two N."""
-    chosen = runs[runs["seed"].isin(list(selection))].groupby("N")["accuracy"].mean()
+def held_out_best(runs: pd.DataFrame, selection: Selection) -> dict[str, Any] | None:
+    """Best and worst N of one p's runs (columns ``N``, ``seed``, ``accuracy``), chosen and tested as
+    ``selection`` says (on held-out seeds, paired by seed, so that a lucky N is not confirmed by the luck
+    that chose it; or corrected for the choice); ``significant`` means confirmed: above the other there, not
+    merely different. Also the best against the fewest and the most rounds, and the N whose tested accuracy
+    is not significantly below the best's (``tied``). None with fewer than two N."""
+    chosen = runs[runs["seed"].isin(list(selection.choose))].groupby("N")["accuracy"].mean()
     if len(chosen) < 2:
         return None
     best, worst = int(chosen.idxmax()), int(chosen.idxmin())  # ties: the fewest rounds
-    held = {int(n): by_seed(g, confirmation) for n, g in runs.groupby("N")}
+    held = {int(n): by_seed(g, selection.test) for n, g in runs.groupby("N")}
     full = {int(n): mean_se(g["accuracy"]) for n, g in runs.groupby("N")}
-    gap = compare_by_seed(held[best], held[worst])
-    vs_one, vs_most = compare_by_seed(held[best], held[min(held)]), compare_by_seed(held[best], held[max(held)])
+
+    def test(a: int, b: int) -> Comparison:
+        return selection.adjust(compare_by_seed(held[a], held[b]))
+
+    gap, vs_one, vs_most = test(best, worst), test(best, min(held)), test(best, max(held))
     held_mean = {n: float(np.mean(list(v.values()))) if v else NAN for n, v in held.items()}
     err_best, err_worst = 1.0 - held_mean[best], 1.0 - held_mean[worst]
-    tied = [n for n in sorted(held) if n != best and held[n] and not _above(compare_by_seed(held[best], held[n]))]
+    tied = [n for n in sorted(held) if n != best and held[n] and not _above(test(best, n))]
     return {"best_N": best, "worst_N": worst, "best_mean": full[best][0], "best_se": full[best][1],
             "worst_mean": full[worst][0], "worst_se": full[worst][1], "held_best": held_mean[best],
             "held_worst": held_mean[worst], "gap": gap.diff, "gap_se": gap.se, "n": gap.n, "pvalue": gap.pvalue,
@@ -428,25 +432,25 @@ def held_out_best(runs: pd.DataFrame, selection: Sequence[int], confirmation: Se
 class BudgetResult:
     loaded: Loaded
     table: pd.DataFrame   # p, N, R, mean, se, n, error, seeds, best
-    best: pd.DataFrame    # p and BEST_COLUMNS: best/worst N chosen on `selection`, tested on `confirmation`
-    selection: tuple[int, ...] = ()
-    confirmation: tuple[int, ...] = ()
+    best: pd.DataFrame    # p and BEST_COLUMNS: best/worst N chosen and tested as `selection` says
+    selection: Selection
 
 
 def analyse_budget(s: StudySettings, lookup: RecordLookup) -> BudgetResult:
     loaded = load(lookup, budget_configs(s))
     table = summarize(loaded.frame, ["p", "N"])
     table.insert(2, "R", [s.retrain_epochs // int(n) for n in table["N"]])
-    selection, confirmation = split_seeds(s.budget_seeds)
+    k = len(s.budget_rounds)
+    selection = selection_for(s.budget_seeds, k * (k - 1) // 2)  # the best and worst of k: any of the pairs
     rows = []
     for p, g in loaded.frame.groupby("p", sort=True):
-        found = held_out_best(g, selection, confirmation)
+        found = held_out_best(g, selection)
         if found is not None:
             rows.append({"p": p, **found})
     best = pd.DataFrame(rows, columns=["p", *BEST_COLUMNS])
     best_n = dict(zip(best["p"], best["best_N"]))
     table["best"] = [best_n.get(p) == n for p, n in zip(table["p"], table["N"])]
-    return BudgetResult(loaded, table, best, selection, confirmation)
+    return BudgetResult(loaded, table, best, selection)
 
 
 # --------------------------------------------------------------------------------------------- Figure 4
@@ -505,13 +509,18 @@ COMPARE_COLUMNS = ["p", "schedule", "best_N", "best_mean", "best_se", "budget_be
                    "diff_vs_budget_best", "diff_se", "n", "pvalue", "test", "significant"]
 
 
+def schedules_selection(s: StudySettings) -> Selection:
+    """How a schedule's best N and Figure 2's best N are chosen and compared (a choice among their N pairs)."""
+    return selection_for(s.budget_seeds, len(s.schedules_rounds) * len(s.budget_rounds))
+
+
 def analyse_schedules(s: StudySettings, lookup: RecordLookup, budget: BudgetResult | None = None) -> SchedulesResult:
-    """Each schedule's best N against Figure 2's best (uniform) N at the same p: both chosen on the
-    selection seeds, compared on the confirmation seeds, paired by seed."""
+    """Each schedule's best N against Figure 2's best (uniform) N at the same p: both chosen and compared as
+    :func:`~sleepcl.study.stats.selection_for` says (held-out seeds, or corrected), paired by seed."""
     loaded = load(lookup, schedules_configs(s))
     table = summarize(loaded.frame, ["p", "schedule", "N"])
     budget = budget or analyse_budget(s, lookup)
-    selection, confirmation = split_seeds(s.budget_seeds)
+    selection = schedules_selection(s)
     rows = []
     for p in s.schedules_ps:
         ref = budget.best[budget.best["p"] == p]
@@ -519,12 +528,12 @@ def analyse_schedules(s: StudySettings, lookup: RecordLookup, budget: BudgetResu
         ref_runs = budget.loaded.frame[(budget.loaded.frame["p"] == p) & (budget.loaded.frame["N"] == ref_n)]
         for sch in s.schedules:
             runs = loaded.frame[(loaded.frame["p"] == p) & (loaded.frame["schedule"] == sch)]
-            chosen = runs[runs["seed"].isin(list(selection))].groupby("N")["accuracy"].mean()
+            chosen = runs[runs["seed"].isin(list(selection.choose))].groupby("N")["accuracy"].mean()
             if chosen.empty:
                 continue
             n_best = int(chosen.idxmax())
             mine = runs[runs["N"] == n_best]
-            diff = compare_by_seed(by_seed(mine, confirmation), by_seed(ref_runs, confirmation))
+            diff = selection.adjust(compare_by_seed(by_seed(mine, selection.test), by_seed(ref_runs, selection.test)))
             m, se, _ = mean_se(mine["accuracy"])
             rows.append({"p": p, "schedule": sch, "best_N": n_best, "best_mean": m, "best_se": se,
                          "budget_best_N": ref_n, "budget_best_mean": mean_se(ref_runs["accuracy"])[0],

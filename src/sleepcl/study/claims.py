@@ -139,25 +139,17 @@ def claim_c(budget: BudgetResult | None, network: str) -> Claim:
     else:
         pattern = int(top["best_N"]) > n_values[0] and bool(top["vs_one_significant"])
         expect = f"many rounds best for the MLP: the best N above N={n_values[0]} and significantly better than it"
-    sel, conf = _seed_text(budget.selection), _seed_text(budget.confirmation)
     per_p = "; ".join(
-        f"p={r.p:g}: best N={r.best_N}, worst N={r.worst_N}; on the held-out seeds "
+        f"p={r.p:g}: best N={r.best_N}, worst N={r.worst_N}; on the tested seeds "
         f"{r.held_best:.4f} vs {r.held_worst:.4f}, gap {_cmp_text(r.gap, r.gap_se, r.n, r.pvalue, r.test)}, "
         f"error x{r.error_ratio:.2f}; best - N={n_values[0]}: {r.vs_one_diff:+.4f} (p = {_p(r.vs_one_pvalue)}); "
         f"best - N={n_values[-1]}: {r.vs_most_diff:+.4f} (p = {_p(r.vs_most_pvalue)}); "
         f"N not significantly below the best: {r.tied or 'none'}" for r in best.itertuples())
-    ev = (f"Best and worst N chosen on seeds {sel}, tested on the held-out seeds {conf} (paired by seed). {per_p}. "
+    ev = (f"Best and worst N {budget.selection.describe()} (paired by seed). {per_p}. "
           f"At the largest p the gap is {'' if top['significant'] else 'not '}significant; best N={int(top['best_N'])} "
           f"{'matches' if pattern else 'does not match'} the paper's pattern ({expect}).")
     testable = int(top["n"]) >= MIN_N
     return Claim("c", statement, _verdict([bool(top["significant"]), pattern], testable), ev)
-
-
-def _seed_text(seeds: Sequence[int]) -> str:
-    seeds = list(seeds)
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}–{seeds[-1]}"
-    return ", ".join(str(x) for x in seeds) or "none"
 
 
 def _p(p: float) -> str:

@@ -37,7 +37,7 @@ from .experiments import (
     settings,
 )
 from .run import RecordLookup
-from .stats import ALPHA, MIN_N, Comparison, split_seeds
+from .stats import ALPHA, MIN_N, Comparison
 
 __all__ = ["ReportResult", "default_out_dir", "write_report"]
 
@@ -407,11 +407,11 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
               f"{r.vs_one_diff:+.4f} (p = {_pval(r.vs_one_pvalue)})", f"{r.vs_most_diff:+.4f} (p = {_pval(r.vs_most_pvalue)})",
               r.tied or "none"]
              for r in res.best.itertuples()]
-    sel, conf = _seeds(res.selection), _seeds(res.confirmation)
+    sel, tested = _seeds(res.selection.choose), _seeds(res.selection.test)
     best_md = md_table(brows, ["p", f"best N, chosen on seeds {sel} (mean, all seeds)", "worst N (mean, all seeds)",
-                               f"best vs worst on the held-out seeds {conf}", "best − worst (held out)",
-                               "error worst/best (held out)", f"best − N={n_lo} (held out)",
-                               f"best − N={n_hi} (held out)", "N not significantly below the best (held out)"])
+                               f"best vs worst on seeds {tested}", "best − worst (tested)", "error worst/best (tested)",
+                               f"best − N={n_lo} (tested)", f"best − N={n_hi} (tested)",
+                               "N not significantly below the best (tested)"])
     w.md("budget", table_md + "\n" + best_md)
     if not t.empty:
         fig, panels = _panels_by_p(t, s.budget_ps)
@@ -427,11 +427,10 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
                      f"(mean ± s.e., {len(s.budget_seeds)} seeds)")
         w.figure("budget", fig)
     return (f"PackNet with a night of B = {s.retrain_epochs} retraining epochs per task split into N rounds of "
-            f"R = B/N epochs, N over the divisors of B; seeds {_seeds(s.budget_seeds)}. **Best N** is chosen on "
-            f"seeds {sel} and tested on the held-out seeds {conf}, so that the luck that picks an N does not also "
-            f"confirm it; the star marks it. Differences are {_test_words()}. The last column lists the N whose "
-            f"held-out accuracy is not significantly below the chosen one: where it is long, \"the best N\" is one "
-            f"of several near-ties." + _missing_note(res.loaded, cmd)
+            f"R = B/N epochs, N over the divisors of B; seeds {_seeds(s.budget_seeds)}. **Best N** (and worst) is "
+            f"{res.selection.describe()}, so that the luck that picks an N does not also confirm it; the star marks "
+            f"it. Differences are {_test_words()}. The last column lists the N whose tested accuracy is not "
+            f"significantly below the chosen one: where it is long, \"the best N\" is one of several near-ties." + _missing_note(res.loaded, cmd)
             + ("\n![fixed budget](budget.png)\n\n" if not t.empty else "\n") + best_md + "\n" + table_md)
 
 
@@ -490,7 +489,7 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
               "yes" if r.significant else "no"]
              for r in res.compare.itertuples()]
     cmp_md = md_table(crows, ["p", "schedule", "its best N", "accuracy (all seeds)", "best uniform N of Figure 2",
-                              "difference on the held-out seeds", "significant"])
+                              "difference on the tested seeds", "significant"])
     w.md("schedules", table_md + "\n" + cmp_md)
     if not t.empty:
         fig, panels = _panels_by_p(t, s.schedules_ps)
@@ -512,8 +511,8 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
     return ("The same budget B split differently: `uniform` (the paper's: equal rounds, equal pruning), "
             "`lengthening` (rounds of 1 : 2 : … : N epochs, like REM periods through the night) and `cubic` "
             "(Zhu & Gupta: prune most early). At N = 1 all coincide. Each schedule's best N and the budget "
-            f"experiment's best uniform N at the same p are chosen on seeds {_seeds(split_seeds(s.budget_seeds)[0])} "
-            f"and compared on the held-out seeds {_seeds(split_seeds(s.budget_seeds)[1])}, {_test_words()}."
+            f"experiment's best uniform N at the same p are {an.schedules_selection(s).describe()}; differences "
+            f"{_test_words()}."
             + _missing_note(res.loaded, cmd)
             + ("\n![schedules](schedules.png)\n\n" if not t.empty else "\n") + cmp_md + "\n" + table_md)
 

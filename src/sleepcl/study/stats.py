@@ -8,12 +8,15 @@ variances). A difference is called significant only with at least :data:`MIN_N` 
 p-value below :data:`ALPHA`.
 
 Choosing "the best N" and then testing it on the same seeds would favour whichever N was lucky on those
-seeds; :func:`split_seeds` holds half of the seeds out, so that the choice is made on one half and tested on
-the other.
+seeds. :func:`selection_for` holds half of the seeds out, so that the choice is made on one half and tested
+on the other -- where that half has at least :data:`MIN_N` seeds; with fewer seeds it chooses and tests on
+all of them and multiplies every p-value by the number of pairs the choice ranged over (Bonferroni), and
+:class:`Selection` says which was done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -21,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "MIN_N", "Comparison", "compare_by_seed", "split_seeds"]
+__all__ = ["ALPHA", "MIN_N", "Comparison", "Selection", "compare_by_seed", "selection_for", "split_seeds"]
 
 ALPHA = 0.05
 """Two-sided significance level."""
@@ -97,3 +100,46 @@ def split_seeds(seeds: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]
     ordered = tuple(sorted(set(int(s) for s in seeds)))
     cut = (len(ordered) + 1) // 2
     return ordered[:cut], ordered[cut:]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a best choice among several (e.g. the best N) is made and tested: chosen on ``choose``, tested on
+    ``test``; where the two are the same seeds, the p-values are multiplied by ``pairs`` (Bonferroni)."""
+
+    choose: tuple[int, ...]
+    test: tuple[int, ...]
+    pairs: int = 1
+
+    @property
+    def held_out(self) -> bool:
+        return not set(self.choose) & set(self.test)
+
+    def adjust(self, c: Comparison) -> Comparison:
+        """``c`` with its p-value corrected for the choice (unchanged on held-out seeds)."""
+        if self.held_out or math.isnan(c.pvalue):
+            return c
+        return dataclasses.replace(c, pvalue=min(1.0, c.pvalue * self.pairs))
+
+    def describe(self) -> str:
+        if self.held_out:
+            return f"chosen on seeds {_seed_list(self.choose)} and tested on the held-out seeds {_seed_list(self.test)}"
+        return (f"chosen and tested on seeds {_seed_list(self.choose)} (too few to hold half out), every p-value "
+                f"multiplied by the {self.pairs} pairs the choice ranged over (Bonferroni)")
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(str(x) for x in seeds) or "none"
+
+
+def selection_for(seeds: Sequence[int], pairs: int) -> Selection:
+    """Held-out halves (:func:`split_seeds`) where the tested half has at least :data:`MIN_N` seeds; otherwise
+    all seeds for both, corrected for the ``pairs`` comparisons among which the choice was made."""
+    choose, test = split_seeds(seeds)
+    if len(test) >= MIN_N:
+        return Selection(choose, test)
+    every = tuple(sorted(set(int(s) for s in seeds)))
+    return Selection(every, every, max(1, int(pairs)))
