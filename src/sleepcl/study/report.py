@@ -408,7 +408,7 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
               r.tied or "none"]
              for r in res.best.itertuples()]
     sel, tested = _seeds(res.selection.choose), _seeds(res.selection.test)
-    best_md = md_table(brows, ["p", f"best N, chosen on seeds {sel} (mean, all seeds)", "worst N (mean, all seeds)",
+    best_md = md_table(brows, ["p", f"best N: chosen on seeds {sel}; mean of all seeds", "worst N: mean of all seeds",
                                f"best vs worst on seeds {tested}", "best − worst (tested)", "error worst/best (tested)",
                                f"best − N={n_lo} (tested)", f"best − N={n_hi} (tested)",
                                "N not significantly below the best (tested)"])

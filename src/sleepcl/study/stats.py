@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -75,7 +76,7 @@ def compare_by_seed(a: Mapping[int, float], b: Mapping[int, float]) -> Compariso
         se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else NAN
         if n < 2:
             return Comparison(float(d.mean()), se, n, NAN, "")
-        p = _degenerate_p(d.mean(), se) if se == 0 else float(stats.ttest_rel(
+        p = _degenerate_p(d.mean(), se) if se == 0 else _quiet(lambda: stats.ttest_rel(
             [a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
         return Comparison(float(d.mean()), se, n, p, "paired t")
     x, y = np.array(list(a.values()), dtype=float), np.array(list(b.values()), dtype=float)
@@ -84,8 +85,15 @@ def compare_by_seed(a: Mapping[int, float], b: Mapping[int, float]) -> Compariso
     if n < 2:
         return Comparison(diff, NAN, n, NAN, "")
     se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
-    p = _degenerate_p(diff, se) if se == 0 else float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    p = _degenerate_p(diff, se) if se == 0 else _quiet(lambda: stats.ttest_ind(x, y, equal_var=False).pvalue)
     return Comparison(diff, se, n, p, "Welch t")
+
+
+def _quiet(pvalue) -> float:  # noqa: ANN001
+    # accuracies that agree to the last digits but one make scipy warn of lost precision; the p-value stands
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(pvalue())
 
 
 def _degenerate_p(diff: float, se: float) -> float:
