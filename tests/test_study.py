@@ -98,6 +98,12 @@ def test_every_preset_is_consistent(preset: str, benchmark: str) -> None:
         assert lo < p < hi < 1
 
 
+@pytest.mark.parametrize("benchmark", ["mnist-5k", "fashion-mnist", "mnist"])
+def test_quick_presets_have_enough_seeds_to_test_a_difference(benchmark: str) -> None:
+    s = ex.settings("quick", benchmark)
+    assert min(len(s.seeds), len(s.budget_seeds)) >= stats.MIN_N
+
+
 def test_quick_preset_is_smaller_than_paper() -> None:
     for b in ("mnist-5k", "fashion-mnist"):
         quick = ex.cost_epochs(ex.study_configs(["all"], ex.settings("quick", b)))

@@ -147,11 +147,12 @@ class StudySettings:
 # Steps per task-epoch differ 15x between mnist-5k (720 training samples per task, 6 steps) and the
 # 60,000-image datasets (~10,800 per task, 85 steps), so the quick preset gives the small benchmark more
 # epochs, seeds and rounds; on the large ones it keeps E = 1 and the smallest budget whose divisors give
-# three N (B = 4), and trims seeds and search steps. Measured here (2 busy cores, --threads 1): see the
-# committed reports under docs/results/.
+# three N (B = 4), and trims search steps. Every experiment has at least 3 seeds, the fewest with which a
+# difference is tested (study.stats.MIN_N). Measured here (2 cores, --threads 2): see the committed reports
+# under docs/results/.
 _QUICK_SMALL = dict(epochs=6, retrain_epochs=12, seeds=(0, 1, 2), budget_seeds=(0, 1, 2, 3),
                     matching_maxiter=5, nobudget_rounds=(1, 2, 3))
-_QUICK_LARGE = dict(epochs=1, retrain_epochs=4, seeds=(0, 1), budget_seeds=(0, 1),
+_QUICK_LARGE = dict(epochs=1, retrain_epochs=4, seeds=(0, 1, 2), budget_seeds=(0, 1, 2),
                     matching_maxiter=4, nobudget_rounds=(1, 2))
 _QUICK_VGG = dict(epochs=1, retrain_epochs=2, seeds=(0, 1), budget_seeds=(0, 1),
                   matching_maxiter=4, nobudget_rounds=(1, 2))
