@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,45 @@ def test_import_refuses_records_whose_config_does_not_hash_to_their_key(tmp_path
         assert len(st) == 0  # nothing imported: every file is checked first
     assert main(["results", "--import", str(tmp_path / "nope.jsonl.gz"), "--store", str(fresh)]) == 2
     store.close()
+
+
+# ----------------------------------------------------------------------------------- the committed reports
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+COMMITTED = sorted(p for p in RESULTS.glob("*/report.md"))
+
+
+def _group(runs: pd.DataFrame, experiment: str, **equal: float) -> pd.Series:
+    keep = runs["experiments"].str.split(";").apply(lambda names: experiment in names)
+    for col, value in equal.items():
+        keep &= np.isclose(runs[col], value) if isinstance(value, float) else runs[col] == value
+    return runs.loc[keep, "average_accuracy"]
+
+
+@pytest.mark.parametrize("page", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_report_tables_recompute_from_its_runs_csv(page: Path) -> None:
+    """Every mean ± s.e. of a committed report's Figure 1, 2 and 4 tables, recomputed with pandas from the
+    runs.csv beside it (the store behind the report is not needed)."""
+    folder, text = page.parent, page.read_text()
+    runs = pd.read_csv(folder / "runs.csv")
+    checked = 0
+    if (folder / "pruning.csv").exists():
+        for p in sorted(set(pd.read_csv(folder / "pruning.csv")["p"])):
+            cells = []
+            for st in ex.STRATEGIES:
+                acc = _group(runs, "pruning", strategy=st, final_free=float(p), rounds=1)
+                cells.append(_cell(acc.mean(), acc.sem()) if len(acc) else "–")
+            assert f"| {p:g} | " + " | ".join(cells) + " |" in text
+            checked += 1
+    if (folder / "budget.csv").exists():
+        for r in pd.read_csv(folder / "budget.csv").itertuples():
+            acc = _group(runs, "budget", final_free=float(r.p), rounds=int(r.N), retrain_epochs=int(r.R * r.N),
+                         schedule="uniform")
+            assert f"| {r.p:g} | {r.N} | {r.R} | {_cell(acc.mean(), acc.sem())} | {len(acc)} |" in text
+            checked += 1
+    if (folder / "nobudget.csv").exists():
+        for r in pd.read_csv(folder / "nobudget.csv").itertuples():
+            acc = _group(runs, "nobudget", final_free=float(r.p), rounds=int(r.N), retrain_epochs=int(r.B))
+            assert f"| {r.p:g} | {r.N} | {r.R} | {r.B} | {_cell(acc.mean(), acc.sem())} | {len(acc)} |" in text
+            checked += 1
+    assert checked > 0

@@ -650,7 +650,7 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
 
     used, experiments = _runs_used(s, names, analyses, lookup)
     runs = an.runs_table(list(used.values()), experiments)
-    runs.to_csv(out / "runs.csv", index=False, float_format="%.10g")
+    runs.to_csv(out / "runs.csv", index=False)  # full precision: recomputed means round as the report's
     w.files.append(out / "runs.csv")
     machine, seconds, span = _machine(list(used.values()))
 
