@@ -340,6 +340,65 @@ def test_fashion_mnist_system_package() -> None:
     assert [len(t) for t in bench.test] == [2000] * 5
 
 
+def test_padded_variant_reads_its_base_and_pads_with_black(tmp_path: Path) -> None:
+    arrays = fake_mnist(n_train=40, n_test=20)
+    write_mnist(tmp_path, arrays, gz=True)
+    check_available("fashion-mnist-32", tmp_path)
+    raw = load_raw("fashion-mnist-32", tmp_path)
+    assert raw.name == "fashion-mnist-32" and raw.image_shape == (1, 32, 32) and "zero-padded by 2 px" in raw.source
+    for part in ("train", "test"):
+        x = getattr(raw, f"{part}_x")
+        np.testing.assert_array_equal(x[:, 0, 2:30, 2:30], arrays[f"{part}_x"])  # the image, unchanged, centred
+        inner = np.zeros((32, 32), dtype=bool)
+        inner[2:30, 2:30] = True
+        assert (x[:, :, ~inner] == 0).all()  # a black border of 2 pixels
+        np.testing.assert_array_equal(getattr(raw, f"{part}_y"), arrays[f"{part}_y"])
+    bench = load_split_benchmark("fashion-mnist-32", tmp_path)
+    assert bench.input_shape == (1, 32, 32) and bench.name == "fashion-mnist-32"
+    assert datasets.default_data_dir("fashion-mnist-32") == datasets.default_data_dir("fashion-mnist")
+    with pytest.raises(DataNotFoundError, match="fashion-mnist"):
+        check_available("fashion-mnist-32", tmp_path / "empty")
+
+
+def test_padded_fashion_mnist_from_the_system_package() -> None:
+    if not datasets.FASHION_MNIST_SYSTEM_DIR.is_dir():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    raw = load_raw("fashion-mnist-32")
+    assert raw.train_x.shape == (60000, 1, 32, 32) and raw.test_x.shape == (10000, 1, 32, 32)
+
+
+def test_train_size_keeps_a_stratified_nested_subsample_and_the_same_val_and_test(mnist_dir: Path) -> None:
+    full = load_split_benchmark("mnist", mnist_dir, val_size=0.1)
+    small = load_split_benchmark("mnist", mnist_dir, val_size=0.1, train_size=20)
+    smaller = load_split_benchmark("mnist", mnist_dir, val_size=0.1, train_size=10)
+    again = load_split_benchmark("mnist", mnist_dir, val_size=0.1, train_size=20)
+    pixels = untag(full)
+    for t in range(full.n_tasks):
+        assert len(small.train[t]) == 20 and len(smaller.train[t]) == 10
+        assert torch.equal(small.val[t], full.val[t]) and torch.equal(small.test[t], full.test[t])
+        assert set(small.train[t].tolist()) <= set(full.train[t].tolist())
+        assert set(smaller.train[t].tolist()) <= set(small.train[t].tolist())
+        assert torch.equal(small.train[t], again.train[t])  # deterministic
+        np.testing.assert_array_equal(np.bincount(small.y[small.train[t]].numpy(), minlength=2), [10, 10])
+    # the samples kept are the same images: x is built from the same files in the same order
+    np.testing.assert_array_equal(untag(small)[torch.cat(small.val).numpy()], pixels[torch.cat(full.val).numpy()])
+    with pytest.raises(ValueError, match="train_size=100 exceeds the 72 samples of task 0"):
+        load_split_benchmark("mnist", mnist_dir, val_size=0.1, train_size=100)
+
+
+def test_test_size_keeps_a_stratified_part_of_each_test_set(mnist_dir: Path) -> None:
+    full = load_split_benchmark("mnist", mnist_dir)
+    small = load_split_benchmark("mnist", mnist_dir, test_size=10)
+    for t in range(full.n_tasks):
+        assert len(small.test[t]) == 10 and set(small.test[t].tolist()) <= set(full.test[t].tolist())
+        np.testing.assert_array_equal(np.bincount(small.y[small.test[t]].numpy(), minlength=2), [5, 5])
+        assert torch.equal(small.train[t], full.train[t]) and torch.equal(small.val[t], full.val[t])
+    both = load_split_benchmark("mnist", mnist_dir, test_size=10, train_size=20)
+    assert all(torch.equal(a, b) for a, b in zip(both.test, small.test))  # independent of train_size
+    with pytest.raises(ValueError, match="test_size=21 exceeds the 20 samples"):
+        load_split_benchmark("mnist", mnist_dir, test_size=21)
+
+
 # --------------------------------------------------------------------------------------------- download
 
 
@@ -509,7 +568,10 @@ def test_n_tasks_subset(mnist_dir: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"name": "imagenet"}, "mnist, fashion-mnist, cifar10, mnist-5k"),
+        ({"name": "imagenet"}, "mnist, fashion-mnist, cifar10, mnist-5k, fashion-mnist-32"),
+        ({"train_size": 1}, "train_size"),
+        ({"train_size": 10.5}, "train_size"),
+        ({"test_size": 0}, "test_size"),
         ({"n_tasks": 0}, "n_tasks"),
         ({"n_tasks": 6}, "n_tasks"),
         ({"n_tasks": True}, "n_tasks"),
@@ -556,8 +618,8 @@ def test_make_split_benchmark_from_raw() -> None:
 
 
 def test_benchmark_names() -> None:
-    assert BENCHMARKS[:4] == ("mnist", "fashion-mnist", "cifar10", "mnist-5k")  # the Split benchmarks
-    assert {"permuted-mnist-5k", "rotated-fashion-mnist"} <= set(BENCHMARKS[4:]) and len(BENCHMARKS) == 12
+    assert BENCHMARKS[:5] == ("mnist", "fashion-mnist", "cifar10", "mnist-5k", "fashion-mnist-32")  # Split
+    assert {"permuted-mnist-5k", "rotated-fashion-mnist"} <= set(BENCHMARKS[5:]) and len(BENCHMARKS) == 15
     bench = load_split_benchmark("mnist-5k", val_size=0.1, class_order_seed=3)
     assert bench.name == "mnist-5k" and bench.n_tasks == 5
     assert sum(len(t) for t in bench.train) + sum(len(v) for v in bench.val) == 4000

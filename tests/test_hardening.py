@@ -507,7 +507,7 @@ def test_export_names_the_formats_that_exist(tmp_path, capsys):
     with RunStore(tmp_path / "s.sqlite") as s:
         s.put(make_record())
     refused(capsys, ["results", "--store", str(tmp_path / "s.sqlite"), "--export", str(tmp_path / "out.xlsx")],
-            "the formats are .csv (one row per run) and .json (the full records)")
+            "the formats are .csv (one row per run), .json (the full records) and .jsonl")
     assert not (tmp_path / "out.xlsx").exists()
 
 

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from sleepcl.study.matching import (
     MatchResult,
     agreement,
+    bootstrap_draws,
     compression_ratio,
     fit_monotone,
     invert_monotone,
     match_by_minimize_scalar,
     match_by_monotone_fit,
+    matched_u_replicates,
 )
 
 # Baseline ("Memory") accuracy: logistic in u = log(1 - p), centre at p ~ 0.993.
@@ -133,6 +135,10 @@ def test_minimize_scalar_flags_unreachable_target(target: float, side: str) -> N
     assert not r.in_range
     assert math.isnan(r.p_match) and math.isnan(r.compression)
     assert side in r.message and "widen the bounds" in r.message
+    assert r.message.startswith("out of range")
+    # the message names the end of the compression range the match lies beyond
+    edge = compression_ratio(P_PN, 0.5 if side == "above" else 0.999)
+    assert f"{edge:.3g}x compression" in r.message
     assert r.evaluations
 
 
@@ -193,7 +199,58 @@ def test_bootstrap_is_reproducible_and_default_size_runs() -> None:
     b = match_by_monotone_fit(GRID, acc, TARGET, seed=3, p_packnet=P_PN)
     assert a == b
     assert a.ci_low < P_TRUE < a.ci_high
-    assert "1000 seed resamples" in a.message
+    assert "1000 resamples of the baseline's seeds (PackNet's target held fixed)" in a.message
+
+
+def test_bootstrap_of_both_sides_widens_the_interval_by_packnets_noise() -> None:
+    """PackNet's target is a mean over seeds too: resampling its seeds widens the interval."""
+    rng = np.random.default_rng(4)
+    acc = noisy_grid(0.002, n_seeds=6, rng=rng)
+    packnet = TARGET + rng.normal(0, 0.01, size=6)
+    packnet += TARGET - packnet.mean()  # the same target, noisy seeds
+    fixed = match_by_monotone_fit(GRID, acc, TARGET, p_packnet=P_PN, n_bootstrap=400)
+    both = match_by_monotone_fit(GRID, acc, TARGET, target_samples=packnet, p_packnet=P_PN, n_bootstrap=400)
+    assert both.p_match == fixed.p_match and both.compression == fixed.compression  # the same point estimate
+    assert both.compression_ci_low <= both.compression <= both.compression_ci_high
+    width = lambda r: r.compression_ci_high - r.compression_ci_low  # noqa: E731
+    assert width(both) > 2 * width(fixed)
+    assert "and, independently, PackNet's" in both.message
+
+
+def test_paired_bootstrap_cancels_effects_the_two_sides_share() -> None:
+    """A seed that is good for PackNet is good for the baseline too: drawing seeds once for both cancels it."""
+    rng = np.random.default_rng(5)
+    seed_effect = rng.normal(0, 0.01, size=6)
+    acc = acc_mem(np.array(GRID))[None, :] + seed_effect[:, None]
+    packnet = TARGET + seed_effect
+    target = float(packnet.mean())
+    paired = match_by_monotone_fit(GRID, acc, target, target_samples=packnet, paired=True, p_packnet=P_PN,
+                                   n_bootstrap=300)
+    independent = match_by_monotone_fit(GRID, acc, target, target_samples=packnet, p_packnet=P_PN, n_bootstrap=300)
+    assert paired.compression_ci_high - paired.compression_ci_low < 0.5 * (
+        independent.compression_ci_high - independent.compression_ci_low)
+    assert "redrawing PackNet's and the baseline's runs of the same seeds" in paired.message
+
+
+def test_matched_u_replicates_use_the_given_draws() -> None:
+    acc = noisy_grid(0.003, n_seeds=4, rng=np.random.default_rng(2))
+    u = np.log1p(-np.array(GRID))[::-1]
+    rows = bootstrap_draws(4, 50, seed=9)
+    assert rows.shape == (50, 4) and np.array_equal(rows, bootstrap_draws(4, 50, seed=9))
+    packnet = np.full(4, TARGET)
+    reps = matched_u_replicates(u, acc[:, ::-1], packnet, rows, rows)
+    one = invert_monotone(fit_monotone(u, acc[rows[7]][:, ::-1].mean(axis=0)), TARGET)
+    assert reps.shape == (50,) and reps[7] == pytest.approx(one)
+
+
+def test_target_samples_must_agree_with_the_target() -> None:
+    acc = noisy_grid(0.003, n_seeds=4, rng=np.random.default_rng(2))
+    with pytest.raises(ValueError, match="not the mean"):
+        match_by_monotone_fit(GRID, acc, TARGET, target_samples=[TARGET + 0.1] * 4)
+    with pytest.raises(ValueError, match="as many target samples"):
+        match_by_monotone_fit(GRID, acc, TARGET, target_samples=[TARGET] * 3, paired=True)
+    with pytest.raises(ValueError, match="needs target_samples"):
+        match_by_monotone_fit(GRID, acc, TARGET, paired=True)
 
 
 @pytest.mark.parametrize(("target", "side", "need"), [(0.9999, "above", "lower p"), (0.3, "below", "higher p")])

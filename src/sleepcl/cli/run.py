@@ -87,6 +87,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "T(T+1)/2 task evaluations; training is the same whatever K is")
     p.add_argument("--val-size", type=finite_float, default=0.1,
                    help="validation data held out of each task's training set: a fraction < 1 or a count")
+    p.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="keep N training samples per task (stratified by class, fixed seed; default: all), "
+                        "for a network too slow for the whole dataset on this machine")
+    p.add_argument("--test-size", type=int, default=None, metavar="N",
+                   help="keep N test samples per task (stratified by class, fixed seed; default: all)")
     p.add_argument("--class-order-seed", type=int, default=None,
                    help="shuffle the classes before pairing them (default: classes in order)")
     p.add_argument("--widths", default=None, help="layer widths, e.g. 256,256 (MLP) or 32,64,128,128,1024 (VGG)")
@@ -110,7 +115,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_configs_from_args(args: argparse.Namespace) -> list:
     from ..config import MAX_RUNS, RunConfig, parse_float_list, parse_int_list
-    from ..data.split import default_n_tasks
+    from ..data.split import check_subsample_size, default_n_tasks
+    from ..runs.runner import SUBSAMPLES
 
     seeds = parse_int_list(args.seeds, "--seeds")
     ps = parse_float_list(args.final_free)
@@ -125,12 +131,15 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     options = parse_options(args.strategy_option, "--strategy-option")
     tasks = dict(class_groups=args.class_groups, permutations=args.permutations, rotations=args.rotations)
     n_tasks = args.tasks if args.tasks is not None else default_n_tasks(args.benchmark, **tasks)
+    extra = {what: getattr(args, what) for what in SUBSAMPLES if getattr(args, what) is not None}
+    for what, size in extra.items():
+        check_subsample_size(size, f"--{what.replace('_', '-')}")
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
-                         eval_every=args.eval_every, **tasks)
+                         eval_every=args.eval_every, extra=extra, **tasks)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 
@@ -208,6 +217,28 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
 
 # -- sleepcl results ---------------------------------------------------------------------------------
 
+def import_results(files: Sequence[str], store_path: str | None) -> int:
+    """``sleepcl results --import``: every file read and checked before the store is touched, then the runs
+    the store lacks added in one transaction."""
+    from ..runs.records import check_records, read_records
+
+    records: dict[str, dict[str, Any]] = {}
+    for f in files:
+        if not Path(f).is_file():
+            raise ValueError(f"--import: no file {f}")
+        try:
+            found = read_records(f)
+        except (OSError, EOFError, ValueError) as e:
+            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
+        records.update((r["config_hash"], r) for r in check_records(found, f))
+    store = open_store(store_path)
+    new = store.missing(records)
+    store.put_many(records[h] for h in new)
+    print(f"imported {len(new)} runs into {store.path} ({len(records) - len(new)} of the {len(records)} "
+          "were already stored and kept)")
+    return 0
+
+
 def add_results_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("results", help="list, filter and export stored runs",
                        description="List runs in the results store, filtered by config values, and export "
@@ -216,7 +247,11 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--store", default=None, metavar="FILE", help=f"results store (default ${STORE_ENV} or the user cache)")
     p.add_argument("--export", default=None, metavar="FILE",
-                   help="write the selected runs to FILE: .csv (one row per run) or .json (the full records)")
+                   help="write the selected runs to FILE: .csv (a table), .json, or .jsonl / .jsonl.gz (full "
+                        "records, one a line: what --import reads)")
+    p.add_argument("--import", dest="import_files", nargs="+", default=None, metavar="FILE",
+                   help="add the runs in FILE (.jsonl[.gz] or .json records, e.g. docs/results/runs/*.jsonl.gz) to "
+                        "the store, so that `sleepcl study` finds them instead of training; runs already stored are kept")
     p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
                                         "retrain_epochs,average_accuracy,final_free_fraction",
                    help="columns to show")
@@ -258,11 +293,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     from ..runs.store import EXPORT_FORMATS
 
     filters = parse_filters(args.filters)
+    if args.import_files:
+        return import_results(args.import_files, args.store)
     if args.export:
         export = Path(args.export)
-        if export.suffix.lower().lstrip(".") not in EXPORT_FORMATS:
-            raise ValueError(f"--export {export}: the formats are .csv (one row per run) and .json (the full "
-                             f"records); give a file name ending in .csv or .json")
+        if not export.name.lower().endswith(tuple(f".{f}" for f in EXPORT_FORMATS)):
+            raise ValueError(f"--export {export}: the formats are .csv (one row per run), .json (the full "
+                             f"records) and .jsonl / .jsonl.gz (one full record a line, what --import reads); "
+                             f"give a file name ending in one of them")
         check_writable(export, "--export", "runs.csv")
     store = open_store(args.store, read_only=True)  # reading never needs to write, so a read-only store lists
     path = store.path

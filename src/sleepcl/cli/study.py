@@ -171,4 +171,4 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_claims(res, con) -> None:
     for c in res.claims:
-        con.print(f"claim ({c.key}): [bold]{c.verdict}[/] — {c.statement}")
+        con.print(f"claim ({c.key}): [bold]{c.summary()}[/] — {c.statement}")

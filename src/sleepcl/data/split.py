@@ -16,6 +16,10 @@ tensors for its train/val/test parts; :meth:`SplitBenchmark.inputs`, :meth:`~Spl
 * the dataset's official train part of a task's classes gives its train and val parts (val held out
   stratified by class, deterministically: seed ``VAL_SEED`` combined with ``class_order_seed``); the
   official test part gives its test part;
+* ``train_size`` and ``test_size`` (optional) keep that many of each task's train (test) samples,
+  stratified by class, drawn with seed ``SUBSAMPLE_SEED`` (combined with ``class_order_seed``); the
+  train subsample is drawn after the val part is held out, so val is the same with and without it,
+  and a smaller subsample is part of a larger one. For a network too slow for the whole dataset;
 * pixels are scaled to [0, 1] and normalised per channel with the mean/std of the *train* parts
   (val and test excluded) of the chosen tasks; ``x`` holds them as float32, sample ``i`` of task ``task[i]``.
 
@@ -46,18 +50,20 @@ from .transforms import MAX_TASKS as MAX_OWNER_TASKS
 from .transforms import (TRANSFORMS, PixelMaps, canonical_permutations, canonical_rotations, check_n_tasks,
                          parse_permutations, parse_rotations, task_pixel_maps)
 
-__all__ = ["BENCHMARKS", "SplitBenchmark", "TaskIndices", "VAL_SEED", "canonical_task_spec", "check_tasks",
-           "class_pairs", "default_n_tasks", "load_split_benchmark", "make_split_benchmark", "make_transformed_benchmark",
-           "parse_benchmark", "parse_class_groups"]
+__all__ = ["BENCHMARKS", "SUBSAMPLE_SEED", "SplitBenchmark", "TaskIndices", "VAL_SEED", "canonical_task_spec",
+           "check_subsample_size", "check_tasks", "class_pairs", "default_n_tasks", "load_split_benchmark",
+           "make_split_benchmark", "make_transformed_benchmark", "parse_benchmark", "parse_class_groups"]
 
 BENCHMARKS: tuple[str, ...] = DATASETS + tuple(f"{t}-{d}" for t in TRANSFORMS for d in DATASETS)
-"""Valid benchmark names: the datasets ("mnist", "fashion-mnist", "cifar10", "mnist-5k") cut into Split tasks,
-then "permuted-" and "rotated-" each of them."""
+"""Valid benchmark names: the datasets ("mnist", "fashion-mnist", "cifar10", "mnist-5k", "fashion-mnist-32") cut
+into Split tasks, then "permuted-" and "rotated-" each of them."""
 
 MAX_TASKS = N_CLASSES // 2
 """Split tasks: at most 5 (pairs of the 10 classes; a task needs two classes)."""
 VAL_SEED = 0
 """Fixed seed of the train/val hold-out (combined with ``class_order_seed``)."""
+SUBSAMPLE_SEED = 1
+"""Fixed seed of the ``train_size``/``test_size`` subsamples (combined with ``class_order_seed``)."""
 
 
 def parse_benchmark(name: str) -> tuple[str | None, str]:
@@ -329,16 +335,21 @@ def load_split_benchmark(
     transform_seed: int = 0,
     permutations: str | None = None,
     rotations: str | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
 ) -> SplitBenchmark:
     """Load benchmark ``name`` (see :data:`BENCHMARKS`) as ``n_tasks`` tasks.
 
     ``n_tasks=None``: 5 class pairs (Split), one task per group of ``class_groups`` or per entry of
     ``permutations``/``rotations``, else 5. ``val_size``: fraction (float in [0, 1)) of each task's train
-    part, or a count (int >= 0) per task, held out as its val part. Other arguments: the module docstring
+    part, or a count (int >= 0) per task, held out as its val part. ``train_size``/``test_size``: keep only
+    this many train/test samples per task (None: all; Permuted/Rotated: of the images every task shares). Other arguments: the module docstring
     and :mod:`sleepcl.data.transforms`. Arguments are validated before any file is read (ValueError).
     """
     transform, dataset = parse_benchmark(name)
     _check_val_size(val_size)
+    check_subsample_size(train_size, "train_size")
+    check_subsample_size(test_size, "test_size")
     if n_tasks is None:
         n_tasks = default_n_tasks(name, class_groups=class_groups, permutations=permutations, rotations=rotations)
     check_tasks(name, n_tasks, class_order_seed=class_order_seed, class_groups=class_groups,
@@ -346,10 +357,10 @@ def load_split_benchmark(
     if transform is None:
         groups = parse_class_groups(class_groups) if class_groups is not None else class_pairs(class_order_seed, n_tasks)
         return make_split_benchmark(load_raw(dataset, data_dir, download), groups, val_size=val_size,
-                                    seed=class_order_seed)
+                                    seed=class_order_seed, train_size=train_size, test_size=test_size)
     spec = permutations if transform == "permuted" else rotations
     return make_transformed_benchmark(load_raw(dataset, data_dir, download), transform, n_tasks, val_size=val_size,
-                                      seed=transform_seed, spec=spec)
+                                      seed=transform_seed, spec=spec, train_size=train_size, test_size=test_size)
 
 
 def make_split_benchmark(
@@ -358,14 +369,19 @@ def make_split_benchmark(
     *,
     val_size: float | int = 0.1,
     seed: int | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
 ) -> SplitBenchmark:
     """Build the benchmark from an already-loaded :class:`RawDataset` (separate so tests need no files).
 
     ``pairs``: each task's classes, in label order: pairs, or groups of any size >= 2.
     """
     _check_val_size(val_size)
+    check_subsample_size(train_size, "train_size")
+    check_subsample_size(test_size, "test_size")
     groups = tuple(tuple(int(c) for c in g) for g in pairs)
-    images, labels, task, train, val, test = _select_and_split(raw, groups, val_size, seed)
+    images, labels, task, train, val, test = _select_and_split(raw, groups, val_size, seed, train_size,
+                                                                      test_size)
     class_task, class_label = _class_maps(groups)
     mean, std = _channel_stats(images[np.concatenate(train)])
     return SplitBenchmark(
@@ -391,6 +407,8 @@ def make_transformed_benchmark(
     val_size: float | int = 0.1,
     seed: int = 0,
     spec: str | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
 ) -> SplitBenchmark:
     """``n_tasks`` tasks of all classes of ``raw``, task ``t`` through its own pixel map (module docstring).
 
@@ -402,7 +420,8 @@ def make_transformed_benchmark(
     check_n_tasks(n_tasks, name)
     taps, weights = task_pixel_maps(transform, raw.image_shape, n_tasks, seed, spec)
     every_class = (tuple(range(N_CLASSES)),)
-    images, labels, _, (train,), (val,), (test,) = _select_and_split(raw, every_class, val_size, None)
+    images, labels, _, (train,), (val,), (test,) = _select_and_split(raw, every_class, val_size, None,
+                                                                       train_size, test_size)
     mean, std = _channel_stats(images[train])
     stride = len(images)
     return SplitBenchmark(
@@ -450,6 +469,25 @@ def _check_val_size(val_size: float | int) -> None:
         raise ValueError(f"val_size must be a float in [0, 1) or an int >= 0, got {type(val_size).__name__}")
 
 
+def check_subsample_size(size: int | None, what: str = "train_size") -> None:
+    """A subsample size is None (every sample) or a count of at least 2 per task (one per class)."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"{what} must be None (all samples) or an integer >= 2 per task, got {size!r}")
+
+
+def _subsample(idx: np.ndarray, labels: np.ndarray, size: int | None, rng: np.random.Generator, what: str,
+               t: int) -> np.ndarray:
+    """``size`` of one task's indices (all for None), stratified by class, sorted; ``what`` names them."""
+    if size is None:
+        return idx
+    if size > len(idx):
+        raise ValueError(f"{what}={size} exceeds the {len(idx)} samples of task {t}; choose a smaller "
+                         "count or None for all")
+    return idx[stratified_holdout(labels[idx], size, rng)]
+
+
 def _class_maps(groups: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
     """Lookup tables class -> task (-1 if unused) and class -> label within its task (its place in its group)."""
     flat = [c for group in groups for c in group]
@@ -466,9 +504,11 @@ def _class_maps(groups: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.nda
 
 
 def _select_and_split(raw: RawDataset, groups: tuple[tuple[int, ...], ...], val_size: float | int,
-                      seed: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list, list]:
+                      seed: int | None, train_size: int | None = None, test_size: int | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list, list]:
     """The images of the groups' classes (official train part first), their classes and tasks, and per task
-    its train/val/test indices into them (val stratified by class, drawn task by task from one generator)."""
+    its train/val/test indices into them (val stratified by class, drawn task by task from one generator;
+    then the ``train_size``/``test_size`` subsamples, each from its own generator)."""
     class_task, _ = _class_maps(groups)
     keep_train = class_task[raw.train_y] >= 0
     keep_test = class_task[raw.test_y] >= 0
@@ -477,12 +517,16 @@ def _select_and_split(raw: RawDataset, groups: tuple[tuple[int, ...], ...], val_
     is_test = np.repeat([False, True], [int(keep_train.sum()), int(keep_test.sum())])
     task = class_task[labels]
     rng = np.random.default_rng([VAL_SEED] if seed is None else [VAL_SEED, seed])
+    # one stream per part, so the test subsample does not depend on whether train is subsampled
+    train_rng, test_rng = (np.random.default_rng([SUBSAMPLE_SEED, part] + ([] if seed is None else [seed]))
+                           for part in (0, 1))
     train, val, test = [], [], []
     for t in range(len(groups)):
         tr, va = _train_val(np.flatnonzero((task == t) & ~is_test), labels, val_size, rng, raw.name, t)
-        train.append(tr)
+        train.append(_subsample(tr, labels, train_size, train_rng, f"{raw.name} train_size", t))
         val.append(va)
-        test.append(np.flatnonzero((task == t) & is_test))
+        test.append(_subsample(np.flatnonzero((task == t) & is_test), labels, test_size, test_rng,
+                               f"{raw.name} test_size", t))
     return images, labels, task, train, val, test
 
 

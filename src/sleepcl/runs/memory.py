@@ -40,6 +40,7 @@ DATASET_SHAPES: dict[str, tuple[int, tuple[int, ...]]] = {
     "fashion-mnist": (70_000, (1, 28, 28)),
     "cifar10": (60_000, (3, 32, 32)),
     "mnist-5k": (5_000, (1, 28, 28)),
+    "fashion-mnist-32": (70_000, (1, 32, 32)),
 }
 #: Memory a training process needs besides members and data (see module doc).
 WORKSPACE_BYTES = 256 * 2**20

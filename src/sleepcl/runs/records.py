@@ -6,6 +6,7 @@ One record per population member. The record is the unit the results store keeps
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import os
@@ -21,7 +22,8 @@ from ..files import atomic_write_bytes
 from ..metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
 from ..engine.population import MemberResult
 
-__all__ = ["environment", "make_record", "read_records", "records_json", "write_records"]
+__all__ = ["JSONL_SUFFIXES", "check_records", "environment", "make_record", "read_records", "records_json",
+           "write_records"]
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
@@ -83,16 +85,55 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+"""Files of one record per line (``.jsonl.gz`` gzipped): the study's committed exports."""
+
+
 def records_json(records: Iterable[dict[str, Any]]) -> bytes:
     """The JSON list of ``records`` that ``--output`` files hold."""
     return (json.dumps(list(records), indent=1) + "\n").encode()
 
 
 def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a JSON list of records atomically (:mod:`sleepcl.files`: a private temporary file, then rename)."""
-    atomic_write_bytes(path, records_json(records))
+    """Write records atomically (:mod:`sleepcl.files`: a private temporary file, then rename): a JSON list,
+    or one record per line for ``.jsonl`` and ``.jsonl.gz`` (keys sorted, no timestamp in the gzip header:
+    the same records give the same bytes, so a re-export of unchanged runs does not change a committed file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(JSONL_SUFFIXES):
+        text = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode()
+        atomic_write_bytes(path, gzip.compress(text, mtime=0) if path.name.endswith(".gz") else text)
+    else:
+        atomic_write_bytes(path, records_json(records))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    data = json.loads(Path(path).read_text())
+    """The records in ``path``: a JSON list (or one object), or one record per line (``.jsonl[.gz]``)."""
+    path = Path(path)
+    if path.name.endswith(JSONL_SUFFIXES):
+        with (gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz")
+              else open(path, encoding="utf-8")) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    data = json.loads(path.read_text())
     return data if isinstance(data, list) else [data]
+
+
+def check_records(records: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """The records, each checked to be a run record whose config still hashes to its ``config_hash`` (so
+    that an imported run is found by the study that asks for that config); ValueError naming the first
+    that is not, and why."""
+    from ..config import RunConfig
+
+    out = []
+    for i, r in enumerate(records, start=1):
+        if not isinstance(r, dict) or not {"config_hash", "config", "average_accuracy"} <= set(r):
+            raise ValueError(f"{source}: record {i} is not a run record (needs config_hash, config, average_accuracy)")
+        try:
+            h = RunConfig.from_dict(r["config"]).hash()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: record {i} has a config this version of sleepcl refuses: {e}") from e
+        if h != r["config_hash"]:
+            raise ValueError(f"{source}: record {i}'s config hashes to {h[:12]}…, not its config_hash "
+                             f"{r['config_hash'][:12]}… (written by a sleepcl whose configs differ); not importing")
+        out.append(r)
+    return out

@@ -20,13 +20,13 @@ import torch
 
 from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
+from ..data.split import SplitBenchmark, check_subsample_size, load_split_benchmark, parse_benchmark
 from ..engine.population import Event, head_size, train_population
 from ..models import build_network, is_factory
 from ..strategies import get_strategy
 from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
     plan_population
 from .records import environment, make_record
-from ..data.split import SplitBenchmark, load_split_benchmark, parse_benchmark
 from .store import RunStore
 
 __all__ = ["BenchmarkCache", "Executor", "InProcess", "PopulationEvent", "group_populations", "memory_plan",
@@ -73,6 +73,10 @@ def group_populations(configs: Iterable[RunConfig], max_size: int | None = None)
         step = max_size or len(members)
         out.extend(members[i:i + step] for i in range(0, len(members), step))
     return out
+
+
+SUBSAMPLES = ("train_size", "test_size")
+"""Keys of ``RunConfig.extra`` that subsample each task's train/test data (:func:`load_split_benchmark`)."""
 
 
 def memory_plan(config: RunConfig, device: torch.device, max_memory: int | None = None) -> MemoryPlan:
@@ -123,6 +127,9 @@ class BenchmarkCache:
         self._cache: dict[tuple[Any, ...], SplitBenchmark] = {}
 
     def check(self, configs: Sequence[RunConfig]) -> None:
+        for c in configs:
+            for what in SUBSAMPLES:
+                check_subsample_size(c.extra.get(what), what)
         for name in sorted({parse_benchmark(c.benchmark)[1] for c in configs}):  # the datasets' files
             check_available(name, self.data_dir, self.download)
 
@@ -131,7 +138,9 @@ class BenchmarkCache:
         """The fields of ``c`` that decide its task sequence (load_split_benchmark's arguments)."""
         return dict(val_size=c.val_size, class_order_seed=c.class_order_seed, n_tasks=c.n_tasks,
                     class_groups=c.class_groups, transform_seed=c.transform_seed, permutations=c.permutations,
-                    rotations=c.rotations)
+                    rotations=c.rotations,
+                    # extra["train_size"], extra["test_size"]: samples kept per task (a subsampled study)
+                    **{what: c.extra.get(what) for what in SUBSAMPLES})
 
     def key(self, c: RunConfig) -> tuple[Any, ...]:
         """What decides the benchmark a config trains on: configs with equal keys share one."""

@@ -42,7 +42,7 @@ __all__ = ["APPLICATION_ID", "EXPORT_FORMATS", "INDEXED_CONFIG_KEYS", "SCHEMA_VE
 SCHEMA_VERSION = 1
 #: ``PRAGMA application_id`` of a sleepcl store ("slcl"): tells it from another application's SQLite file.
 APPLICATION_ID = 0x736C636C
-EXPORT_FORMATS = ("csv", "json")
+EXPORT_FORMATS = ("csv", "json", "jsonl", "jsonl.gz")
 
 #: Config keys copied into their own indexed columns (name -> SQLite column type).
 INDEXED_CONFIG_KEYS: dict[str, str] = {
@@ -459,17 +459,24 @@ class RunStore:
         return pd.DataFrame.from_records(rows)
 
     def export(self, path: str | Path, fmt: str | None = None, **filters: Any) -> Path:
-        """Write the (filtered) runs to ``path`` as CSV (the DataFrame) or JSON (list of full records).
+        """Write the (filtered) runs to ``path`` as CSV (the DataFrame), JSON (list of full records) or
+        JSONL (one full record per line; ``.jsonl.gz`` gzipped), the form ``sleepcl results --import`` reads.
 
         ``fmt`` defaults to the file suffix. The file is written beside the target and moved
         into place, so a reader never sees half an export.
         """
         path = Path(path)
+        if fmt is None and path.name.endswith((".jsonl", ".jsonl.gz")):
+            from .records import write_records  # records.py needs torch; the store alone does not
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_records(path, self.query(**filters))
+            return path
         fmt = (fmt or path.suffix.lstrip(".")).lower()
-        if fmt not in EXPORT_FORMATS:
-            raise ValueError(f"cannot export to {path.name}: the formats are {' and '.join(EXPORT_FORMATS)} "
-                             f"(CSV: one row per run; JSON: the full records); give a file name ending in "
-                             f".{' or .'.join(EXPORT_FORMATS)}")
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"cannot export to {path.name}: the formats are {', '.join(EXPORT_FORMATS)} "
+                             f"(CSV: one row per run; JSON: the full records; JSONL: one full record a line, what "
+                             f"--import reads); give a file name ending in .{' or .'.join(EXPORT_FORMATS)}")
         with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
             if fmt == "csv":
                 self.to_dataframe(**filters).to_csv(fh, index=False)

@@ -1,13 +1,17 @@
-"""From stored runs to the study's numbers: means and standard errors over seeds, matches, best N, claims.
+"""From stored runs to the study's numbers: means and standard errors over seeds, matches, best N, tests.
 
 Everything here is computed from records (the dicts :func:`sleepcl.runs.records.make_record` writes and the
 store returns); nothing trains. Each ``analyse_*`` function takes the preset's :class:`StudySettings`
 and a :class:`~sleepcl.study.run.RecordLookup`, reads exactly the runs the experiment's configs name
-(so unrelated runs in the same store never leak in), and says how many are still missing.
+(so unrelated runs in the same store never leak in), and says how many are still missing. Differences
+between groups of runs are tested as :mod:`sleepcl.study.stats` says (paired by seed where the seeds are
+shared); "the best N" is chosen on one half of the seeds and tested on the other. The verdicts on the
+paper's claims are :mod:`sleepcl.study.claims`'.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -16,7 +20,6 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .matching import MatchResult, agreement
 from . import paper
 from .experiments import (
     BASELINES,
@@ -29,22 +32,29 @@ from .experiments import (
     pruning_configs,
     schedules_configs,
 )
+from .matching import MatchResult, agreement, bootstrap_draws, matched_u_replicates
 from .run import MatchingSearch, RecordLookup, baseline_grid, matching_searches, monotone_match
+from .stats import Comparison, Selection, compare_by_seed, selection_for
 
 __all__ = [
-    "Claim",
+    "BudgetResult",
+    "MatchingResult",
+    "NoBudgetResult",
+    "PruningResult",
+    "RUN_COLUMNS",
+    "SchedulesResult",
     "analyse_budget",
     "analyse_matching",
     "analyse_nobudget",
     "analyse_pruning",
     "analyse_schedules",
-    "check_claims",
     "mean_se",
     "records_frame",
+    "runs_table",
+    "spearman",
 ]
 
 NAN = float("nan")
-SUPPORTED, PARTLY, NOT_SUPPORTED, NO_DATA = "supported", "partly supported", "not supported", "no data"
 
 
 # --------------------------------------------------------------------------------------------- basics
@@ -101,6 +111,51 @@ def per_task(df: pd.DataFrame) -> tuple[list[float], list[float]]:
     return means, ses
 
 
+def by_seed(df: pd.DataFrame, seeds: Iterable[int] | None = None) -> dict[int, float]:
+    """``{seed: accuracy}`` of the runs in ``df`` (one run per seed), restricted to ``seeds`` if given."""
+    keep = df if seeds is None else df[df["seed"].isin(list(seeds))]
+    return {int(a): float(b) for a, b in zip(keep["seed"], keep["accuracy"])}
+
+
+RUN_COLUMNS: tuple[str, ...] = ("config_hash", "experiments", "strategy", "final_free", "rounds", "schedule",
+                                "epochs", "retrain_epochs", "seed")
+"""The columns every ``runs.csv`` starts with; every other config field that varies among its runs follows."""
+
+
+def runs_table(records: Sequence[Mapping[str, Any]], experiments: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """One row per run: its identity, the experiments that use it (``experiments``: hash -> names), every
+    config field that varies among ``records``, the final row of its accuracy matrix (``acc_task_j``),
+    their average, and the free fraction after each task. Sorted by config, so it diffs well."""
+    rows = []
+    for r in records:
+        c = dict(r["config"])
+        extra = c.pop("extra", None) or {}
+        row: dict[str, Any] = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in c.items()}
+        row.update(extra)
+        row["config_hash"] = r["config_hash"]
+        row["experiments"] = ";".join(experiments.get(r["config_hash"], ()))
+        row["average_accuracy"] = float(r["average_accuracy"])
+        row.update({f"acc_task_{j}": float(a) for j, a in enumerate(r["final_accuracy"], start=1)})
+        row.update({f"free_after_task_{j}": float(f)
+                    for j, f in enumerate(r.get("free_fraction_after_task") or [], start=1)})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*RUN_COLUMNS, "average_accuracy"])
+    config_keys = [k for k in df.columns if not k.startswith(("acc_task_", "free_after_task_"))
+                   and k not in RUN_COLUMNS and k != "average_accuracy"]
+    varying = [k for k in config_keys if df[k].astype(str).nunique() > 1]
+    metrics = ["average_accuracy", *sorted((k for k in df.columns if k.startswith("acc_task_")), key=_task_index),
+               *sorted((k for k in df.columns if k.startswith("free_after_task_")), key=_task_index)]
+    df = df[[*RUN_COLUMNS, *varying, *metrics]]
+    return df.sort_values(["strategy", "final_free", "rounds", "schedule", "retrain_epochs", "seed", "config_hash"],
+                          kind="stable").reset_index(drop=True)
+
+
+def _task_index(column: str) -> int:
+    return int(column.rsplit("_", 1)[1])
+
+
 @dataclass
 class Loaded:
     """The stored runs of one experiment and the configs still missing."""
@@ -140,8 +195,8 @@ def analyse_pruning(s: StudySettings, lookup: RecordLookup) -> PruningResult:
             continue
         pn = float(at["packnet"]["mean"].iloc[0])
         base = {b: float(at[b]["mean"].iloc[0]) for b in BASELINES}
-        rows.append({"p": p, "packnet": pn, **base, "gap_memory": base["memory"] - pn,
-                     "gap_multinet": base["multinet"] - pn, "gap_best": max(base.values()) - pn})
+        rows.append({"p": p, "packnet": pn, **base, **{f"gap_{b}": v - pn for b, v in base.items()},
+                     "gap_best": max(base.values()) - pn})
     return PruningResult(loaded, table, pd.DataFrame(rows))
 
 
@@ -157,10 +212,25 @@ class MatchRow:
     fit: MatchResult | None
     agreement: dict[str, Any] | None
     paper_compression: float | None
+    accuracy_gap: Comparison | None = None   # baseline - PackNet at the same p (Figure 1 runs), by seed
 
     @property
     def scalar(self) -> MatchResult | None:
         return self.search.result
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How the compression against one baseline changes from the smallest to the largest matched p."""
+
+    baseline: str
+    p_low: float
+    p_high: float
+    ratio: float        # compression at p_high / at p_low (monotone fit)
+    ci_low: float       # 95% bootstrap interval, both sides and both p resampled with the same seeds
+    ci_high: float
+    n_seeds: int
+    dropped: int        # resamples with both ends off the grid (no ratio)
 
 
 @dataclass
@@ -173,12 +243,13 @@ class MatchingResult:
     paper_key: str
     paper_caption: str
     notes: list[str] = field(default_factory=list)
+    growth: list[Growth] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
-        """Table 1: one row per (PackNet p, baseline), both methods and the paper's ratio."""
+        """Table 1: one row per (PackNet p, baseline), both methods, the accuracy test and the paper's ratio."""
         out = []
         for r in self.rows:
-            sc, fit = r.scalar, r.fit
+            sc, fit, gap = r.scalar, r.fit, r.accuracy_gap
             out.append({
                 "p_packnet": r.p, "baseline": r.baseline, "packnet_accuracy": r.target,
                 "p_match_minimize_scalar": sc.p_match if sc else NAN,
@@ -191,6 +262,9 @@ class MatchingResult:
                 "compression_ci_high": fit.compression_ci_high if fit else NAN,
                 "compression_rel_diff": r.agreement["compression_rel_diff"] if r.agreement else NAN,
                 "scalar_in_fit_ci": r.agreement["a_in_b_ci"] if r.agreement else None,
+                "accuracy_gap_same_p": gap.diff if gap else NAN, "accuracy_gap_se": gap.se if gap else NAN,
+                "accuracy_gap_n": gap.n if gap else 0, "accuracy_gap_pvalue": gap.pvalue if gap else NAN,
+                "accuracy_gap_test": gap.test if gap else "",
                 "compression_paper": NAN if r.paper_compression is None else r.paper_compression,
                 "status_minimize_scalar": match_status(r),
             })
@@ -205,21 +279,61 @@ def match_status(r: MatchRow) -> str:
     return "matched" if r.scalar.in_range else "out of range"
 
 
+def _packnet_seeds(s: StudySettings, lookup: RecordLookup, p: float) -> Loaded:
+    return load(lookup, [make_config(s, "packnet", p, seed) for seed in s.seeds])
+
+
+def _accuracy_gap(s: StudySettings, lookup: RecordLookup, baseline: str, p: float) -> Comparison | None:
+    """Baseline minus PackNet accuracy at the same p, from the Figure 1 runs, compared by seed."""
+    pn = by_seed(_packnet_seeds(s, lookup, p).frame)
+    base = by_seed(load(lookup, [make_config(s, baseline, p, seed) for seed in s.seeds]).frame)
+    return compare_by_seed(base, pn) if pn and base else None
+
+
+def compression_growth(s: StudySettings, lookup: RecordLookup, baseline: str, fits: Mapping[float, MatchResult],
+                       samples: Mapping[float, np.ndarray]) -> Growth | None:
+    """Compression at the largest over the smallest matched p, with a bootstrap interval in which every
+    resample draws one set of seeds for PackNet at both p and for the baseline's grid (all share seeds)."""
+    matched = sorted(p for p, f in fits.items() if f is not None and f.in_range)
+    if len(matched) < 2:
+        return None
+    lo_p, hi_p = matched[0], matched[-1]
+    ratio = fits[hi_p].compression / fits[lo_p].compression
+    ps, acc, _ = baseline_grid(s, lookup, baseline)
+    n = acc.shape[0]
+    if n < 2 or any(samples[p].size != n for p in (lo_p, hi_p)):
+        return Growth(baseline, lo_p, hi_p, ratio, NAN, NAN, n, 0)
+    order = np.argsort(-np.asarray(ps))
+    u = np.log1p(-np.asarray(ps)[order])
+    rows = bootstrap_draws(n, s.n_bootstrap, seed=0)
+    log_c = {p: math.log1p(-p) - matched_u_replicates(u, acc[:, order], samples[p], rows, rows)
+             for p in (lo_p, hi_p)}
+    with np.errstate(invalid="ignore"):
+        d = log_c[hi_p] - log_c[lo_p]
+    kept = d[~np.isnan(d)]
+    if kept.size == 0:
+        return Growth(baseline, lo_p, hi_p, ratio, NAN, NAN, n, int(d.size))
+    q = np.quantile(kept, [0.025, 0.975], method="inverted_cdf")
+    return Growth(baseline, lo_p, hi_p, ratio, float(np.exp(q[0])), float(np.exp(q[1])), n,
+                  int(d.size - kept.size))
+
+
 def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
-    key, caption = paper.paper_reference(s.benchmark)
+    key, caption = paper.paper_reference(s.benchmark, s.network, s.widths)
     paper_table = paper.TABLE1_COMPRESSION.get(key, {})
     paper_perf = paper.FIGURE3_AVERAGE_PERFORMANCE.get(key, {})
     searches = {(x.p_packnet, x.baseline): x for x in matching_searches(s, lookup)}
     notes: list[str] = []
 
-    # targets: PackNet at each matching p
-    target_rows, targets = [], {}
+    # targets: PackNet at each matching p, and its per-seed accuracies (the target's own uncertainty)
+    target_rows, targets, samples = [], {}, {}
     missing_static = 0
     for p in s.matching_ps:
-        ld = load(lookup, [make_config(s, "packnet", p, seed) for seed in s.seeds])
+        ld = _packnet_seeds(s, lookup, p)
         missing_static += ld.missing
         m, se, n = mean_se(ld.frame["accuracy"])
         targets[p] = m if ld.missing == 0 else None
+        samples[p] = np.array([v for _, v in sorted(by_seed(ld.frame).items())])
         target_rows.append({"p": p, "mean": m, "se": se, "n": n, "paper": paper_perf.get(p, NAN)})
 
     # baselines over the grid: the monotone fit (grid points lacking a seed are left out)
@@ -230,21 +344,28 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
         if left_out:
             notes.append(f"{b}: {left_out} grid point(s) not fully stored, left out of the fit")
 
-    rows = []
-    for p in s.matching_ps:
-        for b in BASELINES:
+    rows, growth = [], []
+    for b in BASELINES:
+        fits: dict[float, MatchResult | None] = {}
+        for p in s.matching_ps:
             fit = None
             if targets[p] is not None:
-                fit = monotone_match(s, lookup, b, p, targets[p], n_bootstrap=s.n_bootstrap)
+                fit = monotone_match(s, lookup, b, p, targets[p], n_bootstrap=s.n_bootstrap,
+                                     target_samples=samples[p])
+            fits[p] = fit
             search = searches[(p, b)]
             agree = agreement(search.result, fit) if search.result is not None and fit is not None else None
             paper_c = paper_table.get(p, {}).get(b)
-            rows.append(MatchRow(p, b, targets[p], search, fit, agree, paper_c))
+            rows.append(MatchRow(p, b, targets[p], search, fit, agree, paper_c, _accuracy_gap(s, lookup, b, p)))
+        g = compression_growth(s, lookup, b, fits, samples)
+        if g is not None:
+            growth.append(g)
+    rows.sort(key=lambda r: (s.matching_ps.index(r.p), BASELINES.index(r.baseline)))
 
     # Figure 3: per-task accuracy of PackNet at p and of each baseline at the p' its search found
     per_task_rows = []
     for p in s.matching_ps:
-        ld = load(lookup, [make_config(s, "packnet", p, seed) for seed in s.seeds])
+        ld = _packnet_seeds(s, lookup, p)
         m, se = per_task(ld.frame)
         per_task_rows.append({"p_packnet": p, "who": "packnet", "p": p, "task_mean": m, "task_se": se,
                               "mean": mean_se(ld.frame["accuracy"])[0]})
@@ -258,7 +379,50 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
                                   "mean": mean_se(ldb.frame["accuracy"])[0]})
     pending = sum(1 for x in searches.values() if x.result is None)
     return MatchingResult(pd.DataFrame(target_rows), rows, per_task_rows, missing_static, pending, key, caption,
-                          notes)
+                          notes, growth)
+
+
+# --------------------------------------------------------------------------------------------- best N
+
+
+BEST_COLUMNS = ["best_N", "worst_N", "best_mean", "best_se", "worst_mean", "worst_se", "held_best", "held_worst",
+                "gap", "gap_se", "n", "pvalue", "test", "significant", "error_ratio", "vs_one_diff", "vs_one_pvalue",
+                "vs_one_significant", "vs_most_diff", "vs_most_pvalue", "vs_most_significant", "tied"]
+
+
+def _above(c: Comparison) -> bool:
+    """The chosen N confirmed: significantly above the other on the held-out seeds (not merely different)."""
+    return c.significant and c.diff > 0
+
+
+def held_out_best(runs: pd.DataFrame, selection: Selection) -> dict[str, Any] | None:
+    """Best and worst N of one p's runs (columns ``N``, ``seed``, ``accuracy``), chosen and tested as
+    ``selection`` says (on held-out seeds, paired by seed, so that a lucky N is not confirmed by the luck
+    that chose it; or corrected for the choice); ``significant`` means confirmed: above the other there, not
+    merely different. Also the best against the fewest and the most rounds, and the N whose tested accuracy
+    is not significantly below the best's (``tied``). None with fewer than two N."""
+    chosen = runs[runs["seed"].isin(list(selection.choose))].groupby("N")["accuracy"].mean()
+    if len(chosen) < 2:
+        return None
+    best, worst = int(chosen.idxmax()), int(chosen.idxmin())  # ties: the fewest rounds
+    held = {int(n): by_seed(g, selection.test) for n, g in runs.groupby("N")}
+    full = {int(n): mean_se(g["accuracy"]) for n, g in runs.groupby("N")}
+
+    def test(a: int, b: int) -> Comparison:
+        return selection.adjust(compare_by_seed(held[a], held[b]))
+
+    gap, vs_one, vs_most = test(best, worst), test(best, min(held)), test(best, max(held))
+    held_mean = {n: float(np.mean(list(v.values()))) if v else NAN for n, v in held.items()}
+    err_best, err_worst = 1.0 - held_mean[best], 1.0 - held_mean[worst]
+    tied = [n for n in sorted(held) if n != best and held[n] and not _above(test(best, n))]
+    return {"best_N": best, "worst_N": worst, "best_mean": full[best][0], "best_se": full[best][1],
+            "worst_mean": full[worst][0], "worst_se": full[worst][1], "held_best": held_mean[best],
+            "held_worst": held_mean[worst], "gap": gap.diff, "gap_se": gap.se, "n": gap.n, "pvalue": gap.pvalue,
+            "test": gap.test, "significant": _above(gap),
+            "error_ratio": err_worst / err_best if err_best > 0 else (math.inf if err_worst > 0 else NAN),
+            "vs_one_diff": vs_one.diff, "vs_one_pvalue": vs_one.pvalue, "vs_one_significant": _above(vs_one),
+            "vs_most_diff": vs_most.diff, "vs_most_pvalue": vs_most.pvalue, "vs_most_significant": _above(vs_most),
+            "tied": ",".join(str(n) for n in tied)}
 
 
 # --------------------------------------------------------------------------------------------- Figure 2
@@ -268,35 +432,25 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
 class BudgetResult:
     loaded: Loaded
     table: pd.DataFrame   # p, N, R, mean, se, n, error, seeds, best
-    best: pd.DataFrame    # p, best_N, best_mean, worst_N, worst_mean, gap, gap_se, error_ratio, significant
-
-
-def _best_worst(table: pd.DataFrame, by: str, rounds_col: str = "N") -> pd.DataFrame:
-    rows = []
-    for p, g in table.groupby(by, sort=True):
-        g = g.dropna(subset=["mean"])
-        if len(g) < 2:
-            continue
-        b, w = g.loc[g["mean"].idxmax()], g.loc[g["mean"].idxmin()]
-        gap = float(b["mean"] - w["mean"])
-        gap_se = math.sqrt(np.nan_to_num(b["se"]) ** 2 + np.nan_to_num(w["se"]) ** 2)
-        ratio = float(w["error"] / b["error"]) if b["error"] > 0 else math.inf
-        rows.append({by: p, "best_N": int(b[rounds_col]), "best_mean": float(b["mean"]), "best_se": float(b["se"]),
-                     "worst_N": int(w[rounds_col]), "worst_mean": float(w["mean"]), "worst_se": float(w["se"]),
-                     "gap": gap, "gap_se": gap_se, "error_ratio": ratio,
-                     "significant": bool(gap_se > 0 and gap > 2 * gap_se)})
-    return pd.DataFrame(rows, columns=[by, "best_N", "best_mean", "best_se", "worst_N", "worst_mean", "worst_se",
-                                       "gap", "gap_se", "error_ratio", "significant"])
+    best: pd.DataFrame    # p and BEST_COLUMNS: best/worst N chosen and tested as `selection` says
+    selection: Selection
 
 
 def analyse_budget(s: StudySettings, lookup: RecordLookup) -> BudgetResult:
     loaded = load(lookup, budget_configs(s))
     table = summarize(loaded.frame, ["p", "N"])
     table.insert(2, "R", [s.retrain_epochs // int(n) for n in table["N"]])
-    best = _best_worst(table, "p")
+    k = len(s.budget_rounds)
+    selection = selection_for(s.budget_seeds, k * (k - 1) // 2)  # the best and worst of k: any of the pairs
+    rows = []
+    for p, g in loaded.frame.groupby("p", sort=True):
+        found = held_out_best(g, selection)
+        if found is not None:
+            rows.append({"p": p, **found})
+    best = pd.DataFrame(rows, columns=["p", *BEST_COLUMNS])
     best_n = dict(zip(best["p"], best["best_N"]))
     table["best"] = [best_n.get(p) == n for p, n in zip(table["p"], table["N"])]
-    return BudgetResult(loaded, table, best)
+    return BudgetResult(loaded, table, best, selection)
 
 
 # --------------------------------------------------------------------------------------------- Figure 4
@@ -306,7 +460,11 @@ def analyse_budget(s: StudySettings, lookup: RecordLookup) -> BudgetResult:
 class NoBudgetResult:
     loaded: Loaded
     table: pd.DataFrame   # p, N, R, B, mean, se, n, error, seeds
-    trend: pd.DataFrame   # p, spearman, first_N, first_mean, last_N, last_mean, gain, gain_se, significant, best_N
+    trend: pd.DataFrame   # p, spearman, first/last N and mean, gain (last - first, by seed) and its test, best_N
+
+
+TREND_COLUMNS = ["p", "spearman", "first_N", "first_mean", "last_N", "last_mean", "gain", "gain_se", "n", "pvalue",
+                 "test", "significant", "best_N"]
 
 
 def analyse_nobudget(s: StudySettings, lookup: RecordLookup) -> NoBudgetResult:
@@ -320,19 +478,17 @@ def analyse_nobudget(s: StudySettings, lookup: RecordLookup) -> NoBudgetResult:
         g = g.sort_values("N").dropna(subset=["mean"])
         if len(g) < 2:
             continue
-        rho = _spearman(g["N"], g["mean"])
+        runs = loaded.frame[loaded.frame["p"] == p]
         first, last = g.iloc[0], g.iloc[-1]
-        gain = float(last["mean"] - first["mean"])
-        gain_se = math.sqrt(np.nan_to_num(first["se"]) ** 2 + np.nan_to_num(last["se"]) ** 2)
-        rows.append({"p": p, "spearman": rho, "first_N": int(first["N"]), "first_mean": float(first["mean"]),
-                     "last_N": int(last["N"]), "last_mean": float(last["mean"]), "gain": gain, "gain_se": gain_se,
-                     "significant": bool(gain_se > 0 and abs(gain) > 2 * gain_se),
-                     "best_N": int(g.loc[g["mean"].idxmax(), "N"])})
-    return NoBudgetResult(loaded, table, pd.DataFrame(rows, columns=[
-        "p", "spearman", "first_N", "first_mean", "last_N", "last_mean", "gain", "gain_se", "significant", "best_N"]))
+        gain = compare_by_seed(by_seed(runs[runs["N"] == last["N"]]), by_seed(runs[runs["N"] == first["N"]]))
+        rows.append({"p": p, "spearman": spearman(g["N"], g["mean"]), "first_N": int(first["N"]),
+                     "first_mean": float(first["mean"]), "last_N": int(last["N"]), "last_mean": float(last["mean"]),
+                     "gain": gain.diff, "gain_se": gain.se, "n": gain.n, "pvalue": gain.pvalue, "test": gain.test,
+                     "significant": gain.significant, "best_N": int(g.loc[g["mean"].idxmax(), "N"])})
+    return NoBudgetResult(loaded, table, pd.DataFrame(rows, columns=TREND_COLUMNS))
 
 
-def _spearman(x: Iterable[float], y: Iterable[float]) -> float:
+def spearman(x: Iterable[float], y: Iterable[float]) -> float:
     x, y = np.asarray(list(x), float), np.asarray(list(y), float)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0 if len(x) >= 2 else NAN
@@ -346,154 +502,41 @@ def _spearman(x: Iterable[float], y: Iterable[float]) -> float:
 class SchedulesResult:
     loaded: Loaded
     table: pd.DataFrame     # p, schedule, N, mean, se, n, error, seeds
-    compare: pd.DataFrame   # p, schedule, best_N, best_mean, best_se, vs_budget_best (diff), budget_best_N, ...
+    compare: pd.DataFrame   # p, schedule, its best N, the uniform schedule's best N, held-out difference and test
+
+
+COMPARE_COLUMNS = ["p", "schedule", "best_N", "best_mean", "best_se", "budget_best_N", "budget_best_mean",
+                   "diff_vs_budget_best", "diff_se", "n", "pvalue", "test", "significant"]
+
+
+def schedules_selection(s: StudySettings) -> Selection:
+    """How a schedule's best N and Figure 2's best N are chosen and compared (a choice among their N pairs)."""
+    return selection_for(s.budget_seeds, len(s.schedules_rounds) * len(s.budget_rounds))
 
 
 def analyse_schedules(s: StudySettings, lookup: RecordLookup, budget: BudgetResult | None = None) -> SchedulesResult:
+    """Each schedule's best N against Figure 2's best (uniform) N at the same p: both chosen and compared as
+    :func:`~sleepcl.study.stats.selection_for` says (held-out seeds, or corrected), paired by seed."""
     loaded = load(lookup, schedules_configs(s))
     table = summarize(loaded.frame, ["p", "schedule", "N"])
     budget = budget or analyse_budget(s, lookup)
+    selection = schedules_selection(s)
     rows = []
     for p in s.schedules_ps:
         ref = budget.best[budget.best["p"] == p]
         ref_n = int(ref["best_N"].iloc[0]) if not ref.empty else None
-        ref_mean = float(ref["best_mean"].iloc[0]) if not ref.empty else NAN
-        ref_se = float(ref["best_se"].iloc[0]) if not ref.empty else NAN
+        ref_runs = budget.loaded.frame[(budget.loaded.frame["p"] == p) & (budget.loaded.frame["N"] == ref_n)]
         for sch in s.schedules:
-            g = table[(table.p == p) & (table.schedule == sch)].dropna(subset=["mean"])
-            if g.empty:
+            runs = loaded.frame[(loaded.frame["p"] == p) & (loaded.frame["schedule"] == sch)]
+            chosen = runs[runs["seed"].isin(list(selection.choose))].groupby("N")["accuracy"].mean()
+            if chosen.empty:
                 continue
-            b = g.loc[g["mean"].idxmax()]
-            diff = float(b["mean"] - ref_mean)
-            diff_se = math.sqrt(np.nan_to_num(b["se"]) ** 2 + np.nan_to_num(ref_se) ** 2)
-            rows.append({"p": p, "schedule": sch, "best_N": int(b["N"]), "best_mean": float(b["mean"]),
-                         "best_se": float(b["se"]), "budget_best_N": ref_n, "budget_best_mean": ref_mean,
-                         "diff_vs_budget_best": diff, "diff_se": diff_se,
-                         "significant": bool(diff_se > 0 and abs(diff) > 2 * diff_se)})
-    return SchedulesResult(loaded, table, pd.DataFrame(rows, columns=[
-        "p", "schedule", "best_N", "best_mean", "best_se", "budget_best_N", "budget_best_mean",
-        "diff_vs_budget_best", "diff_se", "significant"]))
-
-
-# --------------------------------------------------------------------------------------------- claims
-
-
-@dataclass
-class Claim:
-    key: str          # a, b, c, d
-    statement: str    # the paper's claim
-    verdict: str      # supported / partly supported / not supported / no data
-    evidence: str     # what in our data decided it, with the numbers
-
-
-def _verdict(flags: Sequence[bool]) -> str:
-    if not flags:
-        return NO_DATA
-    if all(flags):
-        return SUPPORTED
-    return NOT_SUPPORTED if not any(flags) else PARTLY
-
-
-def _compressions(matching: MatchingResult) -> list[tuple[str, str, float, float]]:
-    """(baseline, method, p, compression) for every in-range match of either method."""
-    out = []
-    for r in matching.rows:
-        for method, res in (("minimize_scalar", r.scalar), ("monotone fit", r.fit)):
-            if res is not None and res.in_range and not math.isnan(res.compression):
-                out.append((r.baseline, method, r.p, res.compression))
-    return out
-
-
-def claim_a(matching: MatchingResult | None) -> Claim:
-    statement = paper.CLAIMS["a"]
-    found = _compressions(matching) if matching else []
-    if not found:
-        return Claim("a", statement, NO_DATA, "no finished match")
-    flags = [c > 1 for *_, c in found]
-    below = [f"{b} at p={p:g} ({m}): {c:.2f}" for b, m, p, c in found if c <= 1]
-    ev = (f"{sum(flags)} of {len(flags)} compression ratios (both baselines, both methods) exceed 1; "
-          f"range {min(c for *_, c in found):.2f} to {max(c for *_, c in found):.2f}")
-    if below:
-        ev += "; at or below 1: " + "; ".join(below)
-    return Claim("a", statement, _verdict(flags), ev)
-
-
-def claim_b(matching: MatchingResult | None, pruning: PruningResult | None = None) -> Claim:
-    """Compression at the largest matched p above that at the smallest, per baseline and method."""
-    statement = paper.CLAIMS["b"]
-    found = _compressions(matching) if matching else []
-    series: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for b, m, p, c in found:
-        series.setdefault((b, m), []).append((p, c))
-    flags, parts = [], []
-    for (b, m), pts in sorted(series.items()):
-        if len(pts) < 2:
-            continue
-        pts.sort()
-        grows = pts[-1][1] > pts[0][1]
-        flags.append(grows)
-        parts.append(f"{b} ({m}): " + " -> ".join(f"{c:.2f}" for _, c in pts) + (" grows" if grows else " does not grow"))
-    if pruning is not None and len(pruning.gap) >= 2:
-        rho = _spearman(pruning.gap["p"], pruning.gap["gap_best"])
-        parts.append(f"accuracy gap best baseline - PackNet over p (Figure 1 grid): Spearman {rho:+.2f}, from "
-                     f"{pruning.gap['gap_best'].iloc[0]:+.4f} at p={pruning.gap['p'].iloc[0]:g} to "
-                     f"{pruning.gap['gap_best'].iloc[-1]:+.4f} at p={pruning.gap['p'].iloc[-1]:g}")
-    if not flags:
-        return Claim("b", statement, NO_DATA, "; ".join(parts) or "fewer than two matched p per baseline")
-    return Claim("b", statement, _verdict(flags), "; ".join(parts))
-
-
-def claim_c(budget: BudgetResult | None, network: str) -> Claim:
-    """A bad N costs a lot (best - worst significant at the largest p) and the best N follows the paper's
-    pattern for this network (MLP: N > 1 at the largest p; VGG: the smallest N values)."""
-    statement = paper.CLAIMS["c"]
-    if budget is None or budget.best.empty:
-        return Claim("c", statement, NO_DATA, "no budget runs with two or more N")
-    best = budget.best.sort_values("p")
-    top = best.iloc[-1]
-    costly = bool(top["significant"])
-    if network == "vgg":
-        n_values = sorted(budget.table["N"].unique())
-        pattern = int(top["best_N"]) in n_values[: max(1, len(n_values) // 2)]
-        expect = "few rounds best for the VGG"
-    else:
-        pattern = int(top["best_N"]) > 1
-        expect = "more than one round best for the MLP"
-    per_p = "; ".join(f"p={r.p:g}: best N={r.best_N} ({r.best_mean:.4f}), worst N={r.worst_N} ({r.worst_mean:.4f}), "
-                      f"gap {r.gap:.4f} ± {r.gap_se:.4f}, error x{r.error_ratio:.2f}" for r in best.itertuples())
-    ev = (f"{per_p}. At the largest p the best-worst gap is {'' if costly else 'not '}larger than 2 s.e.; "
-          f"best N={int(top['best_N'])} {'matches' if pattern else 'does not match'} the paper's pattern "
-          f"({expect}). Best N per p: " + ", ".join(f"{r.p:g}->{r.best_N}" for r in best.itertuples())
-          + " (whether it depends on the network needs both networks; compare the cifar10 report)")
-    return Claim("c", statement, _verdict([costly, pattern]), ev)
-
-
-def claim_d(nobudget: NoBudgetResult | None) -> Claim:
-    statement = paper.CLAIMS["d"]
-    if nobudget is None or nobudget.trend.empty:
-        return Claim("d", statement, NO_DATA, "no no-budget runs with two or more N")
-    flags = [bool(r.gain > 0 and r.spearman > 0) for r in nobudget.trend.itertuples()]
-    ev = "; ".join(f"p={r.p:g}: N={r.first_N} {r.first_mean:.4f} -> N={r.last_N} {r.last_mean:.4f} "
-                   f"({r.gain:+.4f} ± {r.gain_se:.4f}{', > 2 s.e.' if r.significant else ''}), Spearman {r.spearman:+.2f}"
-                   for r in nobudget.trend.itertuples())
-    return Claim("d", statement, _verdict(flags), ev)
-
-
-def check_claims(*, matching: MatchingResult | None = None, pruning: PruningResult | None = None,
-                 budget: BudgetResult | None = None, nobudget: NoBudgetResult | None = None,
-                 network: str = "mlp") -> list[Claim]:
-    """The verdict on each of the paper's claims (a)-(d), computed from our analyses."""
-    return [claim_a(matching), claim_b(matching, pruning), claim_c(budget, network), claim_d(nobudget)]
-
-
-def paper_table1_trend(key: str) -> str:
-    """What the paper's own Table 1 says about claim (b) (same rule as ours: last p above first p)."""
-    table = paper.TABLE1_COMPRESSION.get(key)
-    if not table:
-        return ""
-    ps = sorted(table)
-    parts = []
-    for b in BASELINES:
-        first, last = table[ps[0]][b], table[ps[-1]][b]
-        parts.append(f"{b} {' -> '.join(f'{table[p][b]:.2f}' for p in ps)} ({'grows' if last > first else 'does not grow'})")
-    return "; ".join(parts)
+            n_best = int(chosen.idxmax())
+            mine = runs[runs["N"] == n_best]
+            diff = selection.adjust(compare_by_seed(by_seed(mine, selection.test), by_seed(ref_runs, selection.test)))
+            m, se, _ = mean_se(mine["accuracy"])
+            rows.append({"p": p, "schedule": sch, "best_N": n_best, "best_mean": m, "best_se": se,
+                         "budget_best_N": ref_n, "budget_best_mean": mean_se(ref_runs["accuracy"])[0],
+                         "diff_vs_budget_best": diff.diff, "diff_se": diff.se, "n": diff.n, "pvalue": diff.pvalue,
+                         "test": diff.test, "significant": diff.significant})
+    return SchedulesResult(loaded, table, pd.DataFrame(rows, columns=COMPARE_COLUMNS))

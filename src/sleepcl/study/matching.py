@@ -14,7 +14,10 @@ Two ways to find ``p'``:
 * :func:`match_by_monotone_fit` -- the cheap way: reuse a grid of baseline runs that the
   study already has, fit accuracy as a non-decreasing function of ``u = log(1 - p)``
   (isotonic regression, then a monotone interpolant) and invert it; bootstrap over seeds
-  for a confidence interval.
+  for a confidence interval. Both sides are uncertain -- PackNet's target is a mean over
+  seeds too -- so each bootstrap replicate resamples PackNet's seeds as well as the
+  baseline's (:func:`matched_u_replicates`); where the two share their seeds, one draw of
+  seeds serves both (a paired bootstrap).
 
 Both work in ``u = log(1 - p)`` by default: the interesting region is ``p -> 1``
 (95%..99.5% pruned), where accuracy changes over orders of magnitude of ``1 - p`` and is
@@ -35,12 +38,14 @@ from scipy.optimize import brentq, isotonic_regression, minimize_scalar
 __all__ = [
     "MatchResult",
     "agreement",
+    "bootstrap_draws",
     "compression_ratio",
     "fit_monotone",
     "invert_monotone",
     "MonotoneFit",
     "match_by_minimize_scalar",
     "match_by_monotone_fit",
+    "matched_u_replicates",
 ]
 
 NAN = float("nan")
@@ -179,8 +184,12 @@ def match_by_minimize_scalar(
     method = f"minimize_scalar[{space}]"
     if not bracketed:
         side = "above" if target > max(accs) else "below"
+        edge = ""
+        if p_packnet is not None:  # the same range as compressions: out of range means beyond this end
+            edge = (f" (the match lies {'below' if side == 'above' else 'beyond'} "
+                    f"{compression_ratio(p_packnet, lo if side == 'above' else hi):.3g}x compression)")
         msg = (
-            f"target {target:.4f} is {side} every accuracy seen in p in [{lo:.6g}, {hi:.6g}] "
+            f"out of range: target {target:.4f} is {side} every accuracy seen in p in [{lo:.6g}, {hi:.6g}]{edge} "
             f"(closest: p={p_best:.5f} with {acc_best:.4f}); widen the bounds "
             f"{'towards lower p' if side == 'above' else 'towards p -> 1'}"
         )
@@ -261,11 +270,71 @@ def invert_monotone(fit: MonotoneFit, target: float) -> float:
     return float(brentq(lambda x: fit(x) - target, fit.u[k - 1], fit.u[k], xtol=1e-12))
 
 
+def bootstrap_draws(n_seeds: int, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """``(n_bootstrap, n_seeds)`` row indices: each row one resample of the seeds, with replacement.
+
+    The same ``(n_seeds, n_bootstrap, seed)`` always gives the same draws, so replicates computed
+    separately (two targets, two baselines) are replicates of the same resamples and can be combined.
+    """
+    return np.random.default_rng(seed).integers(0, n_seeds, size=(n_bootstrap, n_seeds))
+
+
+def matched_u_replicates(
+    u: np.ndarray,
+    accuracy: np.ndarray,
+    target_samples: np.ndarray,
+    baseline_rows: np.ndarray,
+    target_rows: np.ndarray,
+    *,
+    interpolation: Literal["pchip", "linear"] = "pchip",
+) -> np.ndarray:
+    """Bootstrap replicates of the matched ``u' = log(1 - p')``, resampling both sides.
+
+    ``u`` increasing, ``accuracy`` ``(n_seeds, len(u))`` in that order; ``target_samples`` PackNet's
+    per-seed accuracies. Replicate ``b`` fits the baseline's mean over ``baseline_rows[b]`` and inverts
+    it at PackNet's mean over ``target_rows[b]``; ``-inf``/``+inf`` where that target lies below/above
+    the fitted range (see :func:`invert_monotone`).
+    """
+    boot_means = accuracy[baseline_rows].mean(axis=1)  # (n_bootstrap, n_grid)
+    boot_targets = np.asarray(target_samples, dtype=float)[target_rows].mean(axis=1)
+    return np.array([invert_monotone(fit_monotone(u, m, interpolation=interpolation), float(t))
+                     for m, t in zip(boot_means, boot_targets)])
+
+
+def _check_grid(p: np.ndarray, acc: np.ndarray, shape: Any, confidence: float) -> None:
+    if p.ndim != 1 or acc.shape[1] != p.size:
+        raise ValueError(f"accuracy must have shape (n_seeds, {p.size}), got {shape}")
+    if p.size < 2 or np.any((p < 0) | (p >= 1)) or np.unique(p).size != p.size:
+        raise ValueError("p_grid needs at least two distinct values in [0, 1)")
+    if not np.all(np.isfinite(acc)):
+        raise ValueError("accuracy contains NaN/inf; drop or rerun the missing runs first")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+
+
+def _target_samples(target: float, target_samples: Sequence[float] | None, paired: bool,
+                    n_seeds: int) -> np.ndarray | None:
+    if target_samples is None:
+        if paired:
+            raise ValueError("paired=True needs target_samples (PackNet's per-seed accuracies)")
+        return None
+    ts = np.asarray(target_samples, dtype=float)
+    if ts.ndim != 1 or ts.size < 1 or not np.all(np.isfinite(ts)):
+        raise ValueError("target_samples must be a non-empty 1-D list of finite accuracies")
+    if not math.isclose(float(ts.mean()), target, rel_tol=0, abs_tol=1e-9):
+        raise ValueError(f"target {target} is not the mean of target_samples ({ts.mean()})")
+    if paired and ts.size != n_seeds:
+        raise ValueError(f"paired=True needs as many target samples as baseline seeds ({ts.size} vs {n_seeds})")
+    return ts
+
+
 def match_by_monotone_fit(
     p_grid: Sequence[float],
     accuracy: np.ndarray,
     target: float,
     *,
+    target_samples: Sequence[float] | None = None,
+    paired: bool = False,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -279,24 +348,22 @@ def match_by_monotone_fit(
     (more kept weights -> no lower accuracy; see :func:`fit_monotone`) and inverted at
     ``target``. No extra training is needed, which is why this is the cheap way.
 
-    Uncertainty: ``n_bootstrap`` resamples of the seeds (rows, with replacement), each
-    refitted and inverted; percentile intervals at ``confidence`` for ``p'`` and for the
-    compression ratio. A resample whose target falls off the fitted range counts on that
-    side; if that pushes an interval end off the grid, the end is NaN and the message says so.
+    Uncertainty: ``n_bootstrap`` resamples of the baseline's seeds (rows, with replacement), each
+    refitted and inverted; with ``target_samples`` (PackNet's per-seed accuracies, whose mean is
+    ``target``) each resample also redraws PackNet's seeds, so the interval carries the
+    uncertainty of both sides -- ``paired=True`` (the two share their seeds, row ``i`` of
+    ``accuracy`` and ``target_samples[i]`` being the same seed) draws one set of seeds for both.
+    Percentile intervals at ``confidence`` for ``p'`` and for the compression ratio. A resample
+    whose target falls off the fitted range counts on that side; if that pushes an interval end
+    off the grid, the end is NaN and the message says so.
 
     A target outside the fitted range is never extrapolated: ``in_range`` is False, ``p_match``
     NaN, and the message names the side of the grid that needs more points.
     """
     p = np.asarray(p_grid, dtype=float)
     acc = np.atleast_2d(np.asarray(accuracy, dtype=float))
-    if p.ndim != 1 or acc.shape[1] != p.size:
-        raise ValueError(f"accuracy must have shape (n_seeds, {p.size}), got {np.shape(accuracy)}")
-    if p.size < 2 or np.any((p < 0) | (p >= 1)) or np.unique(p).size != p.size:
-        raise ValueError("p_grid needs at least two distinct values in [0, 1)")
-    if not np.all(np.isfinite(acc)):
-        raise ValueError("accuracy contains NaN/inf; drop or rerun the missing runs first")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    _check_grid(p, acc, np.shape(accuracy), confidence)
+    ts = _target_samples(target, target_samples, paired, acc.shape[0])
 
     order = np.argsort(-p)  # increasing u = log(1 - p) == decreasing p
     u = np.log1p(-p[order])
@@ -324,10 +391,17 @@ def match_by_monotone_fit(
     if n_seeds < 2 or n_bootstrap < 1:
         notes.append("no bootstrap interval (needs >= 2 seeds and n_bootstrap >= 1)")
     else:
-        rng = np.random.default_rng(seed)
-        rows = rng.integers(0, n_seeds, size=(n_bootstrap, n_seeds))
-        boot_means = acc[rows].mean(axis=1)  # (n_bootstrap, n_grid)
-        boot_u = np.array([invert_monotone(fit_monotone(u, m, interpolation=interpolation), target) for m in boot_means])
+        rows = bootstrap_draws(n_seeds, n_bootstrap, seed)
+        if ts is None:  # the target as a fixed number
+            ts_used, target_rows = np.array([target]), np.zeros((n_bootstrap, 1), dtype=np.int64)
+            sides = "the baseline's seeds (PackNet's target held fixed)"
+        elif paired:
+            ts_used, target_rows = ts[:n_seeds], rows
+            sides = "the seeds, each resample redrawing PackNet's and the baseline's runs of the same seeds"
+        else:
+            ts_used, target_rows = ts, bootstrap_draws(ts.size, n_bootstrap, seed + 1)
+            sides = "the baseline's seeds and, independently, PackNet's"
+        boot_u = matched_u_replicates(u, acc, ts_used, rows, target_rows, interpolation=interpolation)
         n_off = int(np.sum(~np.isfinite(boot_u)))
         alpha = 1.0 - confidence
         # +-inf sort to the ends; the "inverted_cdf" quantile never interpolates across them
@@ -338,7 +412,7 @@ def match_by_monotone_fit(
         if p_packnet is not None:
             result["compression_ci_low"] = _compression_or_nan(p_packnet, result["ci_low"])
             result["compression_ci_high"] = _compression_or_nan(p_packnet, result["ci_high"])
-        notes.append(f"{confidence:.0%} bootstrap CI over {n_bootstrap} seed resamples")
+        notes.append(f"{confidence:.0%} bootstrap CI over {n_bootstrap} resamples of {sides}")
         if n_off:
             notes.append(f"{n_off} resample(s) put the target off the fitted range")
         if not (math.isfinite(q_lo) and math.isfinite(q_hi)):

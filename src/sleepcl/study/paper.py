@@ -10,10 +10,14 @@ from __future__ import annotations
 
 __all__ = [
     "CLAIMS",
+    "CLAIM_NETWORKS",
+    "FIGURES",
     "FIGURE2_TEXT",
     "FIGURE3_AVERAGE_PERFORMANCE",
     "PAPER_BENCHMARKS",
     "TABLE1_COMPRESSION",
+    "figure_label",
+    "network_name",
     "paper_reference",
 ]
 
@@ -54,24 +58,59 @@ CLAIMS: dict[str, str] = {
     "d": "without a budget (R fixed per round, cost grows with N), more rounds help",
 }
 
-#: Which of the paper's benchmarks shares the network of each of ours (the MNIST family uses the MLP).
-PAPER_BENCHMARKS: dict[str, str] = {"mnist": "mnist", "mnist-5k": "mnist", "fashion-mnist": "mnist",
-                                    "cifar10": "cifar10"}
+#: The paper's benchmark for each network: the MLP on Split MNIST, the small VGG on Split CIFAR-10.
+PAPER_BENCHMARKS: dict[str, str] = {"mlp": "mnist", "vgg": "cifar10"}
 
+#: What each of the paper's figures shows: its name and, per network it shows, the paper's benchmark.
+#: Figure 4 (iterative pruning without a budget) is shown for the VGG on CIFAR-10 only.
+FIGURES: dict[str, tuple[str, dict[str, str]]] = {
+    "pruning": ("Figure 1", {"mlp": "mnist", "vgg": "cifar10"}),
+    "matching": ("Table 1 and Figure 3", {"mlp": "mnist", "vgg": "cifar10"}),
+    "budget": ("Figure 2", {"mlp": "mnist", "vgg": "cifar10"}),
+    "nobudget": ("Figure 4", {"vgg": "cifar10"}),
+}
+
+#: The networks the paper shows each claim for (claim (d) rests on Figure 4: the VGG only).
+CLAIM_NETWORKS: dict[str, tuple[str, ...]] = {"a": ("mlp", "vgg"), "b": ("mlp", "vgg"), "c": ("mlp", "vgg"),
+                                              "d": ("vgg",)}
+
+_NETWORK_NAMES = {"mlp": "MLP", "vgg": "VGG"}
+_DATA_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 _PAPER_NAMES = {"mnist": "Split MNIST (MLP)", "cifar10": "Split CIFAR-10 (VGG)"}
 
 
-def paper_reference(benchmark: str) -> tuple[str, str]:
+def network_name(network: str, widths: tuple[int, ...] | None = None) -> str:
+    """``MLP``, ``VGG``, or e.g. ``VGG (widths 16x32x64x64x512)`` where the widths are not the paper's."""
+    name = _NETWORK_NAMES.get(network, network)
+    return name if not widths else f"{name} (widths {'x'.join(str(w) for w in widths)})"
+
+
+def figure_label(name: str, network: str, benchmark: str, widths: tuple[int, ...] | None = None) -> str:
+    """What an experiment of ours is, next to the paper's figure: the same figure on our network and data,
+    or an analogue where the paper shows that figure for another network only."""
+    if name not in FIGURES:
+        return "an extension, not in the paper"
+    fig, shown = FIGURES[name]
+    ours = f"{network_name(network, widths)} on {benchmark}"
+    if network not in shown:
+        papers = " and ".join(f"the {network_name(n)} on {_DATA_NAMES[d]}" for n, d in shown.items())
+        return f"{network_name(network)} analogue of {fig} on {benchmark} (the paper's is {papers})"
+    data = shown[network]
+    same = benchmark == data and not widths
+    return f"{fig}, {ours}" + ("" if same else f" (the paper's: the {network_name(network)} on {_DATA_NAMES[data]})")
+
+
+def paper_reference(benchmark: str, network: str = "mlp", widths: tuple[int, ...] | None = None) -> tuple[str, str]:
     """``(paper benchmark key, a caption)`` for the paper numbers shown beside ``benchmark``'s results.
 
-    Our ``mnist`` and ``cifar10`` are the paper's own benchmarks; ``mnist-5k`` is a 5,000-digit subset
-    of MNIST; ``fashion-mnist`` is not in the paper, so its reference is the paper's Split MNIST with the
-    same MLP -- shown for scale only, and the caption says so.
+    The reference is the paper's benchmark for the same network. Our ``mnist`` and ``cifar10`` are the
+    paper's own benchmarks; ``mnist-5k`` is a 5,000-digit subset of MNIST; any other dataset (or the
+    network at other widths) is shown beside the paper's for scale only, and the caption says so.
     """
-    key = PAPER_BENCHMARKS[benchmark]
+    key = PAPER_BENCHMARKS.get(network, "mnist")
     name = _PAPER_NAMES[key]
-    if benchmark == key:
+    if benchmark == key and not widths:
         return key, f"paper, {name}: the same benchmark"
-    if benchmark == "mnist-5k":
+    if benchmark == "mnist-5k" and key == "mnist" and not widths:
         return key, f"paper, {name}: full MNIST (60,000 digits); ours uses a 5,000-digit subset"
-    return key, f"paper, {name}: a different dataset with the same network, for scale only"
+    return key, f"paper, {name}: ours is {benchmark} with the {network_name(network, widths)}, for scale only"

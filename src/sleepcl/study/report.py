@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..config import PAPER_DEFAULTS
 from ..files import atomic_open, atomic_write_bytes
 from ..runs.store import RunStore
 from . import analysis as an
+from . import claims as cl
 from . import paper
 from .experiments import (
     BASELINES,
@@ -33,17 +35,27 @@ from .experiments import (
     TITLES,
     StudySettings,
     expand_names,
-    matching_configs,
+    experiment_configs,
     matching_point_configs,
     settings,
 )
 from .run import RecordLookup
+from .stats import ALPHA, MIN_N, Comparison
 
 __all__ = ["ReportResult", "default_out_dir", "write_report"]
 
 COLORS = {"packnet": "#d62728", "memory": "#1f77b4", "multinet": "#2ca02c",
           "uniform": "#444444", "lengthening": "#9467bd", "cubic": "#ff7f0e"}
 LABELS = {"packnet": "PackNet", "memory": "Memory", "multinet": "Multinet"}
+
+
+def _label(strategy: str) -> str:
+    """A strategy's name in tables and legends (a baseline added later shows under its own name)."""
+    return LABELS.get(strategy, strategy)
+
+
+def _color(strategy: str) -> str | None:
+    return COLORS.get(strategy)  # None: matplotlib's next colour
 
 
 def default_out_dir(benchmark: str, preset: str, network: str | None = None) -> Path:
@@ -196,7 +208,7 @@ def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> s
         g = res.gap[res.gap.p == p] if not res.gap.empty else res.gap
         cells.append(_fmt(float(g["gap_best"].iloc[0])) if not g.empty else "–")
         rows.append(cells)
-    header = ["p", *[f"{LABELS[st]} mean ± s.e." for st in STRATEGIES], "best baseline − PackNet"]
+    header = ["p", *[f"{_label(st)} mean ± s.e." for st in STRATEGIES], "best baseline − PackNet"]
     table_md = md_table(rows, header)
     w.md("pruning", table_md)
     if not t.empty:
@@ -207,7 +219,7 @@ def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> s
             if g.empty:
                 continue
             ax.errorbar(1 - g["p"], g["mean"], yerr=_err(g["se"]), marker="o", ms=4, capsize=3,
-                        color=COLORS[st], label=LABELS[st])
+                        color=_color(st), label=_label(st))
         _kept_axis(ax, s.pruning_grid)
         ax.set_ylabel("average final test accuracy over tasks")
         ax.set_title(f"{s.benchmark}: accuracy vs final free fraction (mean ± s.e., {len(s.seeds)} seeds)")
@@ -249,10 +261,18 @@ def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) ->
             agree = (f"{100 * r.agreement['compression_rel_diff']:.0f}% apart"
                      + ("" if inside is None else ("; inside the CI" if inside else "; outside the CI")))
         paper_txt = f"{r.paper_compression:.2f}×" if r.paper_compression is not None else "–"
-        rows.append([f"{r.p:g}", LABELS[r.baseline], _fmt(r.target), sc_txt, fit_txt, agree, paper_txt])
-    header = ["PackNet p", "baseline", "PackNet accuracy", "minimize_scalar: p' / compression",
-              "monotone fit: p' / compression [95% CI]", "agreement", "compression (paper)"]
+        gap_txt = r.accuracy_gap.describe() if r.accuracy_gap is not None else "–"
+        rows.append([f"{r.p:g}", _label(r.baseline), _fmt(r.target), gap_txt, sc_txt, fit_txt, agree, paper_txt])
+    header = ["PackNet p", "baseline", "PackNet accuracy", "baseline − PackNet at the same p",
+              "minimize_scalar: p' / compression", "monotone fit: p' / compression [95% CI]", "agreement",
+              "compression (paper)"]
     table_md = md_table(rows, header)
+    growth_md = "".join(
+        f"- {_label(g.baseline)}: the compression at p = {g.p_high:g} is {g.ratio:.2f} times that at p = {g.p_low:g} "
+        + (f"(95% CI [{_fmt(g.ci_low, 2)}, {_fmt(g.ci_high, 2)}], {g.n_seeds} seeds"
+           + (f"; {g.dropped} resamples off the grid at both p" if g.dropped else "") + ")\n"
+           if not (math.isnan(g.ci_low) and math.isnan(g.ci_high)) else "(no interval)\n")
+        for g in res.growth)
     trows = [[f"{t.p:g}", _pm(t.mean, t.se), _fmt(t.paper, 3)] for t in res.targets.itertuples()]
     targets_md = md_table(trows, ["PackNet p", "our average performance (mean ± s.e.)",
                                   f"paper (Figure 3, {paper_name(res.paper_key)})"])
@@ -274,9 +294,9 @@ def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) ->
                   f"`{cmd}` resumes them.\n")
     for n in res.notes:
         notes += f"\n> {n}\n"
-    unmatched = [f"- {LABELS[r.baseline]} at PackNet p={r.p:g}: {r.scalar.message}" for r in res.rows
+    unmatched = [f"- {_label(r.baseline)} at PackNet p={r.p:g}: {r.scalar.message}" for r in res.rows
                  if r.scalar is not None and not r.scalar.in_range]
-    unmatched += [f"- {LABELS[r.baseline]} at PackNet p={r.p:g} (monotone fit): {r.fit.message}" for r in res.rows
+    unmatched += [f"- {_label(r.baseline)} at PackNet p={r.p:g} (monotone fit): {r.fit.message}" for r in res.rows
                   if r.fit is not None and not r.fit.in_range]
     unmatched_md = ("\nNot matched (no number is guessed for these):\n\n" + "\n".join(unmatched) + "\n"
                     if unmatched else "")
@@ -292,12 +312,23 @@ def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) ->
         f"at most {s.matching_maxiter} iterations; each evaluation is a set of runs of the baseline at p' "
         f"(seeds {_seeds(s.seeds)}), stored like every other run. **monotone fit** (the cheap way): the "
         f"baseline's accuracy over the Figure 1 grid, fitted as a non-decreasing function of log(1 − p) and "
-        f"inverted at the target; 95% bootstrap interval over {s.n_bootstrap} resamples of the seeds. "
+        f"inverted at the target; 95% bootstrap interval over {s.n_bootstrap} resamples of the seeds, each "
+        f"resample drawing one set of seeds for both sides (PackNet's target and the baseline's grid share "
+        f"their seeds), so the interval carries PackNet's uncertainty as well as the baseline's. "
         f"Compression = (1 − p) / (1 − p'): how many times more weights PackNet needs for the same accuracy. "
+        f"**baseline − PackNet at the same p**: the accuracy difference in the Figure 1 runs, {_test_words()}. "
         f"Paper column: {res.paper_caption}."
         + notes + "\n" + "\n\n".join(figs) + "\n\n" + table_md + unmatched_md
+        + ("\nHow the compression changes from the smallest to the largest matched p (monotone fit; the "
+           "interval resamples the seeds once for PackNet at both p and the baseline's grid):\n\n" + growth_md
+           if growth_md else "")
         + "\nPackNet's average performance at the matched p (the targets; Figure 3's captions):\n\n" + targets_md
     )
+
+
+def _test_words() -> str:
+    return (f"tested by seed: a paired t-test where both groups hold the same seeds, Welch's t-test otherwise, "
+            f"stated with n and the two-sided p-value; significant means p < {ALPHA:g} with at least {MIN_N} seeds")
 
 
 def paper_name(key: str) -> str:
@@ -305,7 +336,7 @@ def paper_name(key: str) -> str:
 
 
 def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None:
-    fig, axes = _new_figure(ncols=2, width=5.0, sharey=True)
+    fig, axes = _new_figure(ncols=len(BASELINES), width=5.0, sharey=True)
     xs = np.arange(len(s.matching_ps))
     for ax, b in zip(axes[0], BASELINES):
         rows = [r for r in res.rows if r.baseline == b]
@@ -313,11 +344,11 @@ def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None
         fit = [r.fit.compression if r.fit is not None and r.fit.in_range else np.nan for r in rows]
         lo = [r.fit.compression_ci_low if r.fit is not None else np.nan for r in rows]
         hi = [r.fit.compression_ci_high if r.fit is not None else np.nan for r in rows]
-        ax.plot(xs - 0.12, sc, "o", color=COLORS[b], ms=8, label="ours: minimize_scalar")
+        ax.plot(xs - 0.12, sc, "o", color=_color(b), ms=8, label="ours: minimize_scalar")
         yerr = np.array([[f - l if not math.isnan(l) else 0 for f, l in zip(fit, lo)],
                          [h - f if not math.isnan(h) else 0 for f, h in zip(fit, hi)]])
         yerr = np.nan_to_num(yerr)
-        ax.errorbar(xs + 0.12, fit, yerr=yerr, fmt="s", mfc="white", color=COLORS[b], ms=7, capsize=3,
+        ax.errorbar(xs + 0.12, fit, yerr=yerr, fmt="s", mfc="white", color=_color(b), ms=7, capsize=3,
                     label="ours: monotone fit (95% CI)")
         pap = [r.paper_compression if r.paper_compression is not None else np.nan for r in rows]
         if not all(math.isnan(v) for v in pap):
@@ -326,7 +357,7 @@ def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{p:g}" for p in s.matching_ps])
         ax.set_xlabel("PackNet final free fraction p")
-        ax.set_title(f"{LABELS[b]} vs PackNet")
+        ax.set_title(f"{_label(b)} vs PackNet")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0, 0].set_ylabel("compression (1 - p) / (1 - p')  [>1: PackNet wastes weights]")
@@ -344,8 +375,8 @@ def _matching_tasks_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -
         lows = []
         for k, r in enumerate(entries):
             x = np.arange(n_tasks) + (k - (len(entries) - 1) / 2) * width
-            label = f"{LABELS[r['who']]} p={r['p']:.4g}"
-            ax.bar(x, r["task_mean"], width, yerr=_err(r["task_se"]), capsize=2, color=COLORS[r["who"]],
+            label = f"{_label(r['who'])} p={r['p']:.4g}"
+            ax.bar(x, r["task_mean"], width, yerr=_err(r["task_se"]), capsize=2, color=_color(r["who"]),
                    label=label)
             lows.append(min(r["task_mean"]))
         if lows:
@@ -371,6 +402,10 @@ def _panels_by_p(t: pd.DataFrame, wanted: Sequence[float]):
     return fig, list(zip(axes[0], ps))
 
 
+def _held_out(r: Any) -> str:
+    return Comparison(r.gap, r.gap_se, int(r.n), r.pvalue, r.test).describe()
+
+
 def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str:
     t = res.table
     w.csv("budget", t)
@@ -378,11 +413,17 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
     rows = [[f"{r.p:g}", str(r.N), str(r.R), _pm(r.mean, r.se), str(r.n), "**best**" if r.best else ""]
             for r in t.itertuples()]
     table_md = md_table(rows, ["p", "N", "R = B/N", "accuracy mean ± s.e.", "seeds", ""])
+    n_lo, n_hi = min(s.budget_rounds), max(s.budget_rounds)
     brows = [[f"{r.p:g}", f"{r.best_N} ({r.best_mean:.4f})", f"{r.worst_N} ({r.worst_mean:.4f})",
-              f"{r.gap:.4f} ± {r.gap_se:.4f}", f"×{r.error_ratio:.2f}", "yes" if r.significant else "no"]
+              f"{r.held_best:.4f} vs {r.held_worst:.4f}", _held_out(r), f"×{r.error_ratio:.2f}",
+              f"{r.vs_one_diff:+.4f} (p = {_pval(r.vs_one_pvalue)})", f"{r.vs_most_diff:+.4f} (p = {_pval(r.vs_most_pvalue)})",
+              r.tied or "none"]
              for r in res.best.itertuples()]
-    best_md = md_table(brows, ["p", "best N (accuracy)", "worst N (accuracy)", "best − worst", "error worst/best",
-                               "gap > 2 s.e."])
+    sel, tested = _seeds(res.selection.choose), _seeds(res.selection.test)
+    best_md = md_table(brows, ["p", f"best N: chosen on seeds {sel}; mean of all seeds", "worst N: mean of all seeds",
+                               f"best vs worst on seeds {tested}", "best − worst (tested)", "error worst/best (tested)",
+                               f"best − N={n_lo} (tested)", f"best − N={n_hi} (tested)",
+                               "N not significantly below the best (tested)"])
     w.md("budget", table_md + "\n" + best_md)
     if not t.empty:
         fig, panels = _panels_by_p(t, s.budget_ps)
@@ -390,15 +431,23 @@ def _budget(s: StudySettings, res: an.BudgetResult, w: _Writer, cmd: str) -> str
             g = t[t.p == p].sort_values("N")
             ax.errorbar(g["N"], g["mean"], yerr=_err(g["se"]), marker="o", capsize=3, color=COLORS["packnet"])
             b = g[g["best"]]
-            ax.plot(b["N"], b["mean"], "*", ms=16, color="gold", mec="black", label=f"best N = {int(b['N'].iloc[0])}")
+            if not b.empty:
+                ax.plot(b["N"], b["mean"], "*", ms=16, color="gold", mec="black",
+                        label=f"best N on seeds {sel}: {int(b['N'].iloc[0])}")
             _accuracy_by_rounds_panel(ax, p, g["N"], 8)
         fig.suptitle(f"{s.benchmark}: PackNet with N rounds in a fixed budget B = {s.retrain_epochs} epochs "
                      f"(mean ± s.e., {len(s.budget_seeds)} seeds)")
         w.figure("budget", fig)
     return (f"PackNet with a night of B = {s.retrain_epochs} retraining epochs per task split into N rounds of "
-            f"R = B/N epochs, N over the divisors of B; seeds {_seeds(s.budget_seeds)}. The star marks the best "
-            f"N for each p." + _missing_note(res.loaded, cmd)
+            f"R = B/N epochs, N over the divisors of B; seeds {_seeds(s.budget_seeds)}. **Best N** (and worst) is "
+            f"{res.selection.describe()}, so that the luck that picks an N does not also confirm it; the star marks "
+            f"it. Differences are {_test_words()}. The last column lists the N whose tested accuracy is not "
+            f"significantly below the chosen one: where it is long, \"the best N\" is one of several near-ties." + _missing_note(res.loaded, cmd)
             + ("\n![fixed budget](budget.png)\n\n" if not t.empty else "\n") + best_md + "\n" + table_md)
+
+
+def _pval(p: float) -> str:
+    return "–" if p is None or math.isnan(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
 
 
 def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
@@ -408,9 +457,11 @@ def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
     w.csv("nobudget_trend", res.trend)
     rows = [[f"{r.p:g}", str(r.N), str(r.R), str(r.B), _pm(r.mean, r.se), str(r.n)] for r in t.itertuples()]
     table_md = md_table(rows, ["p", "N", "R", "B = R·N (cost)", "accuracy mean ± s.e.", "seeds"])
-    trows = [[f"{r.p:g}", f"{r.first_mean:.4f}", f"{r.last_mean:.4f} (N={r.last_N})", f"{r.gain:+.4f} ± {r.gain_se:.4f}",
-              f"{r.spearman:+.2f}", str(r.best_N)] for r in res.trend.itertuples()]
-    trend_md = md_table(trows, ["p", "N=1", "largest N", "gain", "Spearman(N, accuracy)", "best N"])
+    trows = [[f"{r.p:g}", f"{r.first_mean:.4f}", f"{r.last_mean:.4f} (N={r.last_N})",
+              Comparison(r.gain, r.gain_se, int(r.n), r.pvalue, r.test).describe(), f"{r.spearman:+.2f}",
+              str(r.best_N)] for r in res.trend.itertuples()]
+    trend_md = md_table(trows, ["p", "N=1", "largest N", "gain (largest N − N=1, by seed)", "Spearman(N, accuracy)",
+                                "highest mean at N (descriptive)"])
     w.md("nobudget", table_md + "\n" + trend_md)
     if not t.empty:
         fig, panels = _panels_by_p(t, s.nobudget_ps)
@@ -430,7 +481,8 @@ def _nobudget(s: StudySettings, res: an.NoBudgetResult, w: _Writer, cmd: str,
         w.figure("nobudget", fig)
     one_shot = " (the whole one-shot night of the budget experiment)" if s.nobudget_round_epochs == s.retrain_epochs else ""
     return (f"Every round retrains R = {s.nobudget_round_epochs} epochs{one_shot}, so the night costs "
-            f"B = R·N epochs and grows with N; seeds {_seeds(s.seeds)}." + _missing_note(res.loaded, cmd)
+            f"B = R·N epochs and grows with N; seeds {_seeds(s.seeds)}. The gain is {_test_words()}."
+            + _missing_note(res.loaded, cmd)
             + ("\n![no budget](nobudget.png)\n\n" if not t.empty else "\n") + trend_md + "\n" + table_md)
 
 
@@ -445,10 +497,11 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
     table_md = md_table(rows, ["p", "schedule", "N", "accuracy mean ± s.e.", "seeds"])
     crows = [[f"{r.p:g}", r.schedule, str(r.best_N), _pm(r.best_mean, r.best_se),
               f"N={r.budget_best_N} ({r.budget_best_mean:.4f})" if r.budget_best_N is not None else "–",
-              f"{r.diff_vs_budget_best:+.4f} ± {r.diff_se:.4f}", "yes" if r.significant else "no"]
+              Comparison(r.diff_vs_budget_best, r.diff_se, int(r.n), r.pvalue, r.test).describe(),
+              "yes" if r.significant else "no"]
              for r in res.compare.itertuples()]
-    cmp_md = md_table(crows, ["p", "schedule", "its best N", "accuracy", "best fixed N of Figure 2",
-                              "difference", "> 2 s.e."])
+    cmp_md = md_table(crows, ["p", "schedule", "its best N", "accuracy (all seeds)", "best uniform N of Figure 2",
+                              "difference on the tested seeds", "significant"])
     w.md("schedules", table_md + "\n" + cmp_md)
     if not t.empty:
         fig, panels = _panels_by_p(t, s.schedules_ps)
@@ -469,8 +522,10 @@ def _schedules(s: StudySettings, res: an.SchedulesResult, w: _Writer, cmd: str) 
         w.figure("schedules", fig)
     return ("The same budget B split differently: `uniform` (the paper's: equal rounds, equal pruning), "
             "`lengthening` (rounds of 1 : 2 : … : N epochs, like REM periods through the night) and `cubic` "
-            "(Zhu & Gupta: prune most early). At N = 1 all coincide. Compared with the best fixed N of the budget "
-            f"experiment at the same p; seeds {_seeds(s.budget_seeds)}." + _missing_note(res.loaded, cmd)
+            "(Zhu & Gupta: prune most early). At N = 1 all coincide. Each schedule's best N and the budget "
+            f"experiment's best uniform N at the same p are {an.schedules_selection(s).describe()}; differences "
+            f"{_test_words()}."
+            + _missing_note(res.loaded, cmd)
             + ("\n![schedules](schedules.png)\n\n" if not t.empty else "\n") + cmp_md + "\n" + table_md)
 
 
@@ -510,6 +565,48 @@ def _trained_note(trained: int | None, used: int) -> str:
     if trained >= used:
         return f" and trained all {trained}"
     return f" and trained {trained} of them (the rest were already in the store)"
+
+
+def _runs_used(s: StudySettings, names: Sequence[str], analyses: dict[str, Any],
+               lookup: RecordLookup) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Every stored run the report's numbers use (by hash), and the experiments each belongs to."""
+    used: dict[str, dict[str, Any]] = {}
+    experiments: dict[str, list[str]] = {}
+
+    def add(records: Sequence[dict[str, Any]], name: str) -> None:
+        for r in records:
+            used[r["config_hash"]] = r
+            if name not in experiments.setdefault(r["config_hash"], []):
+                experiments[r["config_hash"]].append(name)
+
+    # the no-budget and schedules figures draw Figure 2's runs beside their own
+    wanted = list(names) + (["budget"] if {"schedules", "nobudget"} & set(names) and "budget" not in names else [])
+    for name in wanted:
+        add(lookup.records(experiment_configs(name, s))[0], name)
+    if "matching" in analyses:
+        for row in analyses["matching"].rows:
+            for q, _ in row.search.evaluations:
+                add(lookup.records(matching_point_configs(s, row.baseline, q))[0], "matching")
+    return used, experiments
+
+
+def protocol_differences(s: StudySettings) -> list[str]:
+    """How the preset's runs differ from the paper's protocol for its network (empty: the paper's)."""
+    d = PAPER_DEFAULTS[s.network]
+    out = []
+    if s.widths:
+        out.append(f"widths {'x'.join(str(w) for w in s.widths)} instead of the paper's")
+    for what, mine, theirs in (("E", s.epochs, d["epochs"]), ("B", s.retrain_epochs, d["retrain_epochs"]),
+                               ("batch", s.batch_size, d["batch_size"]), ("Adam lr", s.lr, d["lr"])):
+        if mine != theirs:
+            out.append(f"{what} = {mine:g} instead of Table 2's {theirs:g}")
+    if s.train_size:
+        out.append(f"{s.train_size} training samples per task, a stratified subsample")
+    if s.test_size:
+        out.append(f"{s.test_size} test samples per task, a stratified subsample")
+    if len(s.seeds) < 5 or len(s.budget_seeds) < 10:
+        out.append(f"{len(s.seeds)} and {len(s.budget_seeds)} seeds instead of the paper's 5 and 10")
+    return out
 
 
 def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path | None = None, *,
@@ -552,29 +649,21 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
         extra = {"budget": analyses["budget"]} if name == "nobudget" else {}
         sections.append((name, writers[name](s, analyses[name], w, resume.format(name=name), **extra)))
 
-    claims = an.check_claims(
-        matching=analyses.get("matching"), pruning=analyses.get("pruning"),
-        budget=analyses.get("budget") if "budget" in names else None,
-        nobudget=analyses.get("nobudget"), network=s.network)
+    claims = cl.check_claims(
+        s, matching=analyses.get("matching"), pruning=analyses.get("pruning"),
+        budget=analyses.get("budget") if "budget" in names else None, nobudget=analyses.get("nobudget"))
     relevant = {"a": "matching", "b": "matching", "c": "budget", "d": "nobudget"}
     claims = [c for c in claims if relevant[c.key] in names]
-    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict,
-                               "evidence": c.evidence} for c in claims], columns=["claim", "statement", "verdict",
-                                                                                  "evidence"])
+    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "scope": c.scope, "verdict": c.verdict,
+                               "untested": c.untested, "evidence": c.evidence} for c in claims],
+                             columns=["claim", "statement", "scope", "verdict", "untested", "evidence"])
     if claims:
         w.csv("claims", claims_df)
 
-    used: dict[str, dict[str, Any]] = {}
-    for a in analyses.values():
-        for r in getattr(getattr(a, "loaded", None), "records", []) or []:
-            used[r["config_hash"]] = r
-    if "matching" in analyses:
-        for row in analyses["matching"].rows:
-            for q, _ in row.search.evaluations:
-                recs, _ = lookup.records(matching_point_configs(s, row.baseline, q))
-                used.update((r["config_hash"], r) for r in recs)
-        recs, _ = lookup.records(matching_configs(s))
-        used.update((r["config_hash"], r) for r in recs)
+    used, experiments = _runs_used(s, names, analyses, lookup)
+    runs = an.runs_table(list(used.values()), experiments)
+    runs.to_csv(out / "runs.csv", index=False)  # full precision: recomputed means round as the report's
+    w.files.append(out / "runs.csv")
     machine, seconds, span = _machine(list(used.values()))
 
     lines = [f"# The study on {s.benchmark}, `{s.preset}` preset",
@@ -595,27 +684,38 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
              f"computed from those runs; numbers labelled *paper* are the paper's own (constants in "
              f"`sleepcl/study/paper.py`).",
              ""]
-    if s.preset != "paper":
-        ref = settings("paper", s.benchmark)
-        lines += [f"> The `{s.preset}` preset is far smaller than the `paper` preset (Table 2 for the "
-                  f"{ref.network.upper()}: E = {ref.epochs}, B = {ref.retrain_epochs}; {len(ref.seeds)} and "
-                  f"{len(ref.budget_seeds)} seeds): every prune is followed by far less retraining, so expect the "
-                  "same *shapes* at most, with larger error bars and lower accuracy at high p.", ""]
+    differences = protocol_differences(s)
+    if differences:
+        lines += [f"> **Not the paper's protocol.** The `{s.preset}` preset differs from the paper's "
+                  f"({', '.join(differences)}), so expect the same *shapes* at most, with larger error bars; "
+                  "numbers labelled *paper* are for scale.", ""]
     if claims:
-        lines += ["## The paper's claims, checked against these runs", ""]
-        lines.append(md_table([[f"({c.key})", c.statement, f"**{c.verdict}**", c.evidence] for c in claims],
+        lines += ["## The paper's claims, checked against these runs", "",
+                  f"A verdict covers only the network and data of this report ({cl.scope_of(s)}); the paper's other "
+                  f"networks are named untested. A difference counts where a test finds it ({_test_words()}); with "
+                  f"fewer than {MIN_N} seeds a verdict is inconclusive.", ""]
+        lines.append(md_table([[f"({c.key})", c.statement, f"**{c.verdict}** for the {c.scope}"
+                                + (f"; {c.untested}" if c.untested else ""), c.evidence] for c in claims],
                               ["", "claim (paper)", "our data", "evidence (computed from the stored runs)"]))
         if "matching" in analyses:
             key = analyses["matching"].paper_key
-            lines += [f"For comparison, the same rule for (b) applied to the paper's own Table 1 "
-                      f"({paper_name(key)}): {an.paper_table1_trend(key)}.", ""]
+            lines += [f"For comparison, the paper's own Table 1 ({paper_name(key)}), its last p against its first: "
+                      f"{cl.paper_table1_trend(key)}.", ""]
         if "budget" in names:
-            key = paper.PAPER_BENCHMARKS[s.benchmark]
+            key = paper.PAPER_BENCHMARKS.get(s.network, "mnist")
             lines += [f"The paper on Figure 2 ({paper_name(key)}): {paper.FIGURE2_TEXT[key]}.", ""]
     for i, (name, body) in enumerate(sections, start=1):
-        lines += [f"## {i}. {TITLES[name]}", "", body.strip(), "",
+        label = paper.figure_label(name, s.network, s.benchmark, s.widths)
+        lines += [f"## {i}. {TITLES[name]}", "", f"*{label[0].upper() + label[1:]}.*", "", body.strip(), "",
                   f"Files: `{name}*.csv`, `{name}*.md`" + (f", `{name}.png`, `{name}.svg`"
                                                             if (out / f"{name}.png").exists() else ""), ""]
+    lines += ["## Per-run data", "",
+              f"`runs.csv`: one row for each of the {len(runs)} runs above: its config hash, the experiments that "
+              "use it, every config field that varies among them, the final test accuracy of each task "
+              "(`acc_task_j`, the last row of the accuracy matrix), their average, and the free fraction after "
+              "each task. Every number in this report can be recomputed from it, e.g. with pandas: "
+              "`df.groupby(['strategy', 'final_free', 'rounds'])['average_accuracy'].agg(['mean', 'sem', 'count'])`.",
+              ""]
     page = out / "report.md"
     atomic_write_bytes(page, ("\n".join(lines).rstrip() + "\n").encode(), fsync=False)
     w.files.append(page)

@@ -132,12 +132,18 @@ def baseline_grid(s: StudySettings, lookup: RecordLookup, baseline: str) -> tupl
 
 
 def monotone_match(s: StudySettings, lookup: RecordLookup, baseline: str, p: float, target: float,
-                   n_bootstrap: int = 0) -> MatchResult | None:
-    """The cheap match of ``target`` from ``baseline``'s grid (None with fewer than two grid points)."""
+                   n_bootstrap: int = 0, target_samples: np.ndarray | None = None) -> MatchResult | None:
+    """The cheap match of ``target`` from ``baseline``'s grid (None with fewer than two grid points).
+
+    ``target_samples`` (PackNet's accuracy for each of the preset's seeds, in seed order) puts PackNet's
+    uncertainty into the bootstrap too; its seeds are the grid's, so each resample draws them for both.
+    """
     ps, acc, _ = baseline_grid(s, lookup, baseline)
     if len(ps) < 2:
         return None
-    return match_by_monotone_fit(ps, acc, target, n_bootstrap=n_bootstrap, seed=0, p_packnet=p)
+    paired = target_samples is not None and len(target_samples) == acc.shape[0]
+    return match_by_monotone_fit(ps, acc, target, n_bootstrap=n_bootstrap, seed=0, p_packnet=p,
+                                 target_samples=target_samples, paired=paired)
 
 
 def search_bounds(s: StudySettings, lookup: RecordLookup, baseline: str, p: float,
