@@ -279,6 +279,22 @@ def test_export_then_import_continues_the_study_without_training(tmp_path) -> No
     store.close()
 
 
+def test_a_report_ships_the_records_a_later_study_resumes_from(tmp_path) -> None:
+    s = tiny()
+    store = stored(tmp_path, s, good_world(s))
+    out = write_report(s, store, tmp_path / "out").out_dir
+    fresh = tmp_path / "fresh.sqlite"
+    assert main(["results", "--import", str(out / "runs.jsonl.gz"), "--store", str(fresh)]) == 0
+    with RunStore(fresh) as st:
+        assert sorted(st.hashes()) == sorted(pd.read_csv(out / "runs.csv")["config_hash"])
+        later = SyntheticWorld()
+        assert run_study("all", s, store=st, run=later.runner)["trained"] == 0 and later.calls == []
+        again = write_report(s, st, tmp_path / "again").out_dir
+        for name in ("runs.csv", "runs.jsonl.gz", "claims.csv", "pruning.csv", "budget.csv"):
+            assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    store.close()
+
+
 def test_import_refuses_records_whose_config_does_not_hash_to_their_key(tmp_path, capsys) -> None:
     s = tiny()
     store = stored(tmp_path, s, good_world(s), names="budget")
@@ -336,3 +352,15 @@ def test_committed_report_tables_recompute_from_its_runs_csv(page: Path) -> None
             assert f"| {r.p:g} | {r.N} | {r.R} | {r.B} | {_cell(acc.mean(), acc.sem())} | {len(acc)} |" in text
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("page", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_report_ships_the_records_of_its_runs(page: Path) -> None:
+    """runs.jsonl.gz holds the full record of every run in runs.csv (what `results --import` resumes from)."""
+    from sleepcl.runs.records import check_records, read_records
+
+    records = check_records(read_records(page.parent / "runs.jsonl.gz"), "runs.jsonl.gz")
+    runs = pd.read_csv(page.parent / "runs.csv").set_index("config_hash")
+    assert sorted(r["config_hash"] for r in records) == sorted(runs.index)
+    for r in records[:50]:
+        assert r["average_accuracy"] == pytest.approx(runs.loc[r["config_hash"], "average_accuracy"], abs=1e-12)

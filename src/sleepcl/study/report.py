@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from ..config import PAPER_DEFAULTS
 from ..files import atomic_open, atomic_write_bytes
+from ..runs.records import write_records
 from ..runs.store import RunStore
 from . import analysis as an
 from . import claims as cl
@@ -664,6 +665,9 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
     runs = an.runs_table(list(used.values()), experiments)
     runs.to_csv(out / "runs.csv", index=False)  # full precision: recomputed means round as the report's
     w.files.append(out / "runs.csv")
+    # the full records too, so that a later session imports them and resumes the study instead of retraining
+    write_records(out / "runs.jsonl.gz", [used[h] for h in sorted(used)])
+    w.files.append(out / "runs.jsonl.gz")
     machine, seconds, span = _machine(list(used.values()))
 
     lines = [f"# The study on {s.benchmark}, `{s.preset}` preset",
@@ -715,7 +719,11 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
               "(`acc_task_j`, the last row of the accuracy matrix), their average, and the free fraction after "
               "each task. Every number in this report can be recomputed from it, e.g. with pandas: "
               "`df.groupby(['strategy', 'final_free', 'rounds'])['average_accuracy'].agg(['mean', 'sem', 'count'])`.",
-              ""]
+              "",
+              "`runs.jsonl.gz`: the same runs' full records (config, environment, accuracy matrices, timings). "
+              f"`sleepcl results --import {(out / 'runs.jsonl.gz').as_posix()} --store FILE` adds them to a results "
+              "store; the command above, run on that store, then trains only what is missing (nothing, for this report) "
+              "and rewrites this page.", ""]
     page = out / "report.md"
     atomic_write_bytes(page, ("\n".join(lines).rstrip() + "\n").encode(), fsync=False)
     w.files.append(page)
