@@ -289,5 +289,5 @@ def test_cluster_estimate_counts_the_papers_study() -> None:
     out = subprocess.run([sys.executable, str(script), "--benchmark", "mnist", "--task-epoch-seconds", "0.37",
                           "--machines", "1"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "| all (shared runs once) | 1110 | 831,600 | 85.5 h |" in out.stdout
-    assert "| 1 | 5.3 h to 5.5 h | 3.0 h |" in out.stdout
+    assert "| all (shared runs once) | 1140 | 853,200 | 87.7 h |" in out.stdout
+    assert "| 1 | 5.5 h to 5.7 h | 3.0 h |" in out.stdout

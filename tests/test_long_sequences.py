@@ -272,7 +272,7 @@ def test_the_loader_refuses_before_reading_files(tmp_path: Path) -> None:
         load_split_benchmark("rotated-mnist", tmp_path / "nowhere", rotations="10,370")
     check_tasks("permuted-cifar10", 255)
     assert parse_benchmark("rotated-fashion-mnist") == ("rotated", "fashion-mnist")
-    assert len(BENCHMARKS) == 12
+    assert len(BENCHMARKS) == 15 and parse_benchmark("permuted-fashion-mnist-32") == ("permuted", "fashion-mnist-32")
 
 
 def test_config_identity_of_the_new_fields() -> None:
