@@ -221,13 +221,11 @@ def _quick(benchmark: str, network: str) -> dict:
 # p and N and its 10 seeds, and shrinks what costs: half the widths (the quarter-width net stayed at chance
 # on task 1 for 2 of 8 seeds), 128 training and 400 test samples per task (~66 s a run, 180 runs), and
 # lr 1e-3 instead of 1e-4 (128 samples give 48 steps per task where the paper had ~3,750; at 1e-4 the
-# full VGG stayed at chance on task 1 for 1 of 2 seeds). Figure 1 and matching run 3 seeds (the fewest a
-# difference is tested with), not 5: a Memory run of this VGG replays every earlier task and costs about three
-# PackNet runs, and the whole preset has to fit an afternoon here beside the MLP studies.
+# full VGG stayed at chance on task 1 for 1 of 2 seeds).
 _VGG_CPU = dict(
     network="vgg", epochs=PAPER_DEFAULTS["vgg"]["epochs"], retrain_epochs=PAPER_DEFAULTS["vgg"]["retrain_epochs"],
     batch_size=PAPER_DEFAULTS["vgg"]["batch_size"], lr=1e-3, widths=(16, 32, 64, 64, 512), n_tasks=5,
-    train_size=128, test_size=400, seeds=tuple(range(3)), budget_seeds=tuple(range(10)),
+    train_size=128, test_size=400, seeds=tuple(range(5)), budget_seeds=tuple(range(10)),
     pruning_grid=(0.8, 0.9, 0.95, 0.98, 0.99), matching_ps=(0.8, 0.9, 0.95),
     matching_compression_bounds=(0.5, 64.0), matching_bounds_factor=2.0, matching_xatol=1e-2, matching_maxiter=20,
     n_bootstrap=1000, budget_ps=(0.8, 0.9, 0.95), budget_rounds=divisors(6),
