@@ -333,9 +333,10 @@ def test_committed_report_tables_recompute_from_its_runs_csv(page: Path) -> None
     runs = pd.read_csv(folder / "runs.csv")
     checked = 0
     if (folder / "pruning.csv").exists():
-        for p in sorted(set(pd.read_csv(folder / "pruning.csv")["p"])):
+        pruning = pd.read_csv(folder / "pruning.csv")
+        for p in sorted(set(pruning["p"])):
             cells = []
-            for st in ex.STRATEGIES:
+            for st in dict.fromkeys(pruning["strategy"]):  # the report's columns, in its order
                 acc = _group(runs, "pruning", strategy=st, final_free=float(p), rounds=1)
                 cells.append(_cell(acc.mean(), acc.sem()) if len(acc) else "–")
             assert f"| {p:g} | " + " | ".join(cells) + " |" in text
@@ -364,3 +365,24 @@ def test_committed_report_ships_the_records_of_its_runs(page: Path) -> None:
     assert sorted(r["config_hash"] for r in records) == sorted(runs.index)
     for r in records[:50]:
         assert r["average_accuracy"] == pytest.approx(runs.loc[r["config_hash"], "average_accuracy"], abs=1e-12)
+
+
+def test_a_further_baseline_runs_beside_memory_and_multinet(tmp_path, capsys) -> None:
+    s = tiny(baselines=("memory", "memory-grow", "multinet"))
+    store = stored(tmp_path, s, good_world(s), names=["pruning", "matching"])
+    out = write_report(s, store, tmp_path / "out").out_dir
+    text = (out / "report.md").read_text()
+    assert "| Memory (grow-only) mean ± s.e. |" in text
+    assert {"memory", "memory-grow", "multinet"} <= set(pd.read_csv(out / "matching.csv")["baseline"])
+    assert "memory-grow at p=" in pd.read_csv(out / "claims.csv").set_index("claim").loc["a", "evidence"]
+    # a further baseline only adds runs: the default study's configs (and stored hashes) stay as they were
+    default = {c.hash(): c for c in ex.study_configs(["pruning", "matching"], tiny())}
+    more = {c.hash(): c for c in ex.study_configs(["pruning", "matching"], s)}
+    assert set(default) < set(more) and {more[h].strategy for h in set(more) - set(default)} == {"memory-grow"}
+    store.close()
+    for bad, message in (("memory,nope", "unknown strategy nope"), ("packnet,memory", "other than packnet"),
+                         (",", "names no strategy")):
+        assert main(["study", "pruning", "--preset", "tiny", "--baselines", bad, "--store",
+                     str(tmp_path / "x.sqlite")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.sqlite").exists()

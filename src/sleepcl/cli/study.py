@@ -29,6 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "protocol")
     p.add_argument("--seeds", default=None,
                    help="replace every experiment's seeds, e.g. 0-4 (default: the preset's)")
+    p.add_argument("--baselines", default=None, metavar="S,S,...",
+                   help="the strategies matched against PackNet in Figure 1 and Table 1 (default: memory,multinet), "
+                        "e.g. memory,memory-grow,multinet")
     p.add_argument("--store", default=None, metavar="FILE",
                    help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -80,7 +83,10 @@ def _settings(args: argparse.Namespace):
     from ..study.experiments import settings
 
     seeds = parse_int_list(args.seeds, "--seeds") if args.seeds else None
-    return settings(args.preset, args.benchmark, seeds=seeds, network=args.model)
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines else None
+    if args.baselines is not None and not baselines:
+        raise ValueError(f"--baselines names no strategy: {args.baselines!r}; e.g. memory,memory-grow,multinet")
+    return settings(args.preset, args.benchmark, seeds=seeds, network=args.model, baselines=baselines)
 
 
 def _store(args: argparse.Namespace, read_only: bool):
@@ -106,7 +112,8 @@ def _command(args: argparse.Namespace) -> str:
     Rebuilt from the parsed arguments rather than ``sys.argv``, so it is exact however ``main`` was called.
     """
     parts = ["sleepcl", args.command, *_names(args), "--preset", args.preset, "--benchmark", args.benchmark]
-    for flag, dest in (("--model", "model"), ("--seeds", "seeds"), ("--store", "store"), ("--out", "out"),
+    for flag, dest in (("--model", "model"), ("--seeds", "seeds"), ("--baselines", "baselines"), ("--store", "store"),
+                       ("--out", "out"),
                        ("--device", "device"), ("--data-dir", "data_dir"), ("--threads", "threads"),
                        ("--max-population", "max_population"), ("--max-memory", "max_memory"), ("--cluster", "cluster")):
         value = getattr(args, dest, None)

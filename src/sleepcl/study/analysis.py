@@ -22,8 +22,6 @@ from scipy.stats import spearmanr
 
 from . import paper
 from .experiments import (
-    BASELINES,
-    STRATEGIES,
     StudySettings,
     budget_configs,
     make_config,
@@ -184,17 +182,17 @@ class PruningResult:
 def analyse_pruning(s: StudySettings, lookup: RecordLookup) -> PruningResult:
     loaded = load(lookup, pruning_configs(s))
     table = summarize(loaded.frame, ["strategy", "p"])
-    order = {st: i for i, st in enumerate(STRATEGIES)}
+    order = {st: i for i, st in enumerate(s.strategies)}
     if not table.empty:
         table = table.sort_values(["strategy", "p"], key=lambda c: c.map(order) if c.name == "strategy" else c)
         table = table.reset_index(drop=True)
     rows = []
     for p in s.pruning_grid:
-        at = {st: table[(table.strategy == st) & (table.p == p)] for st in STRATEGIES} if not table.empty else {}
-        if not at or any(at[st].empty for st in STRATEGIES):
+        at = {st: table[(table.strategy == st) & (table.p == p)] for st in s.strategies} if not table.empty else {}
+        if not at or any(at[st].empty for st in s.strategies):
             continue
         pn = float(at["packnet"]["mean"].iloc[0])
-        base = {b: float(at[b]["mean"].iloc[0]) for b in BASELINES}
+        base = {b: float(at[b]["mean"].iloc[0]) for b in s.baselines}
         rows.append({"p": p, "packnet": pn, **base, **{f"gap_{b}": v - pn for b, v in base.items()},
                      "gap_best": max(base.values()) - pn})
     return PruningResult(loaded, table, pd.DataFrame(rows))
@@ -337,7 +335,7 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
         target_rows.append({"p": p, "mean": m, "se": se, "n": n, "paper": paper_perf.get(p, NAN)})
 
     # baselines over the grid: the monotone fit (grid points lacking a seed are left out)
-    for b in BASELINES:
+    for b in s.baselines:
         missing_static += len(lookup.records([make_config(s, b, p, seed) for p in s.pruning_grid
                                               for seed in s.seeds])[1])
         _, _, left_out = baseline_grid(s, lookup, b)
@@ -345,7 +343,7 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
             notes.append(f"{b}: {left_out} grid point(s) not fully stored, left out of the fit")
 
     rows, growth = [], []
-    for b in BASELINES:
+    for b in s.baselines:
         fits: dict[float, MatchResult | None] = {}
         for p in s.matching_ps:
             fit = None
@@ -360,7 +358,7 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
         g = compression_growth(s, lookup, b, fits, samples)
         if g is not None:
             growth.append(g)
-    rows.sort(key=lambda r: (s.matching_ps.index(r.p), BASELINES.index(r.baseline)))
+    rows.sort(key=lambda r: (s.matching_ps.index(r.p), s.baselines.index(r.baseline)))
 
     # Figure 3: per-task accuracy of PackNet at p and of each baseline at the p' its search found
     per_task_rows = []
@@ -369,7 +367,7 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
         m, se = per_task(ld.frame)
         per_task_rows.append({"p_packnet": p, "who": "packnet", "p": p, "task_mean": m, "task_se": se,
                               "mean": mean_se(ld.frame["accuracy"])[0]})
-        for b in BASELINES:
+        for b in s.baselines:
             res = searches[(p, b)].result
             if res is None or not res.in_range:
                 continue

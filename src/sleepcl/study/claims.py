@@ -104,7 +104,7 @@ def claim_b(matching: MatchingResult | None, pruning: PruningResult | None = Non
         parts.append(f"{g.baseline}: compression x{g.ratio:.2f} from p={g.p_low:g} to p={g.p_high:g} ({ci}, "
                      f"{g.n_seeds} seeds; monotone fit)")
     if matching:
-        for b in BASELINES:
+        for b in dict.fromkeys(r.baseline for r in matching.rows):
             found = [(r.p, r.scalar.compression) for r in matching.rows
                      if r.baseline == b and r.scalar is not None and r.scalar.in_range]
             if len(found) >= 2:

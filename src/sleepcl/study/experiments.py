@@ -102,8 +102,16 @@ class StudySettings:
     schedules_rounds: tuple[int, ...]
     train_size: int | None = None     # training samples kept per task (None: all); RunConfig.extra
     test_size: int | None = None      # test samples kept per task (None: all)
+    baselines: tuple[str, ...] = BASELINES  # matched against PackNet in Figure 1 and Table 1 (--baselines)
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        """PackNet and the baselines: the strategies of Figure 1."""
+        return ("packnet", *self.baselines)
 
     def __post_init__(self) -> None:
+        if not self.baselines or "packnet" in self.baselines or len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"baselines must be distinct strategies other than packnet, got {self.baselines}")
         missing = [p for p in self.matching_ps if p not in self.pruning_grid]
         if missing:
             raise ValueError(f"matching p {missing} must be points of the pruning grid {self.pruning_grid}")
@@ -248,11 +256,13 @@ def _tiny(benchmark: str, network: str) -> dict:
 
 
 def settings(preset: str, benchmark: str, *, seeds: Sequence[int] | None = None,
-             network: str | None = None) -> StudySettings:
+             network: str | None = None, baselines: Sequence[str] | None = None) -> StudySettings:
     """The named preset for ``benchmark``; ``seeds`` (``--seeds``) replaces every experiment's seeds.
 
     ``network``: a user's model (``package.module:function``) in place of the paper's network for the benchmark;
     it runs the same protocol (epochs, batch size, learning rate, grids) as the paper's network would.
+    ``baselines`` (``--baselines``): the strategies matched against PackNet instead of Memory and Multinet,
+    e.g. ``("memory", "memory-grow", "multinet")``; each must be a registered strategy.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -272,6 +282,14 @@ def settings(preset: str, benchmark: str, *, seeds: Sequence[int] | None = None,
         values["widths"] = None  # the preset's widths are its own network's
     d = PAPER_DEFAULTS[preset_net]
     values = {"batch_size": d["batch_size"], "lr": d["lr"], **values}
+    if baselines is not None:
+        from ..strategies import STRATEGIES as REGISTERED
+
+        unknown = [b for b in baselines if b not in REGISTERED]
+        if unknown:
+            raise ValueError(f"--baselines: unknown strateg{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+                             f"choose among {', '.join(sorted(set(REGISTERED) - {'packnet'}))}")
+        values["baselines"] = tuple(baselines)
     out = StudySettings(preset=preset, benchmark=benchmark, network=network or preset_net, **values)
     return out.with_seeds(seeds) if seeds is not None else out
 
@@ -291,7 +309,7 @@ def make_config(s: StudySettings, strategy: str, final_free: float, seed: int, *
 
 
 def pruning_configs(s: StudySettings) -> list[RunConfig]:
-    return [make_config(s, st, p, seed) for st in STRATEGIES for p in s.pruning_grid for seed in s.seeds]
+    return [make_config(s, st, p, seed) for st in s.strategies for p in s.pruning_grid for seed in s.seeds]
 
 
 def matching_configs(s: StudySettings) -> list[RunConfig]:
@@ -300,7 +318,7 @@ def matching_configs(s: StudySettings) -> list[RunConfig]:
     The ``minimize_scalar`` search asks for more baseline runs as it goes (:mod:`sleepcl.study.run`).
     """
     targets = [make_config(s, "packnet", p, seed) for p in s.matching_ps for seed in s.seeds]
-    grid = [make_config(s, st, p, seed) for st in BASELINES for p in s.pruning_grid for seed in s.seeds]
+    grid = [make_config(s, st, p, seed) for st in s.baselines for p in s.pruning_grid for seed in s.seeds]
     return targets + grid
 
 

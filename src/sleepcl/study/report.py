@@ -31,8 +31,6 @@ from . import analysis as an
 from . import claims as cl
 from . import paper
 from .experiments import (
-    BASELINES,
-    STRATEGIES,
     TITLES,
     StudySettings,
     expand_names,
@@ -45,9 +43,9 @@ from .stats import ALPHA, MIN_N, Comparison
 
 __all__ = ["ReportResult", "default_out_dir", "write_report"]
 
-COLORS = {"packnet": "#d62728", "memory": "#1f77b4", "multinet": "#2ca02c",
+COLORS = {"packnet": "#d62728", "memory": "#1f77b4", "multinet": "#2ca02c", "memory-grow": "#17becf",
           "uniform": "#444444", "lengthening": "#9467bd", "cubic": "#ff7f0e"}
-LABELS = {"packnet": "PackNet", "memory": "Memory", "multinet": "Multinet"}
+LABELS = {"packnet": "PackNet", "memory": "Memory", "multinet": "Multinet", "memory-grow": "Memory (grow-only)"}
 
 
 def _label(strategy: str) -> str:
@@ -169,7 +167,8 @@ def _accuracy_by_rounds_panel(ax, p: float, ns: Sequence[int], legend_size: int,
     ax.set_title(f"p = {p:g}")
     ax.set_ylabel("average final test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
 
 
 def _rounds_axis(ax, ns: Sequence[int], label: str = "pruning rounds per night N (log scale)") -> None:
@@ -203,19 +202,19 @@ def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> s
     by = {(r.strategy, r.p): r for r in t.itertuples()}
     for p in s.pruning_grid:
         cells = [f"{p:g}"]
-        for st in STRATEGIES:
+        for st in s.strategies:
             r = by.get((st, p))
             cells.append(_pm(r.mean, r.se) if r else "–")
         g = res.gap[res.gap.p == p] if not res.gap.empty else res.gap
         cells.append(_fmt(float(g["gap_best"].iloc[0])) if not g.empty else "–")
         rows.append(cells)
-    header = ["p", *[f"{_label(st)} mean ± s.e." for st in STRATEGIES], "best baseline − PackNet"]
+    header = ["p", *[f"{_label(st)} mean ± s.e." for st in s.strategies], "best baseline − PackNet"]
     table_md = md_table(rows, header)
     w.md("pruning", table_md)
     if not t.empty:
         fig, axes = _new_figure()
         ax = axes[0, 0]
-        for st in STRATEGIES:
+        for st in s.strategies:
             g = t[t.strategy == st].sort_values("p")
             if g.empty:
                 continue
@@ -337,9 +336,9 @@ def paper_name(key: str) -> str:
 
 
 def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None:
-    fig, axes = _new_figure(ncols=len(BASELINES), width=5.0, sharey=True)
+    fig, axes = _new_figure(ncols=len(s.baselines), width=5.0, sharey=True)
     xs = np.arange(len(s.matching_ps))
-    for ax, b in zip(axes[0], BASELINES):
+    for ax, b in zip(axes[0], s.baselines):
         rows = [r for r in res.rows if r.baseline == b]
         sc = [r.scalar.compression if r.scalar is not None and r.scalar.in_range else np.nan for r in rows]
         fit = [r.fit.compression if r.fit is not None and r.fit.in_range else np.nan for r in rows]
@@ -360,7 +359,8 @@ def _matching_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -> None
         ax.set_xlabel("PackNet final free fraction p")
         ax.set_title(f"{_label(b)} vs PackNet")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a baseline without matches has nothing to label
+            ax.legend(fontsize=8)
     axes[0, 0].set_ylabel("compression (1 - p) / (1 - p')  [>1: PackNet wastes weights]")
     fig.suptitle(f"{s.benchmark}: weights PackNet needs relative to the baselines at equal accuracy")
     w.figure("matching", fig)
@@ -388,7 +388,7 @@ def _matching_tasks_plot(s: StudySettings, res: an.MatchingResult, w: _Writer) -
         pap = paper.FIGURE3_AVERAGE_PERFORMANCE.get(res.paper_key, {}).get(p)
         ax.set_title(f"PackNet p={p:g}: ave. perf. {pn:.3f}" + (f" (paper {pap:.3f})" if pap else ""), fontsize=9)
         ax.set_ylabel("final test accuracy")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(entries) or 1,
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(entries), 3) or 1,
                   frameon=False)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{s.benchmark}: per-task accuracy of PackNet and of the baselines at the p' matching it "

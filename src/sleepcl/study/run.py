@@ -31,7 +31,6 @@ from .matching import MatchResult, match_by_minimize_scalar, match_by_monotone_f
 from ..runs.runner import run_configs
 from ..runs.store import RunStore
 from .experiments import (
-    BASELINES,
     StudySettings,
     expand_names,
     make_config,
@@ -174,7 +173,7 @@ def matching_searches(s: StudySettings, lookup: RecordLookup) -> list[MatchingSe
     targets = matching_targets(s, lookup)
     out = []
     for p in s.matching_ps:
-        for baseline in BASELINES:
+        for baseline in s.baselines:
             target = targets[p]
             bounds = search_bounds(s, lookup, baseline, p, target) if target is not None else None
             search = MatchingSearch(baseline, p, target, bounds)
