@@ -444,3 +444,19 @@ def test_reader_sees_committed_state_while_writer_holds_lock(tmp_path: Path) -> 
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 reader.put(make_record(seed=1))
         assert len(reader) == 2 and "pending" in reader
+
+
+def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Two races of a new file: the switch to WAL ("database is locked" at once, without the busy wait) and
+    the schema check reading a store half-way through another process's creation (called foreign)."""
+    code = ("import sys\nfrom sleepcl.runs.store import RunStore\n"
+            "RunStore(sys.argv[1]).put({'config_hash': sys.argv[2], 'config': {}})")
+    for attempt in range(4):
+        path = tmp_path / f"new-{attempt}.sqlite"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"r{k}"], stderr=subprocess.PIPE, text=True)
+                 for k in range(4)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        with RunStore(path) as s:
+            assert len(s) == 4

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,16 +126,23 @@ def _connect(path: Path, busy_timeout: float, read_only: bool) -> sqlite3.Connec
 def _schema_state(conn: sqlite3.Connection, path: Path) -> str:
     """``"empty"`` (a new database), ``"sleepcl"`` (a store of ours) or ``"legacy"`` (ours, written before the
     application id was set); anything else -- another application's database -- is refused."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = sorted(r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+    own = not conn.in_transaction
+    if own:  # one snapshot: another process may be creating the store between these reads
+        conn.execute("BEGIN")
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = sorted(r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")] if tables == ["runs"] else []
+    finally:
+        if own:
+            conn.execute("COMMIT")
     if app_id == APPLICATION_ID:
         state = "sleepcl"
     elif app_id == 0 and version == 0 and not tables:
         return "empty"
-    elif app_id == 0 and tables == ["runs"] and version >= 1 and \
-            [r[1] for r in conn.execute("PRAGMA table_info(runs)")] == _COLUMNS:
+    elif app_id == 0 and tables == ["runs"] and version >= 1 and columns == _COLUMNS:
         state = "legacy"
     else:
         shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "") or "none"
@@ -300,15 +308,31 @@ class RunStore:
                     raise StoreError(f"{self.path} is an empty database, not a results store yet: run `sleepcl run` "
                                      "or `sleepcl study` with --store pointing at it first")
             else:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._migrate()
+                self._set_up(busy_timeout)
         except sqlite3.Error as e:
             self.close()
             raise StoreError(_explain(self.path, e)) from None
         except BaseException:
             self.close()
             raise
+
+    def _set_up(self, busy_timeout: float) -> None:
+        """WAL mode and the schema. Switching a new file to WAL can fail at once with "database is locked" when
+        another process is creating the same store (SQLite does not always wait on the busy handler there),
+        so that is retried until ``busy_timeout`` has passed."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                if self.conn.in_transaction:
+                    self.conn.rollback()
+                time.sleep(0.05)
 
     # -- lifecycle -----------------------------------------------------------------
     @property
