@@ -343,7 +343,8 @@ def load_split_benchmark(
     ``n_tasks=None``: 5 class pairs (Split), one task per group of ``class_groups`` or per entry of
     ``permutations``/``rotations``, else 5. ``val_size``: fraction (float in [0, 1)) of each task's train
     part, or a count (int >= 0) per task, held out as its val part. ``train_size``/``test_size``: keep only
-    this many train/test samples per task (None: all; Permuted/Rotated: of the images every task shares). Other arguments: the module docstring
+    this many train/test samples per task (None: all; Permuted/Rotated: of the images every task shares).
+    Other arguments: the module docstring
     and :mod:`sleepcl.data.transforms`. Arguments are validated before any file is read (ValueError).
     """
     transform, dataset = parse_benchmark(name)
@@ -416,6 +417,8 @@ def make_transformed_benchmark(
     list (permutation seeds or angles), or None.
     """
     _check_val_size(val_size)
+    check_subsample_size(train_size, "train_size")
+    check_subsample_size(test_size, "test_size")
     name = f"{transform}-{raw.name}"
     check_n_tasks(n_tasks, name)
     taps, weights = task_pixel_maps(transform, raw.image_shape, n_tasks, seed, spec)

@@ -493,7 +493,6 @@ class RunStore:
         if fmt is None and path.name.endswith((".jsonl", ".jsonl.gz")):
             from .records import write_records  # records.py needs torch; the store alone does not
 
-            path.parent.mkdir(parents=True, exist_ok=True)
             write_records(path, self.query(**filters))
             return path
         fmt = (fmt or path.suffix.lstrip(".")).lower()
