@@ -174,7 +174,7 @@ def test_monotone_fit_accepts_unsorted_grid_and_1d_accuracy() -> None:
     assert r.p_match == pytest.approx(P_TRUE, abs=2e-4)
 
 
-def test_bootstrap_ci_covers_truth_at_low_noise_and_widens_with_noise() -> None:
+def test_interval_covers_truth_at_low_noise_and_widens_with_noise() -> None:
     """Across independent low-noise data sets the CI mostly contains the truth; noisier data -> wider CIs."""
     covered = 0
     widths = {0.002: [], 0.01: []}
@@ -199,7 +199,10 @@ def test_bootstrap_is_reproducible_and_default_size_runs() -> None:
     b = match_by_monotone_fit(GRID, acc, TARGET, seed=3, p_packnet=P_PN)
     assert a == b
     assert a.ci_low < P_TRUE < a.ci_high
-    assert "1000 resamples of the baseline's seeds (PackNet's target held fixed)" in a.message
+    assert "jackknife-t CI over 5 seeds, each left out in turn (PackNet's target held fixed)" in a.message
+    old = match_by_monotone_fit(GRID, acc, TARGET, seed=3, p_packnet=P_PN, interval="percentile")
+    assert old.p_match == a.p_match and old.ci_low < P_TRUE < old.ci_high
+    assert "1000 resamples of the baseline's seeds (PackNet's target held fixed)" in old.message
 
 
 def test_bootstrap_of_both_sides_widens_the_interval_by_packnets_noise() -> None:
@@ -214,7 +217,7 @@ def test_bootstrap_of_both_sides_widens_the_interval_by_packnets_noise() -> None
     assert both.compression_ci_low <= both.compression <= both.compression_ci_high
     width = lambda r: r.compression_ci_high - r.compression_ci_low  # noqa: E731
     assert width(both) > 2 * width(fixed)
-    assert "and, independently, PackNet's" in both.message
+    assert "the baseline's and PackNet's seeds left out in turn" in both.message
 
 
 def test_paired_bootstrap_cancels_effects_the_two_sides_share() -> None:
@@ -229,7 +232,7 @@ def test_paired_bootstrap_cancels_effects_the_two_sides_share() -> None:
     independent = match_by_monotone_fit(GRID, acc, target, target_samples=packnet, p_packnet=P_PN, n_bootstrap=300)
     assert paired.compression_ci_high - paired.compression_ci_low < 0.5 * (
         independent.compression_ci_high - independent.compression_ci_low)
-    assert "redrawing PackNet's and the baseline's runs of the same seeds" in paired.message
+    assert "each left out in turn of both sides" in paired.message
 
 
 def test_matched_u_replicates_use_the_given_draws() -> None:
@@ -263,7 +266,7 @@ def test_monotone_fit_flags_out_of_range_target(target: float, side: str, need: 
 
 
 def test_ci_end_off_the_grid_is_nan_not_clamped() -> None:
-    """A target just below the best grid accuracy: some resamples cannot reach it."""
+    """A target just below the best grid accuracy: without some seed the fit cannot reach it."""
     acc = noisy_grid(0.01, n_seeds=5, rng=np.random.default_rng(0))
     u = np.log1p(-np.array(GRID))[::-1]  # increasing u
     top = fit_monotone(u, acc.mean(axis=0)[::-1]).acc[-1]

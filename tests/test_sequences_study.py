@@ -59,27 +59,26 @@ def test_match_recovers_a_known_compression_and_the_trend_its_growth():
     df = synthetic_frame(truth)
     s = SequenceSettings("x", "permuted-mnist-5k", tuple(truth), PRESETS["cpu"].grid, (0.9,), (0, 1, 2, 3), 1, 1,
                          n_bootstrap=300)
-    rng = np.random.default_rng(0)
-    matches = [match(df, s, t, "memory", 0.9, rng) for t in truth]
+    matches = [match(df, s, t, "memory", 0.9) for t in truth]
     for m, c in zip(matches, truth.values()):
         assert m.matched and m.compression == pytest.approx(c, rel=0.05)
         lo, hi = m.interval()
         assert lo <= m.compression <= hi and hi / lo < 1.5
     trend = trend_of_compression(s, matches, "memory", 0.9)
     assert trend.slope == pytest.approx(1.0, abs=0.05) and trend.low > 0 and trend.verdict == "grows with T"
-    flat = [match(synthetic_frame({t: 3.0 for t in truth}), s, t, "memory", 0.9, rng) for t in truth]
+    flat = [match(synthetic_frame({t: 3.0 for t in truth}), s, t, "memory", 0.9) for t in truth]
     assert trend_of_compression(s, flat, "memory", 0.9).verdict.startswith("no clear trend")
     assert Trend("memory", 0.9, "accuracy gap", (5,), math.nan, math.nan, math.nan).verdict == "no data"
 
 
-def test_a_target_off_the_grid_is_not_matched_and_the_bootstrap_counts_the_edges():
+def test_a_target_off_the_grid_is_not_matched_and_the_seeds_off_the_grid_are_counted():
     df = synthetic_frame({5: 2.0, 10: 1e6})  # at T = 10 PackNet is worse than the baseline at every grid point
     s = SequenceSettings("x", "permuted-mnist-5k", (5, 10), PRESETS["cpu"].grid, (0.9,), (0, 1, 2, 3), 1, 1,
                          n_bootstrap=100)
-    m = match(df, s, 10, "memory", 0.9, np.random.default_rng(0))
+    m = match(df, s, 10, "memory", 0.9)
     assert not m.matched and "not extrapolating" in m.message and m.bound() == f">= {0.1 / (1 - 0.995):.4g}"
-    assert m.censored_high == 100 and m.interval_censored() == (False, True)
-    assert trend_of_compression(s, [match(df, s, 5, "memory", 0.9, np.random.default_rng(0)), m], "memory",
+    assert m.censored_high == 4 and m.censored_low == 0  # every seed left out: still below the grid
+    assert trend_of_compression(s, [match(df, s, 5, "memory", 0.9), m], "memory",
                                 0.9).verdict == "no data"  # one matched T is no trend
 
 
@@ -100,7 +99,7 @@ def test_the_tiny_study_writes_its_report_and_per_run_data(tiny_study):
     page = (out / "report.md").read_text()
     assert page.startswith("# Freezing's cost across the number of tasks")
     assert f"**Command:** `sleepcl {' '.join(args[:-1])}`" in page  # --quiet is not part of the command
-    assert "## Verdict" in page and "bootstrap replicates" in page and "2 seeds per point" in page
+    assert "## Verdict" in page and "jackknife-t interval" in page and "2 seeds per point" in page
     for name in ("accuracy_by_T.png", "compression_by_T.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     runs = pd.read_csv(out / "runs.csv")

@@ -30,9 +30,9 @@ from .experiments import (
     pruning_configs,
     schedules_configs,
 )
-from .matching import MatchResult, agreement, bootstrap_draws, matched_u_replicates
+from .matching import MatchResult, agreement, log_compression_statistic
 from .run import MatchingSearch, RecordLookup, baseline_grid, matching_searches, monotone_match
-from .stats import Comparison, Selection, compare_by_seed, selection_for
+from .stats import Comparison, Selection, compare_by_seed, jackknife_t, selection_for
 
 __all__ = [
     "BudgetResult",
@@ -225,10 +225,10 @@ class Growth:
     p_low: float
     p_high: float
     ratio: float        # compression at p_high / at p_low (monotone fit)
-    ci_low: float       # 95% bootstrap interval, both sides and both p resampled with the same seeds
-    ci_high: float
+    ci_low: float       # 95% jackknife-t interval (log scale), each seed left out of both sides and both p at once
+    ci_high: float      # (0 and inf where a seed's removal puts a match off the grid)
     n_seeds: int
-    dropped: int        # resamples with both ends off the grid (no ratio)
+    dropped: int        # seeds whose removal puts a match off the grid (the interval is then unbounded)
 
 
 @dataclass
@@ -290,8 +290,9 @@ def _accuracy_gap(s: StudySettings, lookup: RecordLookup, baseline: str, p: floa
 
 def compression_growth(s: StudySettings, lookup: RecordLookup, baseline: str, fits: Mapping[float, MatchResult],
                        samples: Mapping[float, np.ndarray]) -> Growth | None:
-    """Compression at the largest over the smallest matched p, with a bootstrap interval in which every
-    resample draws one set of seeds for PackNet at both p and for the baseline's grid (all share seeds)."""
+    """Compression at the largest over the smallest matched p, with a jackknife-t interval of its log over the
+    seeds (:func:`~sleepcl.study.stats.jackknife_t`): each seed left out of PackNet at both p and of the
+    baseline's grid at once (all share seeds), the fits redone."""
     matched = sorted(p for p, f in fits.items() if f is not None and f.in_range)
     if len(matched) < 2:
         return None
@@ -303,17 +304,15 @@ def compression_growth(s: StudySettings, lookup: RecordLookup, baseline: str, fi
         return Growth(baseline, lo_p, hi_p, ratio, NAN, NAN, n, 0)
     order = np.argsort(-np.asarray(ps))
     u = np.log1p(-np.asarray(ps)[order])
-    rows = bootstrap_draws(n, s.n_bootstrap, seed=0)
-    log_c = {p: math.log1p(-p) - matched_u_replicates(u, acc[:, order], samples[p], rows, rows)
-             for p in (lo_p, hi_p)}
-    with np.errstate(invalid="ignore"):
-        d = log_c[hi_p] - log_c[lo_p]
-    kept = d[~np.isnan(d)]
-    if kept.size == 0:
-        return Growth(baseline, lo_p, hi_p, ratio, NAN, NAN, n, int(d.size))
-    q = np.quantile(kept, [0.025, 0.975], method="inverted_cdf")
-    return Growth(baseline, lo_p, hi_p, ratio, float(np.exp(q[0])), float(np.exp(q[1])), n,
-                  int(d.size - kept.size))
+    log_c = {p: log_compression_statistic(u, acc[:, order], samples[p], p) for p in (lo_p, hi_p)}
+
+    def log_growth(rows: np.ndarray) -> float:
+        with np.errstate(invalid="ignore"):
+            return float(np.float64(log_c[hi_p](rows)) - np.float64(log_c[lo_p](rows)))
+
+    ci = jackknife_t(log_growth, n).exp()
+    off = sum(not math.isfinite(log_growth(np.delete(np.arange(n), i))) for i in range(n))
+    return Growth(baseline, lo_p, hi_p, ratio, ci.low, ci.high, n, off)
 
 
 def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:

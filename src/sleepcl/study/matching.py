@@ -34,6 +34,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import brentq, isotonic_regression, minimize_scalar
+from scipy.stats import t as t_dist
+
+from .stats import Interval, jackknife_t, percentile_bootstrap
 
 __all__ = [
     "MatchResult",
@@ -42,6 +45,7 @@ __all__ = [
     "compression_ratio",
     "fit_monotone",
     "invert_monotone",
+    "log_compression_statistic",
     "MonotoneFit",
     "match_by_minimize_scalar",
     "match_by_monotone_fit",
@@ -328,6 +332,48 @@ def _target_samples(target: float, target_samples: Sequence[float] | None, paire
     return ts
 
 
+def log_compression_statistic(
+    u: np.ndarray,
+    accuracy: np.ndarray,
+    target_samples: np.ndarray | None,
+    p_packnet: float,
+    *,
+    target: float | None = None,
+    interpolation: Literal["pchip", "linear"] = "pchip",
+) -> Callable[[np.ndarray], float]:
+    """``statistic(rows)``: the log compression ``log((1 - p) / (1 - p'))`` from the seeds ``rows`` alone.
+
+    ``u`` increasing, ``accuracy`` ``(n_seeds, len(u))`` in that order, ``target_samples`` PackNet's accuracy of
+    the same seeds (row ``i`` and sample ``i`` one seed), or None with a fixed ``target``. +inf where PackNet's
+    mean lies below the fitted range (the baseline beats it even at its most pruned point), -inf above it. The
+    unit of every interval of the study (:func:`sleepcl.study.stats.jackknife_t`).
+    """
+    ts = None if target_samples is None else np.asarray(target_samples, dtype=float)
+    base = math.log1p(-p_packnet)
+
+    def statistic(rows: np.ndarray) -> float:
+        t = float(ts[rows].mean()) if ts is not None else float(target)
+        return base - invert_monotone(fit_monotone(u, accuracy[rows].mean(axis=0), interpolation=interpolation), t)
+
+    return statistic
+
+
+def _two_group_jackknife(stat_a: Callable[[np.ndarray], float], n_a: int, stat_b: Callable[[np.ndarray], float],
+                         n_b: int, confidence: float) -> Interval:
+    """Jackknife-t for a statistic of two independent groups of seeds: the delete-one variances of each group
+    added, ``t`` with the smaller group's ``n - 1`` degrees of freedom."""
+    est = float(stat_a(np.arange(n_a)))
+    var = 0.0
+    for stat, n in ((stat_a, n_a), (stat_b, n_b)):
+        loo = np.array([stat(np.delete(np.arange(n), i)) for i in range(n)], dtype=float)
+        if not np.all(np.isfinite(loo)):
+            return Interval(est, -math.inf, math.inf, math.inf, min(n_a, n_b), "jackknife-t", confidence)
+        var += (n - 1) / n * float(np.sum((loo - loo.mean()) ** 2))
+    n = min(n_a, n_b)
+    half = float(t_dist.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(var)
+    return Interval(est, est - half, est + half, math.sqrt(var), n, "jackknife-t", confidence)
+
+
 def match_by_monotone_fit(
     p_grid: Sequence[float],
     accuracy: np.ndarray,
@@ -340,6 +386,7 @@ def match_by_monotone_fit(
     seed: int = 0,
     p_packnet: float | None = None,
     interpolation: Literal["pchip", "linear"] = "pchip",
+    interval: Literal["jackknife-t", "percentile"] = "jackknife-t",
 ) -> MatchResult:
     """Match ``target`` by inverting a monotone fit of accuracy over an existing grid of runs.
 
@@ -348,14 +395,14 @@ def match_by_monotone_fit(
     (more kept weights -> no lower accuracy; see :func:`fit_monotone`) and inverted at
     ``target``. No extra training is needed, which is why this is the cheap way.
 
-    Uncertainty: ``n_bootstrap`` resamples of the baseline's seeds (rows, with replacement), each
-    refitted and inverted; with ``target_samples`` (PackNet's per-seed accuracies, whose mean is
-    ``target``) each resample also redraws PackNet's seeds, so the interval carries the
-    uncertainty of both sides -- ``paired=True`` (the two share their seeds, row ``i`` of
-    ``accuracy`` and ``target_samples[i]`` being the same seed) draws one set of seeds for both.
-    Percentile intervals at ``confidence`` for ``p'`` and for the compression ratio. A resample
-    whose target falls off the fitted range counts on that side; if that pushes an interval end
-    off the grid, the end is NaN and the message says so.
+    Uncertainty (``n_bootstrap >= 1`` asks for an interval; 0 gives none): by default the jackknife-t interval of
+    ``u' = log(1 - p')`` over the seeds (:func:`sleepcl.study.stats.jackknife_t`; the coverage simulation in
+    benchmarks/interval_coverage.py chose it), each seed left out in turn and the fit redone. With
+    ``target_samples`` (PackNet's per-seed accuracies, whose mean is ``target``) PackNet's uncertainty enters
+    too: ``paired=True`` (row ``i`` of ``accuracy`` and ``target_samples[i]`` the same seed) leaves a seed out of
+    both sides at once; unpaired, each side's delete-one variance is added. ``interval="percentile"``: the old
+    percentile bootstrap over ``n_bootstrap`` resamples (too narrow at 3-5 seeds; kept for comparison). A seed
+    whose removal puts the target off the fitted range leaves the interval unbounded (NaN ends in p').
 
     A target outside the fitted range is never extrapolated: ``in_range`` is False, ``p_match``
     NaN, and the message names the side of the grid that needs more points.
@@ -389,10 +436,15 @@ def match_by_monotone_fit(
     notes = [f"matched at p'={p_hat:.5f} from {acc.shape[0]} seed(s) x {p.size} grid points"]
     n_seeds = acc.shape[0]
     if n_seeds < 2 or n_bootstrap < 1:
-        notes.append("no bootstrap interval (needs >= 2 seeds and n_bootstrap >= 1)")
-    else:
+        notes.append("no interval (needs >= 2 seeds)")
+        return MatchResult(method, target, p_hat, True, "; ".join(notes), p_packnet, evaluations=evaluations,
+                           **result)
+    # the statistic is -u' (the log compression up to the constant log(1 - p)), so its interval is u''s, negated
+    neg_u = log_compression_statistic(u, acc, ts if paired else None, 0.0, target=target,
+                                      interpolation=interpolation)
+    if interval == "percentile":
         rows = bootstrap_draws(n_seeds, n_bootstrap, seed)
-        if ts is None:  # the target as a fixed number
+        if ts is None:
             ts_used, target_rows = np.array([target]), np.zeros((n_bootstrap, 1), dtype=np.int64)
             sides = "the baseline's seeds (PackNet's target held fixed)"
         elif paired:
@@ -401,22 +453,31 @@ def match_by_monotone_fit(
         else:
             ts_used, target_rows = ts, bootstrap_draws(ts.size, n_bootstrap, seed + 1)
             sides = "the baseline's seeds and, independently, PackNet's"
-        boot_u = matched_u_replicates(u, acc, ts_used, rows, target_rows, interpolation=interpolation)
-        n_off = int(np.sum(~np.isfinite(boot_u)))
-        alpha = 1.0 - confidence
-        # +-inf sort to the ends; the "inverted_cdf" quantile never interpolates across them
-        q_lo, q_hi = np.quantile(boot_u, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-        # p = 1 - exp(u) decreases in u: the upper u quantile is the lower p bound
-        result["ci_low"] = _u_to_p(float(q_hi)) if math.isfinite(q_hi) else NAN
-        result["ci_high"] = _u_to_p(float(q_lo)) if math.isfinite(q_lo) else NAN
-        if p_packnet is not None:
-            result["compression_ci_low"] = _compression_or_nan(p_packnet, result["ci_low"])
-            result["compression_ci_high"] = _compression_or_nan(p_packnet, result["ci_high"])
-        notes.append(f"{confidence:.0%} bootstrap CI over {n_bootstrap} resamples of {sides}")
-        if n_off:
-            notes.append(f"{n_off} resample(s) put the target off the fitted range")
-        if not (math.isfinite(q_lo) and math.isfinite(q_hi)):
-            notes.append("the interval runs off the grid (NaN end); add grid points beyond it")
+        boot = -matched_u_replicates(u, acc, ts_used, rows, target_rows, interpolation=interpolation)
+        ci = percentile_bootstrap(neg_u, n_seeds, n_bootstrap, confidence, replicates=boot)
+        notes.append(f"{confidence:.0%} percentile bootstrap CI over {n_bootstrap} resamples of {sides}")
+    elif ts is not None and not paired:
+        target_stat = lambda rows: -invert_monotone(fit, float(ts[rows].mean()))  # noqa: E731
+        ci = _two_group_jackknife(neg_u, n_seeds, target_stat, ts.size, confidence)
+        notes.append(f"{confidence:.0%} jackknife-t CI, the baseline's and PackNet's seeds left out in turn")
+    else:
+        ci = jackknife_t(neg_u, n_seeds, confidence)
+        notes.append(f"{confidence:.0%} jackknife-t CI over {n_seeds} seeds, each left out in turn"
+                     + (" of both sides" if paired else " (PackNet's target held fixed)"))
+    # p = 1 - exp(u) decreases in u and u = -statistic: the statistic's low end is p''s low end. An end beyond
+    # the grid would be an extrapolation: NaN, as an end the data cannot bound
+    on_grid = lambda x: math.isfinite(x) and u[0] - 1e-12 <= -x <= u[-1] + 1e-12  # noqa: E731
+    result["ci_low"] = _u_to_p(-ci.low) if on_grid(ci.low) else NAN
+    result["ci_high"] = _u_to_p(-ci.high) if on_grid(ci.high) else NAN
+    if p_packnet is not None:
+        result["compression_ci_low"] = _compression_or_nan(p_packnet, result["ci_low"])
+        result["compression_ci_high"] = _compression_or_nan(p_packnet, result["ci_high"])
+    if not ci.bounded:
+        notes.append("the interval runs off the grid (NaN end): a seed's removal puts the target off the fitted "
+                     "range; add grid points beyond it or seeds")
+    elif math.isnan(result["ci_low"]) or math.isnan(result["ci_high"]):
+        notes.append("the interval runs off the grid (NaN end): it reaches off the fitted range; add grid "
+                     "points beyond it or seeds")
     return MatchResult(method, target, p_hat, True, "; ".join(notes), p_packnet, evaluations=evaluations, **result)
 
 

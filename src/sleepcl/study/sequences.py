@@ -5,19 +5,20 @@ Figure 1 (PackNet, Memory and Multinet over a grid of final free fractions p) an
 run at several sequence lengths T on a Permuted benchmark (every task all 10 classes, its own pixel
 permutation). Then:
 
-* the **compression ratio against T**, each with a bootstrap interval;
+* the **compression ratio against T**, each with a jackknife-t interval over the seeds;
 * the **trend**: the slope of log(compression) against log(T), and of the accuracy gap (baseline - PackNet at
-  the same p) against log(T), each with a bootstrap interval; a trend is called only when its interval excludes 0;
+  the same p) against log(T), each with a jackknife-t interval; a trend is called only when its interval excludes 0;
 * **what the baselines cost**: seconds per member, training and evaluation per task, and each population's peak
   resident memory (Memory rehearses every task seen, so its pool of training data grows with T).
 
-Uncertainty. Seeds are the unit: each bootstrap replicate resamples, independently at every T, the seeds of
-PackNet (its mean accuracy at p, the target) and of the baseline (its mean accuracy at every grid point),
-refits the baseline's accuracy as a non-decreasing function of log(1 - p) and inverts it at the target
+Uncertainty. Seeds are the unit: seed i's runs (PackNet's and the baseline's, at every T) go together. Every
+interval is the jackknife-t (:func:`sleepcl.study.stats.jackknife_t`): each seed left out in turn, the baseline's
+accuracy refitted as a non-decreasing function of log(1 - p) and inverted at PackNet's mean
 (:func:`sleepcl.study.matching.fit_monotone`, :func:`~sleepcl.study.matching.invert_monotone`, the monotone fit
-the main study uses). Intervals are 95% percentile intervals over the replicates. A replicate whose target falls
-off the fitted range is censored at the grid's edge (counted in the report); a point estimate off the range is
-reported as unmatched and left out of the trend.
+the main study uses), the estimate +- t(n - 1) times the delete-one standard error. The percentile bootstrap this
+study used before covered about 70% at 3 seeds in benchmarks/interval_coverage.py's simulation of this study; the
+jackknife-t stays near 95%. A seed whose removal puts a target off the fitted range leaves the interval unbounded on
+that side (counted in the report); a point estimate off the range is reported as unmatched and left out of the trend.
 
 Runs live in the results store like any other (:func:`sleepcl.runs.runner.run_configs`), so an interrupted study
 resumes; the report (:mod:`.sequences_report`) is written from the store alone.
@@ -39,10 +40,11 @@ from ..config import RunConfig
 from ..runs.runner import run_configs
 from ..runs.store import RunStore
 from .analysis import mean_se, summarize
-from .matching import fit_monotone, invert_monotone, match_by_monotone_fit
+from .matching import fit_monotone, invert_monotone, log_compression_statistic, match_by_monotone_fit
+from .stats import Interval, jackknife_t
 from .run import RecordLookup
 
-__all__ = ["PRESETS", "SEQUENCE_STRATEGIES", "SequenceSettings", "analyse", "eval_every", "peak_rss", "run_sequences",
+__all__ = ["PRESETS", "SEQUENCE_STRATEGIES", "SequenceSettings", "analyse", "analyse_frame", "eval_every", "peak_rss", "run_sequences",
            "sequence_configs", "sequence_settings"]
 
 SEQUENCE_STRATEGIES = ("packnet", "memory", "multinet")
@@ -235,7 +237,7 @@ def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 @dataclass
 class Match:
-    """A baseline matched to PackNet at ``p`` for one T: the point estimate and its bootstrap replicates."""
+    """A baseline matched to PackNet at ``p`` for one T: the point estimate and its jackknife-t interval."""
 
     T: int
     baseline: str
@@ -244,13 +246,13 @@ class Match:
     target_se: float
     p_match: float                # NaN when the target is off the baseline's fitted range
     compression: float
-    boot: np.ndarray              # compression per replicate (censored at the grid's edges)
-    censored_high: int            # replicates whose target fell below the baseline's fitted range: compression
-                                  # counted at the most pruned grid point's, a lower bound
-    censored_low: int             # ... above the range: counted at the least pruned point's, an upper bound
+    ci: Interval                  # of log(compression), over the seeds
+    censored_high: int            # seeds whose removal puts the target below the baseline's fitted range
+    censored_low: int             # ... above it
     message: str
     edges: tuple[float, float] = (math.nan, math.nan)  # the compressions at the least and the most pruned grid point
     below: bool = False           # unmatched because the target is below the baseline's whole fitted range
+    statistic: Callable[[np.ndarray], float] | None = None  # log compression from a subset of the seeds
 
     @property
     def matched(self) -> bool:
@@ -264,17 +266,19 @@ class Match:
         return f">= {self.edges[1]:.4g}" if self.below else f"<= {self.edges[0]:.4g}"
 
     def interval(self) -> tuple[float, float]:
-        return _percentiles(self.boot)
+        """The compression's interval: (0, inf) where a seed's removal puts the match off the grid."""
+        ci = self.ci.exp()
+        return ci.low, ci.high
 
     def interval_censored(self) -> tuple[bool, bool]:
-        """Whether the interval's low / high end lies among censored replicates (then it is only a bound)."""
-        tail = (1.0 - CONFIDENCE) / 2 * len(self.boot)
-        return self.censored_low > tail, self.censored_high > tail
+        """Whether the interval's low / high end is unbounded (a seed's removal puts the target off the grid)."""
+        unbounded = self.matched and not self.ci.bounded
+        return unbounded, unbounded
 
 
 @dataclass
 class Trend:
-    """How a quantity changes with T: the least-squares slope against log T and its bootstrap interval."""
+    """How a quantity changes with T: the least-squares slope against log T and its jackknife-t interval."""
 
     baseline: str
     p: float
@@ -312,15 +316,19 @@ def analyse(s: SequenceSettings, lookup: RecordLookup, costs: Mapping[str, Any] 
     """Everything the report says, from the stored runs of ``s`` (and the peak memory measured while training)."""
     configs = sequence_configs(s)
     records, missing = lookup.records(configs)
-    df = records_frame(records)
+    return analyse_frame(s, records_frame(records), costs, records=records, missing=len(missing))
+
+
+def analyse_frame(s: SequenceSettings, df: pd.DataFrame, costs: Mapping[str, Any] | None = None, *,
+                  records: list[dict[str, Any]] | None = None, missing: int = 0) -> SequenceAnalysis:
+    """The analysis of the runs in ``df`` (:func:`records_frame`'s columns, as ``runs.csv`` holds them)."""
     accuracy = summarize(df, ["T", "strategy", "p"])
-    rng = np.random.default_rng(0)
     matches = [m for t in s.tasks for b in BASELINES for p in s.matching_ps
-               if (m := match(df, s, t, b, p, rng)) is not None]
+               if (m := match(df, s, t, b, p)) is not None]
     gaps = accuracy_gaps(df, s)
     trends = [trend_of_compression(s, matches, b, p) for b in BASELINES for p in s.matching_ps]
-    trends += [trend_of_gap(df, s, b, p, rng) for b in BASELINES for p in s.matching_ps]
-    return SequenceAnalysis(records, df, len(missing), len(configs), accuracy, gaps, matches, trends,
+    trends += [trend_of_gap(df, s, b, p) for b in BASELINES for p in s.matching_ps]
+    return SequenceAnalysis(records or [], df, missing, len(sequence_configs(s)), accuracy, gaps, matches, trends,
                             cost_table(df, costs or {}))
 
 
@@ -333,9 +341,9 @@ def seed_matrix(df: pd.DataFrame, T: int, strategy: str, ps: Sequence[float], se
         return None
 
 
-def match(df: pd.DataFrame, s: SequenceSettings, T: int, baseline: str, p: float,
-          rng: np.random.Generator) -> Match | None:
-    """Match ``baseline`` to PackNet at ``p`` at sequence length ``T``, with the seed bootstrap (module docstring)."""
+def match(df: pd.DataFrame, s: SequenceSettings, T: int, baseline: str, p: float) -> Match | None:
+    """Match ``baseline`` to PackNet at ``p`` at sequence length ``T``, with the jackknife-t interval over the
+    seeds (module docstring)."""
     target_runs = seed_matrix(df, T, "packnet", [p], s.seeds)
     ps = s.ps(baseline)
     grid = seed_matrix(df, T, baseline, ps, s.seeds)
@@ -347,20 +355,14 @@ def match(df: pd.DataFrame, s: SequenceSettings, T: int, baseline: str, p: float
     order = np.argsort(u)
     u, grid = u[order], grid[:, order]
     n = len(s.seeds)
-    boot = np.empty(s.n_bootstrap)
-    off = {-math.inf: 0, math.inf: 0}
-    for b in range(s.n_bootstrap):
-        t = float(target_runs[rng.integers(0, n, n), 0].mean())
-        fitted = fit_monotone(u, grid[rng.integers(0, n, n)].mean(axis=0))
-        at = invert_monotone(fitted, t)
-        if not math.isfinite(at):
-            off[at] += 1
-            at = u[0] if at < 0 else u[-1]  # the grid's edge: the most or the least pruned baseline run
-        boot[b] = (1.0 - p) / math.exp(at)
+    statistic = log_compression_statistic(u, grid, target_runs[:, 0], p)
+    ci = jackknife_t(statistic, n, CONFIDENCE)
+    loo = [statistic(np.delete(np.arange(n), i)) for i in range(n)] if n > 1 else []
     edges = ((1.0 - p) / math.exp(u[-1]), (1.0 - p) / math.exp(u[0]))
     below = invert_monotone(fit_monotone(u, grid.mean(axis=0)), target) == -math.inf
-    return Match(T, baseline, p, target, target_se, point.p_match, point.compression, boot, off[-math.inf],
-                 off[math.inf], point.message, edges, below)
+    return Match(T, baseline, p, target, target_se, point.p_match, point.compression, ci,
+                 sum(x == math.inf for x in loo), sum(x == -math.inf for x in loo), point.message, edges, below,
+                 statistic)
 
 
 def accuracy_gaps(df: pd.DataFrame, s: SequenceSettings) -> pd.DataFrame:
@@ -383,26 +385,33 @@ def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((y - y.mean(axis=-1, keepdims=True)) * xc).sum(axis=-1) / (xc ** 2).sum()
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
-    alpha = 1.0 - CONFIDENCE
-    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-    return float(lo), float(hi)
+def _slope_statistic(x: np.ndarray, parts: Sequence[Callable[[np.ndarray], float]]) -> Callable[[np.ndarray], float]:
+    """``statistic(rows)``: the slope against ``x`` of the values each part computes from the seeds ``rows``;
+    +-inf where a part is off the grid (the slope is then unbounded), NaN where two are on opposite sides."""
+    def statistic(rows: np.ndarray) -> float:
+        y = np.array([f(rows) for f in parts], dtype=float)
+        if np.all(np.isfinite(y)):
+            return float(_slope(x, y))
+        off = set(np.sign(y[~np.isfinite(y)]).tolist())
+        return math.nan if len(off) > 1 else math.inf
+    return statistic
 
 
 def trend_of_compression(s: SequenceSettings, matches: Sequence[Match], baseline: str, p: float) -> Trend:
-    """Slope of log(compression) against log(T) over the T where the baseline matched PackNet at p."""
+    """Slope of log(compression) against log(T) over the T where the baseline matched PackNet at p; its interval
+    leaves each seed out at every T at once (jackknife-t)."""
     found = sorted((m for m in matches if m.baseline == baseline and m.p == p and m.matched), key=lambda m: m.T)
     Ts = tuple(m.T for m in found)
     if len(found) < 2:
         return Trend(baseline, p, "log compression", Ts, math.nan, math.nan, math.nan)
     x = np.log(np.array(Ts, dtype=float))
     point = float(_slope(x, np.log([m.compression for m in found])))
-    boot = _slope(x, np.log(np.stack([m.boot for m in found], axis=1)))
-    return Trend(baseline, p, "log compression", Ts, point, *_percentiles(boot))
+    ci = jackknife_t(_slope_statistic(x, [m.statistic for m in found]), len(s.seeds), CONFIDENCE)
+    return Trend(baseline, p, "log compression", Ts, point, ci.low, ci.high)
 
 
-def trend_of_gap(df: pd.DataFrame, s: SequenceSettings, baseline: str, p: float, rng: np.random.Generator) -> Trend:
-    """Slope of the accuracy gap (baseline - PackNet at p) against log(T), seeds resampled within every T."""
+def trend_of_gap(df: pd.DataFrame, s: SequenceSettings, baseline: str, p: float) -> Trend:
+    """Slope of the accuracy gap (baseline - PackNet at p) against log(T); jackknife-t over the seeds."""
     per_t = [(t, seed_matrix(df, t, "packnet", [p], s.seeds), seed_matrix(df, t, baseline, [p], s.seeds))
              for t in s.tasks]
     per_t = [(t, a[:, 0], b[:, 0]) for t, a, b in per_t if a is not None and b is not None]
@@ -410,11 +419,9 @@ def trend_of_gap(df: pd.DataFrame, s: SequenceSettings, baseline: str, p: float,
     if len(per_t) < 2:
         return Trend(baseline, p, "accuracy gap", Ts, math.nan, math.nan, math.nan)
     x = np.log(np.array(Ts, dtype=float))
-    n = len(s.seeds)
-    point = float(_slope(x, np.array([b.mean() - a.mean() for _, a, b in per_t])))
-    boot = np.stack([b[rng.integers(0, n, (s.n_bootstrap, n))].mean(1) - a[rng.integers(0, n, (s.n_bootstrap, n))].mean(1)
-                     for _, a, b in per_t], axis=1)
-    return Trend(baseline, p, "accuracy gap", Ts, point, *_percentiles(_slope(x, boot)))
+    parts = [lambda rows, a=a, b=b: float(b[rows].mean() - a[rows].mean()) for _, a, b in per_t]
+    ci = jackknife_t(_slope_statistic(x, parts), len(s.seeds), CONFIDENCE)
+    return Trend(baseline, p, "accuracy gap", Ts, ci.estimate, ci.low, ci.high)
 
 
 def cost_table(df: pd.DataFrame, costs: Mapping[str, Any]) -> pd.DataFrame:
