@@ -41,6 +41,7 @@ __all__ = [
     "PruningResult",
     "RUN_COLUMNS",
     "SchedulesResult",
+    "accuracy_step",
     "analyse_budget",
     "analyse_matching",
     "analyse_nobudget",
@@ -97,6 +98,25 @@ def summarize(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             rows.append({**dict(zip(keys, key)), "mean": m, "se": se, "n": n,
                          "error": 1.0 - m, "seeds": ",".join(str(s) for s in sorted(g["seed"]))})
     return pd.DataFrame(rows, columns=[*keys, "mean", "se", "n", "error", "seeds"])
+
+
+def accuracy_step(df: pd.DataFrame) -> float:
+    """The step of the average accuracy: one test image of one task, ``1 / (tasks x test images per task)``,
+    read off the runs' per-task accuracies (the finest non-zero difference of each task's values; NaN without
+    two distinct values). A difference of a few steps is a few test images."""
+    if df.empty:
+        return NAN
+    a = np.array(df["task_accuracy"].tolist(), dtype=float)
+    steps = []
+    for col in a.T:
+        d = np.diff(np.unique(np.round(col, 9)))
+        d = d[d > 1e-9]
+        if d.size:
+            steps.append(float(d.min()))
+    if not steps:
+        return NAN
+    per_task = min(steps)
+    return 1.0 / (round(1.0 / per_task) * a.shape[1])
 
 
 def per_task(df: pd.DataFrame) -> tuple[list[float], list[float]]:
@@ -229,6 +249,7 @@ class Growth:
     ci_high: float      # (0 and inf where a seed's removal puts a match off the grid)
     n_seeds: int
     dropped: int        # seeds whose removal puts a match off the grid (the interval is then unbounded)
+    log_se: float = NAN  # the jackknife standard error of log(ratio) (inf: unbounded)
 
 
 @dataclass
@@ -242,6 +263,7 @@ class MatchingResult:
     paper_caption: str
     notes: list[str] = field(default_factory=list)
     growth: list[Growth] = field(default_factory=list)
+    step: float = NAN                           # the average accuracy's step: one test image of one task
 
     def table(self) -> pd.DataFrame:
         """Table 1: one row per (PackNet p, baseline), both methods, the accuracy test and the paper's ratio."""
@@ -310,9 +332,10 @@ def compression_growth(s: StudySettings, lookup: RecordLookup, baseline: str, fi
         with np.errstate(invalid="ignore"):
             return float(np.float64(log_c[hi_p](rows)) - np.float64(log_c[lo_p](rows)))
 
-    ci = jackknife_t(log_growth, n).exp()
+    log_ci = jackknife_t(log_growth, n)
+    ci = log_ci.exp()
     off = sum(not math.isfinite(log_growth(np.delete(np.arange(n), i))) for i in range(n))
-    return Growth(baseline, lo_p, hi_p, ratio, ci.low, ci.high, n, off)
+    return Growth(baseline, lo_p, hi_p, ratio, ci.low, ci.high, n, off, log_ci.se)
 
 
 def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
@@ -375,16 +398,19 @@ def analyse_matching(s: StudySettings, lookup: RecordLookup) -> MatchingResult:
             per_task_rows.append({"p_packnet": p, "who": b, "p": res.p_match, "task_mean": mb, "task_se": seb,
                                   "mean": mean_se(ldb.frame["accuracy"])[0]})
     pending = sum(1 for x in searches.values() if x.result is None)
+    step = accuracy_step(pd.concat([load(lookup, [make_config(s, st, p, seed) for p in s.pruning_grid
+                                                  for seed in s.seeds]).frame for st in s.strategies]))
     return MatchingResult(pd.DataFrame(target_rows), rows, per_task_rows, missing_static, pending, key, caption,
-                          notes, growth)
+                          notes, growth, step)
 
 
 # --------------------------------------------------------------------------------------------- best N
 
 
 BEST_COLUMNS = ["best_N", "worst_N", "best_mean", "best_se", "worst_mean", "worst_se", "held_best", "held_worst",
-                "gap", "gap_se", "n", "pvalue", "test", "significant", "error_ratio", "vs_one_diff", "vs_one_pvalue",
-                "vs_one_significant", "vs_most_diff", "vs_most_pvalue", "vs_most_significant", "tied"]
+                "gap", "gap_se", "n", "pvalue", "test", "significant", "error_ratio", "vs_one_diff", "vs_one_se",
+                "vs_one_pvalue", "vs_one_significant", "vs_most_diff", "vs_most_se", "vs_most_pvalue",
+                "vs_most_significant", "tied"]
 
 
 def _above(c: Comparison) -> bool:
@@ -417,8 +443,9 @@ def held_out_best(runs: pd.DataFrame, selection: Selection) -> dict[str, Any] | 
             "held_worst": held_mean[worst], "gap": gap.diff, "gap_se": gap.se, "n": gap.n, "pvalue": gap.pvalue,
             "test": gap.test, "significant": _above(gap),
             "error_ratio": err_worst / err_best if err_best > 0 else (math.inf if err_worst > 0 else NAN),
-            "vs_one_diff": vs_one.diff, "vs_one_pvalue": vs_one.pvalue, "vs_one_significant": _above(vs_one),
-            "vs_most_diff": vs_most.diff, "vs_most_pvalue": vs_most.pvalue, "vs_most_significant": _above(vs_most),
+            "vs_one_diff": vs_one.diff, "vs_one_se": vs_one.se, "vs_one_pvalue": vs_one.pvalue,
+            "vs_one_significant": _above(vs_one), "vs_most_diff": vs_most.diff, "vs_most_se": vs_most.se,
+            "vs_most_pvalue": vs_most.pvalue, "vs_most_significant": _above(vs_most),
             "tied": ",".join(str(n) for n in tied)}
 
 

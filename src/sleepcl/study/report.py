@@ -264,13 +264,14 @@ def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) ->
         gap_txt = r.accuracy_gap.describe() if r.accuracy_gap is not None else "–"
         rows.append([f"{r.p:g}", _label(r.baseline), _fmt(r.target), gap_txt, sc_txt, fit_txt, agree, paper_txt])
     header = ["PackNet p", "baseline", "PackNet accuracy", "baseline − PackNet at the same p",
-              "minimize_scalar: p' / compression", "monotone fit: p' / compression [95% CI]", "agreement",
+              "minimize_scalar: p' / compression", "monotone fit: p' / compression [95% jackknife-t CI]", "agreement",
               "compression (paper)"]
     table_md = md_table(rows, header)
     growth_md = "".join(
         f"- {_label(g.baseline)}: the compression at p = {g.p_high:g} is {g.ratio:.2f} times that at p = {g.p_low:g} "
-        + (f"(95% CI [{_fmt(g.ci_low, 2)}, {_fmt(g.ci_high, 2)}], {g.n_seeds} seeds"
-           + (f"; {g.dropped} resamples off the grid at both p" if g.dropped else "") + ")\n"
+        + (f"(95% CI [{_fmt(g.ci_low, 2)}, {_fmt(g.ci_high, 2)}], jackknife-t over {g.n_seeds} seeds"
+           + (f"; without {g.dropped} of the seeds a match falls off the grid, so the data cannot bound it"
+              if g.dropped else "") + ")\n"
            if not (math.isnan(g.ci_low) and math.isnan(g.ci_high)) else "(no interval)\n")
         for g in res.growth)
     trows = [[f"{t.p:g}", _pm(t.mean, t.se), _fmt(t.paper, 3)] for t in res.targets.itertuples()]
@@ -312,15 +313,19 @@ def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) ->
         f"at most {s.matching_maxiter} iterations; each evaluation is a set of runs of the baseline at p' "
         f"(seeds {_seeds(s.seeds)}), stored like every other run. **monotone fit** (the cheap way): the "
         f"baseline's accuracy over the Figure 1 grid, fitted as a non-decreasing function of log(1 − p) and "
-        f"inverted at the target; 95% bootstrap interval over {s.n_bootstrap} resamples of the seeds, each "
-        f"resample drawing one set of seeds for both sides (PackNet's target and the baseline's grid share "
-        f"their seeds), so the interval carries PackNet's uncertainty as well as the baseline's. "
+        f"inverted at the target; 95% jackknife-t interval over the seeds (each seed left out of PackNet's target "
+        f"and the baseline's grid at once, the fit redone; the estimate ± t(n − 1) delete-one standard errors, on "
+        f"log(1 − p')), so the interval carries PackNet's uncertainty as well as the baseline's; the coverage "
+        f"simulation `benchmarks/interval_coverage.py` chose it over the percentile bootstrap, which covers about "
+        f"70% at 3 seeds. An interval end beyond the grid is not extrapolated (–). "
         f"Compression = (1 − p) / (1 − p'): how many times more weights PackNet needs for the same accuracy. "
-        f"**baseline − PackNet at the same p**: the accuracy difference in the Figure 1 runs, {_test_words()}. "
-        f"Paper column: {res.paper_caption}."
+        f"**baseline − PackNet at the same p**: the accuracy difference in the Figure 1 runs, {_test_words()}"
+        + (f"; the average accuracy moves in steps of {res.step:.3g} (one test image of one task), so a difference "
+           f"of d is d / {res.step:.3g} test images. " if res.step > 0 else ". ")
+        + f"Paper column: {res.paper_caption}."
         + notes + "\n" + "\n\n".join(figs) + "\n\n" + table_md + unmatched_md
         + ("\nHow the compression changes from the smallest to the largest matched p (monotone fit; the "
-           "interval resamples the seeds once for PackNet at both p and the baseline's grid):\n\n" + growth_md
+           "interval leaves each seed out of PackNet at both p and of the baseline's grid at once):\n\n" + growth_md
            if growth_md else "")
         + "\nPackNet's average performance at the matched p (the targets; Figure 3's captions):\n\n" + targets_md
     )
@@ -610,6 +615,49 @@ def protocol_differences(s: StudySettings) -> list[str]:
     return out
 
 
+def cli_flags(s: StudySettings) -> str:
+    """The ``sleepcl study``/``report`` options that select the settings ``s``: preset and benchmark, and
+    ``--model``, ``--baselines`` and ``--seeds`` where ``s`` differs from the preset's (:func:`reachable` says
+    whether they give exactly ``s``)."""
+    out = f"--preset {s.preset} --benchmark {s.benchmark}"
+    base = settings(s.preset, s.benchmark)
+    if s.network != base.network:
+        out += f" --model {s.network}"
+    if s.baselines != base.baselines:
+        out += f" --baselines {','.join(s.baselines)}"
+    if (s.seeds, s.budget_seeds) != (base.seeds, base.budget_seeds):
+        out += " --seeds " + ",".join(str(x) for x in s.seeds)
+    return out
+
+
+def reachable(s: StudySettings) -> bool:
+    """Whether :func:`cli_flags` name exactly ``s`` (not so for settings changed in Python, e.g. other seeds for
+    Figure 2 than for the rest)."""
+    base = settings(s.preset, s.benchmark)
+    try:
+        again = settings(s.preset, s.benchmark, network=None if s.network == base.network else s.network,
+                         baselines=None if s.baselines == base.baselines else s.baselines,
+                         seeds=None if (s.seeds, s.budget_seeds) == (base.seeds, base.budget_seeds) else s.seeds)
+    except ValueError:
+        return False
+    return again == s
+
+
+def reproduce_command(s: StudySettings, names: Sequence[str], out: Path) -> str:
+    """Import the report's ``runs.jsonl.gz`` into a fresh store and write the report from it (nothing trains)."""
+    folder = _display_path(out)
+    return (f"sleepcl results --import {folder}/runs.jsonl.gz --store runs.sqlite && sleepcl report "
+            f"{' '.join(names)} {cli_flags(s)} --store runs.sqlite --out {folder}")
+
+
+def _display_path(out: Path) -> str:
+    """``out`` relative to the working directory where it lies below it (as a report's commands name it)."""
+    try:
+        return Path(out).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(out).as_posix()
+
+
 def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path | None = None, *,
                  names: str | Sequence[str] = "all", command: str | None = None,
                  wall_seconds: float | None = None, trained: int | None = None) -> ReportResult:
@@ -623,12 +671,9 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
     out.mkdir(parents=True, exist_ok=True)
     w = _Writer(out)
     lookup = RecordLookup(store)
-    seeds_flag = ""
-    if s != settings(s.preset, s.benchmark):
-        seeds_flag = " --seeds " + ",".join(str(x) for x in sorted(set(s.seeds) | set(s.budget_seeds)))
-    resume = f"sleepcl study {{name}} --preset {s.preset} --benchmark {s.benchmark}{seeds_flag}"
-    command = command or (f"sleepcl report {' '.join(names) if len(names) < 5 else 'all'} "
-                          f"--preset {s.preset} --benchmark {s.benchmark}{seeds_flag}")
+    flags = cli_flags(s)
+    resume = f"sleepcl study {{name}} {flags}"
+    command = command or f"sleepcl report {' '.join(names) if len(names) < 5 else 'all'} {flags}"
 
     analyses: dict[str, Any] = {}
     sections: list[tuple[str, str]] = []
@@ -652,12 +697,13 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
 
     claims = cl.check_claims(
         s, matching=analyses.get("matching"), pruning=analyses.get("pruning"),
-        budget=analyses.get("budget") if "budget" in names else None, nobudget=analyses.get("nobudget"))
+        budget=analyses.get("budget") if "budget" in names else None, nobudget=analyses.get("nobudget"),
+        step=analyses["matching"].step if "matching" in analyses else math.nan)
     relevant = {"a": "matching", "b": "matching", "c": "budget", "d": "nobudget"}
     claims = [c for c in claims if relevant[c.key] in names]
     claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "scope": c.scope, "verdict": c.verdict,
-                               "untested": c.untested, "evidence": c.evidence} for c in claims],
-                             columns=["claim", "statement", "scope", "verdict", "untested", "evidence"])
+                               "untested": c.untested, "power": c.power, "evidence": c.evidence} for c in claims],
+                             columns=["claim", "statement", "scope", "verdict", "untested", "power", "evidence"])
     if claims:
         w.csv("claims", claims_df)
 
@@ -673,8 +719,12 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
     lines = [f"# The study on {s.benchmark}, `{s.preset}` preset",
              "",
              f"- **Command:** `{command}`",
-             f"- **Reproduce:** `sleepcl study all --preset {s.preset} --benchmark {s.benchmark}{seeds_flag}` "
-             f"(trains only runs missing from the store, then writes this report)",
+             f"- **Reproduce:** `{reproduce_command(s, names, out)}` (imports this report's runs into a fresh store "
+             f"and writes this report from them; `report` trains nothing)"
+             + ("" if reachable(s) else "; **these settings were changed in Python and differ from what these "
+                "options give**"),
+             f"- **Resume or extend:** `{resume.format(name=' '.join(names))}` (the same settings: trains only "
+             f"the runs the store lacks, then writes the report)",
              f"- **Benchmark:** {s.benchmark}, {s.n_tasks} binary tasks of class pairs (0,1), (2,3), …; "
              f"network and hyperparameters: {s.describe()}",
              f"- **Preset:** `{s.preset}`; seeds {_seeds(s.seeds)} (Figures 1, 3, 4 and Table 1), "
@@ -696,10 +746,16 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
     if claims:
         lines += ["## The paper's claims, checked against these runs", "",
                   f"A verdict covers only the network and data of this report ({cl.scope_of(s)}); the paper's other "
-                  f"networks are named untested. A difference counts where a test finds it ({_test_words()}); with "
-                  f"fewer than {MIN_N} seeds a verdict is inconclusive.", ""]
+                  f"networks are named untested. Each claim rests on a family of tests (one per baseline and p, or "
+                  f"per p; {_test_words()}), corrected together by Holm's method. Each test is *for* the claim "
+                  f"(significant in the paper's direction), *against* it (significant the other way) or neither; "
+                  f"the verdict is **supported** (all for), **partly supported** (some for, none against), "
+                  f"**opposite** (some against, none for), **mixed** (some of each) or **inconclusive** (none "
+                  f"significant: then the smallest effects the tests would have found with 80% power are given, "
+                  f"since not shown is not opposite).", ""]
         lines.append(md_table([[f"({c.key})", c.statement, f"**{c.verdict}** for the {c.scope}"
-                                + (f"; {c.untested}" if c.untested else ""), c.evidence] for c in claims],
+                                + (f"; {c.untested}" if c.untested else "")
+                                + (f" ({c.power})" if c.power else ""), c.evidence] for c in claims],
                               ["", "claim (paper)", "our data", "evidence (computed from the stored runs)"]))
         if "matching" in analyses:
             key = analyses["matching"].paper_key
