@@ -57,3 +57,20 @@ def small_convnet(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int =
         nn.Conv2d(c, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, num_classes))
+
+
+def vgg_fc8192_layer(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 2) -> nn.Module:
+    """The paper's VGG (Appendix A) with "fc8192" read as a fully connected layer of 8,192 units.
+
+    Appendix A: conv3-32, conv3-64, maxpool, conv3-128, conv3-128, maxpool, dropout(0.1), fc8192, dropout(0.1),
+    fc1024, fc2. sleepcl's built-in ``vgg`` network reads "fc8192" as the 128 x 8 x 8 = 8,192 flattened features
+    entering fc1024 (README, "The study"); this is the other reading, 8,192 units after the flatten, which adds
+    a 8,192 x 8,192 layer (67 M weights) in front of fc1024. Run it with ``--model
+    examples/models.py:vgg_fc8192_layer``; no committed report uses it.
+    """
+    c, h, w = input_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Dropout(0.1), nn.Flatten(), nn.Linear(128 * (h // 4) * (w // 4), 8192), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(8192, 1024), nn.ReLU(), nn.Linear(1024, num_classes))

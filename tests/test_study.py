@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import math
 
 import numpy as np
@@ -342,3 +343,24 @@ def test_two_seeds_give_inconclusive_verdicts_not_significant_ones(tmp_path) -> 
             budget=an.analyse_budget(s, look), nobudget=an.analyse_nobudget(s, look))
     assert {c.key: c.verdict for c in claims} == {k: cl.INCONCLUSIVE for k in "abcd"}  # 2 seeds: nothing is tested
     assert all(c.power == "fewer than 3 seeds: nothing tested" for c in claims)
+
+
+
+def test_both_readings_of_the_vggs_fc8192_are_networks() -> None:
+    """The built-in VGG reads 'fc8192' as the flattened 128 x 8 x 8 features; examples/models.py has the other
+    reading, an 8,192-unit layer, as a user model."""
+    import importlib.util
+
+    import torch
+
+    from sleepcl.models.paper import PaperVGG
+
+    flat = PaperVGG((3, 32, 32))
+    assert flat.fc0.in_features == 8192 and flat.fc0.out_features == 1024
+    spec = importlib.util.spec_from_file_location("models", Path(__file__).resolve().parents[1] / "examples" / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    layer = models.vgg_fc8192_layer((3, 32, 32), num_classes=2)
+    linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8192, 8192), (8192, 1024), (1024, 2)]
+    assert layer(torch.zeros(2, 3, 32, 32)).shape == (2, 2)

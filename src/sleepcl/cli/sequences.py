@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train PackNet, Memory and Multinet over a grid of final free fractions p at several sequence "
                     "lengths T on a Permuted benchmark (what the results store lacks: an interrupted study resumes), "
                     "then write report.md, runs.csv and the figures: accuracy against p at every T, the compression "
-                    "ratio against T with bootstrap intervals, whether the gap grows with T, and what each "
+                    "ratio against T with jackknife-t intervals, whether the gap grows with T, and what each "
                     "strategy cost (time, peak memory).")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS),
                    help="cpu: sized to a 2-core CPU (324 runs; 44 min of training here beside other jobs); tiny: a "
@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
     p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
     p.add_argument("--no-report", action="store_true", help="train only")
+    p.add_argument("--from-runs-csv", default=None, metavar="FILE",
+                   help="write the report from a report's runs.csv (its runs' full records not kept); trains nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sequences)
 
@@ -46,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this invocation (every option that differs from its default)."""
     parts = ["sleepcl", "sequences", "--preset", args.preset]
-    for flag in ("tasks", "seeds", "store", "out", "threads", "max_population", "max_memory"):
+    for flag in ("tasks", "seeds", "store", "out", "threads", "max_population", "max_memory", "from_runs_csv"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -79,11 +81,13 @@ def cmd_sequences(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file; give a folder for the report")
     if not args.no_report:
         check_writable(out / "report.md", "--out", "report.md")
-    store = open_store(args.store, read_only=args.no_train)
+    if args.from_runs_csv is not None and not Path(args.from_runs_csv).is_file():
+        raise ValueError(f"--from-runs-csv {args.from_runs_csv}: no such file")
+    store = None if args.from_runs_csv else open_store(args.store, read_only=args.no_train)
     con = console()
     started = time.perf_counter()
     trained = None
-    if not args.no_train:
+    if not args.no_train and store is not None:
         con.print(f"[bold]sleepcl sequences[/] · {s.benchmark} · preset {s.preset} · {s.describe()} · store {store.path}")
         with torch_threads(args.threads), Progress(args.quiet) as progress:
             trained = run_sequences(s, store=store, costs=out / COSTS_FILE, log=con.print, device=device,
@@ -93,6 +97,6 @@ def cmd_sequences(args: argparse.Namespace) -> int:
     if not args.no_report:
         page = write_sequences_report(s, store, out, command=_command(args),
                                       wall_seconds=None if args.no_train else time.perf_counter() - started,
-                                      trained=trained)
+                                      trained=trained, runs_csv=args.from_runs_csv)
         con.print(f"report: {page}")
     return 0

@@ -92,11 +92,11 @@ def detectable(se: float, n: int, alpha: float = ALPHA, power: float = POWER) ->
     df = n - 1
     crit = sps.t.ppf(1 - alpha / 2, df)
 
-    def short(delta: float) -> float:
-        nc = delta / se
-        return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc) - power
+    def short(nc: float) -> float:
+        got = sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc)
+        return (1.0 if math.isnan(got) else got) - power
 
-    return float(optimize.brentq(short, 1e-12 * se, 1e3 * se))
+    return float(optimize.brentq(short, 0.0, 50.0)) * se  # the shift in standard errors, then in the effect's units
 
 
 def verdict_of(tests: Sequence[Test]) -> str:
@@ -175,8 +175,7 @@ def claim_a(matching: MatchingResult | None, step: float = math.nan) -> Claim:
         fit, sc = r.fit, r.scalar
         comp = []
         if fit is not None and fit.in_range:
-            ci = "" if math.isnan(fit.compression_ci_low) and math.isnan(fit.compression_ci_high) else (
-                f" [{_num(fit.compression_ci_low)}, {_num(fit.compression_ci_high)}]")
+            ci = f" [{_num(fit.compression_ci_low)}, {_num(fit.compression_ci_high)}]" if r.accuracy_gap.n >= 2 else ""
             comp.append(f"{fit.compression:.2f}x{ci} (monotone fit)")
         if sc is not None and sc.in_range:
             comp.append(f"{sc.compression:.2f}x (minimize_scalar)")

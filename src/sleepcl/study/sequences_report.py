@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from ..data.split import load_split_benchmark
@@ -23,7 +24,7 @@ from ..files import atomic_open, atomic_write_bytes
 from ..runs.store import RunStore
 from .run import RecordLookup
 from .sequences import BASELINES, CONFIDENCE, SEQUENCE_STRATEGIES, SequenceAnalysis, SequenceSettings, analyse, \
-    read_costs
+    analyse_frame, read_costs, sequence_configs
 
 __all__ = ["COSTS_FILE", "default_out_dir", "write_sequences_report"]
 
@@ -198,13 +199,32 @@ def _scale(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
             "column says. Multinet's one day draws from every task at once, like Memory's last day."]
 
 
+def read_runs_csv(path: str | Path) -> pd.DataFrame:
+    """A report's ``runs.csv`` back as the analysis frame (:func:`~sleepcl.study.sequences.records_frame`'s)."""
+    df = pd.read_csv(path)
+    df["final_accuracy"] = df["final_accuracy"].map(json.loads)
+    df["layer_free_fraction"] = df["layer_free_fraction"].map(json.loads)
+    return df
+
+
 def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir: str | Path | None = None, *,
-                           command: str, wall_seconds: float | None = None, trained: int | None = None) -> Path:
-    """Write ``report.md``, ``runs.csv`` and the figures of the study across T into ``out_dir``; return the page."""
+                           command: str, wall_seconds: float | None = None, trained: int | None = None,
+                           runs_csv: str | Path | None = None) -> Path:
+    """Write ``report.md``, ``runs.csv`` and the figures of the study across T into ``out_dir``; return the page.
+
+    ``runs_csv``: analyse the runs of that ``runs.csv`` (a report's own) instead of the store's, for a report whose
+    full records were not kept; nothing trains.
+    """
     out = Path(out_dir) if out_dir is not None else default_out_dir(s)
     out.mkdir(parents=True, exist_ok=True)
     costs = read_costs(out / COSTS_FILE)
-    a = analyse(s, RecordLookup(store), costs)
+    if runs_csv is not None:
+        df = read_runs_csv(runs_csv)
+        configs = {c.hash() for c in sequence_configs(s)}
+        df = df[df["config_hash"].isin(configs)].reset_index(drop=True)
+        a = analyse_frame(s, df, costs, missing=len(configs) - len(df))
+    else:
+        a = analyse(s, RecordLookup(store), costs)
     runs = a.frame.sort_values(["T", "strategy", "p", "seed"]).assign(
         final_accuracy=lambda d: d.final_accuracy.map(lambda v: json.dumps([round(x, 6) for x in v])),
         layer_free_fraction=lambda d: d.layer_free_fraction.map(lambda v: json.dumps(v, sort_keys=True)))
@@ -215,13 +235,19 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
     minutes = float(a.frame.member_seconds.sum()) / 60
     lines = [f"# Freezing's cost across the number of tasks: {s.benchmark}, `{s.preset}` preset", "",
              f"- **Command:** `{command}`",
-             f"- **Reproduce:** `{reproduce(s)}` (trains only what the results store lacks, then writes this "
-             "report; add `--store FILE` to keep the runs elsewhere than the default store)",
+             (f"- **Reproduce:** `{reproduce(s).removesuffix(' --threads 2')} --from-runs-csv {_posix(out)}/runs.csv "
+              f"--out {_posix(out)}` (re-analyses this report's runs.csv; trains nothing)\n"
+              f"- **Retrain:** `{reproduce(s)}` (trains only what the results store lacks, then writes this report)"
+              if runs_csv is not None else
+              f"- **Reproduce:** `{reproduce(s)}` (trains only what the results store lacks, then writes this "
+              "report; add `--store FILE` to keep the runs elsewhere than the default store)"),
              f"- **Scale:** {s.describe()}; every strategy at every p, seed and T: {a.total} runs "
              f"({a.total - a.missing} stored" + (f", {a.missing} missing: run the command again" if a.missing else "")
              + ")",
-             f"- **Runs:** {len(a.frame)} from the results store, {_machine(a.records)}; {minutes:.0f} min of "
-             "population time per member, summed over the runs"
+             (f"- **Runs:** {len(a.frame)} from `runs.csv` (their full records were not kept: no machine or dates; "
+              f"re-analysed with `--from-runs-csv`); {minutes:.0f} min of " if runs_csv is not None else
+              f"- **Runs:** {len(a.frame)} from the results store, {_machine(a.records)}; {minutes:.0f} min of ")
+             + "population time per member, summed over the runs"
              + (f"; training them took {sum(c['seconds'] for g in costs.values() for c in g) / 60:.0f} min of "
                 "wall-clock time "
                 f"(`{COSTS_FILE}`)" if costs else "")
@@ -246,6 +272,13 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
     page = out / "report.md"
     atomic_write_bytes(page, "\n".join(lines).encode(), fsync=False)
     return page
+
+
+def _posix(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
 
 
 def _machine(records: Sequence[dict[str, Any]]) -> str:
