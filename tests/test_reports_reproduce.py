@@ -34,6 +34,9 @@ def _swap(args: list[str], flag: str, value: str) -> list[str]:
 @pytest.mark.parametrize("page", COMMITTED, ids=lambda p: p.parent.name)
 def test_the_reproduce_command_rewrites_the_same_tables_from_the_reports_runs(page: Path, tmp_path, no_training,
                                                                               monkeypatch) -> None:
+    from sleepcl.study import report
+
+    monkeypatch.setattr(report._Writer, "figure", lambda self, name, fig: [])  # the tables are compared, not plots
     text = page.read_text()
     importing, reporting = (shlex.split(part) for part in _line(text, "Reproduce").split(" && "))
     assert importing[:2] == ["sleepcl", "results"] and reporting[:2] == ["sleepcl", "report"]
@@ -74,6 +77,9 @@ def test_the_sequences_report_reproduces_from_its_runs_csv(tmp_path, no_training
     """The study across T kept only runs.csv (not the full records): its Reproduce command re-analyses it."""
     import shutil
 
+    from sleepcl.study import sequences_report
+
+    monkeypatch.setattr(sequences_report, "_save_figure", lambda fig, path: None)  # tables compared, not plots
     committed = RESULTS / "permuted-mnist-5k-sequences-cpu"
     text = (committed / "report.md").read_text()
     args = shlex.split(_line(text, "Reproduce"))

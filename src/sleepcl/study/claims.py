@@ -31,7 +31,7 @@ from .experiments import BASELINES, StudySettings
 from .stats import ALPHA, MIN_N, Comparison, holm
 
 __all__ = ["Claim", "INCONCLUSIVE", "MIXED", "NOT_SUPPORTED", "NO_DATA", "OPPOSITE", "PARTLY", "SUPPORTED",
-           "UNTESTED", "VERDICTS", "Test", "check_claims", "detectable", "paper_table1_trend", "scope_of", "verdict_of"]
+           "UNTESTED", "VERDICTS", "ClaimTest", "check_claims", "detectable", "paper_table1_trend", "scope_of", "verdict_of"]
 
 SUPPORTED, PARTLY, OPPOSITE, MIXED = "supported", "partly supported", "opposite", "mixed"
 INCONCLUSIVE, NO_DATA = "inconclusive", "no data"
@@ -58,7 +58,7 @@ class Claim:
 
 
 @dataclass
-class Test:
+class ClaimTest:
     """One test of a claim's family: ``estimate`` in the paper's direction is positive; ``se`` its standard error
     with ``n`` seeds (t with n - 1 degrees of freedom); ``pvalue`` two-sided, raw; ``adjusted`` after Holm."""
 
@@ -99,7 +99,7 @@ def detectable(se: float, n: int, alpha: float = ALPHA, power: float = POWER) ->
     return float(optimize.brentq(short, 0.0, 50.0)) * se  # the shift in standard errors, then in the effect's units
 
 
-def verdict_of(tests: Sequence[Test]) -> str:
+def verdict_of(tests: Sequence[ClaimTest]) -> str:
     """Holm-correct ``tests`` together (in place) and read the verdict (module docstring)."""
     if not tests:
         return NO_DATA
@@ -116,7 +116,7 @@ def verdict_of(tests: Sequence[Test]) -> str:
     return INCONCLUSIVE
 
 
-def power_note(tests: Sequence[Test]) -> str:
+def power_note(tests: Sequence[ClaimTest]) -> str:
     """What the tests of an inconclusive family could have found."""
     if not tests:
         return ""
@@ -128,25 +128,25 @@ def power_note(tests: Sequence[Test]) -> str:
             f"n = {', '.join(map(str, n))}, before Holm's correction): " + "; ".join(parts))
 
 
-def family_text(tests: Sequence[Test]) -> str:
+def family_text(tests: Sequence[ClaimTest]) -> str:
     """E.g. ``Holm over 6 tests: 4 for, 0 against``."""
     pos = sum(t.direction > 0 for t in tests)
     neg = sum(t.direction < 0 for t in tests)
     return f"Holm's correction over {len(tests)} test(s): {pos} significant for the claim, {neg} against"
 
 
-def _finish(claim: Claim, tests: Sequence[Test]) -> Claim:
+def _finish(claim: Claim, tests: Sequence[ClaimTest]) -> Claim:
     claim.verdict = verdict_of(tests)
     if claim.verdict == INCONCLUSIVE:
         claim.power = power_note(tests)
     return claim
 
 
-def _t_test(label: str, c: Comparison, sign: int = 1) -> Test:
-    return Test(label, sign * c.diff, c.se, c.n, c.pvalue)
+def _t_test(label: str, c: Comparison, sign: int = 1) -> ClaimTest:
+    return ClaimTest(label, sign * c.diff, c.se, c.n, c.pvalue)
 
 
-def _adj(t: Test) -> str:
+def _adj(t: ClaimTest) -> str:
     return f"Holm p = {_p(t.adjusted)}"
 
 
@@ -204,7 +204,7 @@ def claim_b(matching: MatchingResult | None, pruning: PruningResult | None = Non
             pv = float(2 * sps.t.sf(abs(math.log(g.ratio)) / se, g.n_seeds - 1))
         else:
             pv = 1.0 if math.isinf(se) else math.nan
-        tests.append(Test(g.baseline, math.log(g.ratio), se, g.n_seeds, pv, unit="x"))
+        tests.append(ClaimTest(g.baseline, math.log(g.ratio), se, g.n_seeds, pv, unit="x"))
     claim = _finish(Claim("b", statement, "", ""), tests) if tests else Claim("b", statement, NO_DATA, "")
     parts = []
     for g, t in zip(growth, tests):
@@ -230,7 +230,7 @@ def claim_b(matching: MatchingResult | None, pruning: PruningResult | None = Non
     return claim
 
 
-def _pattern_test(r, network: str, n_values: Sequence[int]) -> Test:  # noqa: ANN001
+def _pattern_test(r, network: str, n_values: Sequence[int]) -> ClaimTest:  # noqa: ANN001
     """One p's test of the paper's pattern for ``network``, on the held-out seeds (positive: the paper's way).
 
     MLP (many rounds best): a best N above the fewest is tested against the fewest; a best N at the fewest
@@ -240,14 +240,14 @@ def _pattern_test(r, network: str, n_values: Sequence[int]) -> Test:  # noqa: AN
     best = int(r.best_N)
     if network == "vgg":
         if best in few:
-            return Test(f"p={r.p:g}: N={best} - N={n_values[-1]}", r.vs_most_diff, r.vs_most_se, int(r.n),
+            return ClaimTest(f"p={r.p:g}: N={best} - N={n_values[-1]}", r.vs_most_diff, r.vs_most_se, int(r.n),
                         r.vs_most_pvalue)
-        return Test(f"p={r.p:g}: N={n_values[0]} - N={best}", -r.vs_one_diff, r.vs_one_se, int(r.n),
+        return ClaimTest(f"p={r.p:g}: N={n_values[0]} - N={best}", -r.vs_one_diff, r.vs_one_se, int(r.n),
                     r.vs_one_pvalue)
     if best > n_values[0]:
-        return Test(f"p={r.p:g}: N={best} - N={n_values[0]}", r.vs_one_diff, r.vs_one_se, int(r.n),
+        return ClaimTest(f"p={r.p:g}: N={best} - N={n_values[0]}", r.vs_one_diff, r.vs_one_se, int(r.n),
                     r.vs_one_pvalue)
-    return Test(f"p={r.p:g}: N={n_values[-1]} - N={best}", -r.vs_most_diff, r.vs_most_se, int(r.n),
+    return ClaimTest(f"p={r.p:g}: N={n_values[-1]} - N={best}", -r.vs_most_diff, r.vs_most_se, int(r.n),
                 r.vs_most_pvalue)
 
 
@@ -292,7 +292,7 @@ def claim_d(nobudget: NoBudgetResult | None) -> Claim:
     if nobudget is None or nobudget.trend.empty:
         return Claim("d", statement, NO_DATA, "no no-budget runs with two or more N")
     rows = list(nobudget.trend.itertuples())
-    tests = [Test(f"p={r.p:g}: N={r.last_N} - N={r.first_N}", r.gain, r.gain_se, int(r.n), r.pvalue) for r in rows]
+    tests = [ClaimTest(f"p={r.p:g}: N={r.last_N} - N={r.first_N}", r.gain, r.gain_se, int(r.n), r.pvalue) for r in rows]
     claim = _finish(Claim("d", statement, "", ""), tests)
     claim.evidence = f"{family_text(tests)}: " + "; ".join(
         f"p={r.p:g}: N={r.first_N} {r.first_mean:.4f} -> N={r.last_N} {r.last_mean:.4f}, gain "
