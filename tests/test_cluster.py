@@ -10,8 +10,10 @@ import os
 import shutil
 import signal
 import socket
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -317,3 +319,143 @@ def test_cluster_estimate_counts_the_papers_study() -> None:
     assert out.returncode == 0, out.stderr
     assert "| all (shared runs once) | 1140 | 853,200 | 87.7 h |" in out.stdout
     assert "| 1 | 5.5 h to 5.7 h | 3.0 h |" in out.stdout
+
+
+# --------------------------------------------------------------------------- the README's commands, two nodes
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_cluster_block() -> list[str]:
+    """The command lines of the README's multi-machine block (section "Studies on a Ray cluster")."""
+    text = README.read_text()
+    section = text[text.index("## Studies on a Ray cluster"):]
+    block = section[section.index("```bash\n") + 8:]
+    return [line for line in block[:block.index("```")].splitlines() if line and not line.startswith("#")]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _node_python(folder: Path) -> Path:
+    """A Python with everything this one has installed but sleepcl: a venv whose site-packages links to each
+    of this one's entries except sleepcl's (its package, its editable finder, .pth files)."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
+    mine = Path(sysconfig.get_paths()["purelib"])
+    theirs = next(folder.glob("lib/python3*/site-packages"))
+    for entry in mine.iterdir():
+        if not entry.name.lower().startswith(("sleepcl", "__editable__")) and entry.suffix != ".pth":
+            (theirs / entry.name).symlink_to(entry)
+    return folder / "bin" / "python"
+
+
+def _start_node(argv: list[str], cwd: Path, env: dict, head: bool = False) -> tuple[subprocess.Popen, str]:
+    """``ray start ... --block`` in a process group of its own (so the test stops exactly what it started);
+    returns it and the address the head printed, once the node has started."""
+    proc = subprocess.Popen([*argv, "--block"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    address, started, seen = "", False, []
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "ray start --address=" in line:
+            address = line.split("--address=")[1].strip().strip("'\"")
+        started = started or "Ray runtime started" in line
+        if started and (address or not head):
+            return proc, address
+    _stop_node(proc)
+    raise AssertionError("ray start did not start:\n" + "".join(seen[-30:]))
+
+
+def _stop_node(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # Ray's daemons may ignore SIGTERM for long
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            time.sleep(0.5)  # the group's other processes follow their parent
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_the_readme_cluster_commands(tmp_path) -> None:
+    """The README's multi-machine commands: a head offering no CPUs, a second node started in another folder by
+    a Python without sleepcl, and the driver with a user model by a relative path: records equal to in process."""
+    _ray()
+    lines = _readme_cluster_block()
+    head_cmd = next(line for line in lines if line.startswith("ray start --head"))
+    node_cmd = next(line for line in lines if line.startswith("ray start --address="))
+    run_cmd = next(line for line in lines if line.startswith("sleepcl run"))
+    assert "--num-cpus=0" in head_cmd
+    node = tmp_path / "node"          # the other machine's folder
+    driver = tmp_path / "driver"      # the driver's; its model lies beside it, named by a relative path
+    for folder in (node, driver, tmp_path / "models"):
+        folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models.py", tmp_path / "models" / "mine.py")
+    python = _node_python(tmp_path / "node-env")
+    no_sleepcl = subprocess.run([str(python), "-c", "import ray, torch, scipy; import sleepcl"], cwd=node,
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert "No module named 'sleepcl'" in no_sleepcl.stderr, no_sleepcl.stderr
+    temp = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))  # Ray's sockets want a short path
+    token = tmp_path / "auth_token"   # stands for ~/.ray/auth_token, copied to every machine
+    token.write_text(os.urandom(32).hex())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, agent1, agent2, metrics1, metrics2 = _free_ports(6)
+    ray_cli = [str(Path(sys.executable).parent / "ray")]
+    node_cli = [str(python), "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+    nodes = []
+    try:
+        head, address = _start_node(
+            ray_cli + shlex.split(head_cmd.replace("6379", str(gcs)))[1:]
+            + [f"--temp-dir={temp}", "--include-dashboard=false", f"--dashboard-port={dash}",
+               f"--dashboard-agent-listen-port={agent1}", f"--metrics-export-port={metrics1}"], driver, env, head=True)
+        nodes.append(head)
+        assert address.endswith(f":{gcs}")
+        other, _ = _start_node(node_cli + shlex.split(node_cmd.replace("HEAD_IP:6379", address))[1:]
+                               + [f"--dashboard-agent-listen-port={agent2}", f"--metrics-export-port={metrics2}"],
+                               node, env)
+        nodes.append(other)
+        small = ["--tasks", "2", "--epochs", "1", "--retrain-epochs", "1", "--threads", "1", "--quiet"]
+        args = shlex.split(run_cmd.replace("HEAD_IP:6379", address))[1:] + small
+        cluster = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--store", "cluster.sqlite"],
+                                 cwd=driver, env=env, capture_output=True, text=True, timeout=300)
+        assert cluster.returncode == 0, cluster.stderr[-3000:]
+    finally:
+        for proc in reversed(nodes):
+            _stop_node(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+    i = args.index("--cluster")
+    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args[:i], *args[i + 2:], "--store",
+                            "alone.sqlite"], cwd=driver, env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
+    expected = {r["config_hash"]: r for r in RunStore(driver / "alone.sqlite").query()}
+    assert len(expected) == 4
+    _same(expected, got)
+    assert len({r["environment"]["cluster_node_id"] for r in got.values()}) == 1  # the node with CPUs
+
+
+def test_the_readme_installs_every_dependency_on_the_nodes() -> None:
+    import tomllib
+
+    deps = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    install = " ".join(line for line in _readme_cluster_block() if line.startswith("pip install 'ray=="))
+    for dep in deps:
+        if not dep.startswith("torch"):  # torch: its own line, the build for the machine
+            assert f"'{dep}'" in install, dep
