@@ -459,3 +459,120 @@ def test_the_readme_installs_every_dependency_on_the_nodes() -> None:
     for dep in deps:
         if not dep.startswith("torch"):  # torch: its own line, the build for the machine
             assert f"'{dep}'" in install, dep
+
+
+# --------------------------------------------------------------------------- resources: memory, GPUs, CUDA OOM
+
+
+def test_auto_device_puts_populations_on_gpus_and_on_nodes_without_one() -> None:
+    from sleepcl.runs.cluster import Node
+
+    executor = RayCluster("local", cpus_per_population=2)
+    executor.nodes = [Node("a" * 56, "10.0.0.1", 16, 2, 2**36), Node("b" * 56, "10.0.0.2", 8, 0, 2**35)]
+    assert executor.resolve_device("auto").type == "cuda"
+    assert executor.kinds(executor.resolve_device("auto")) == [("cuda", 2), ("cpu", 4)]
+    assert executor.slots(executor.resolve_device("auto")) == 6
+    assert executor.kinds(executor.resolve_device("cuda")) == [("cuda", 0)]   # only GPUs, as many as Ray queues
+    assert executor.kinds(executor.resolve_device("cpu")) == [("cpu", 0)]     # every node's CPUs
+    executor.nodes = executor.nodes[1:]
+    assert executor.resolve_device("auto").type == "cpu"
+
+
+def test_tasks_ask_for_the_memory_of_their_population(cluster) -> None:
+    from sleepcl.runs.runner import memory_plan
+
+    import torch
+
+    configs = [c.resolved() for c in _configs(range(6), 1)]
+    plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
+    with RayCluster(cluster) as executor:
+        logged = []
+        cap, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
+                                            logged.append)
+        assert cap == 2 and "populations of up to 2 members" in logged[0]
+        assert request(configs[:3], "cpu") == plan.data + 3 * plan.per_member
+        assert request(configs[:3], "cuda") == plan.data   # on a GPU the host holds the data only
+        largest = max(n.memory for n in executor.nodes)
+        with pytest.raises(ValueError, match="not enough memory on any node of the cluster"):
+            executor._memory_fit(configs, torch.device("cpu"), None, plan.data, None)
+        # the memory Ray lets tasks ask for caps the populations when --max-memory is not given
+        cap, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
+        assert cap == (largest - plan.data) // plan.per_member
+
+
+def test_cuda_out_of_memory_splits_the_population(cluster) -> None:
+    from sleepcl.runs.cluster import INJECT_OOM
+
+    configs = _configs(range(4), 1)
+    expected = {r["config_hash"]: r for r in run_configs(configs, device="cpu")}
+    arrived, logged = [], []
+    with RayCluster(cluster, env_vars={INJECT_OOM: "1"}) as executor:   # more than 1 member: CUDA's OOM error
+        records = run_configs(configs, device="cpu", executor=executor, on_population=arrived.append,
+                              log=logged.append)
+    _same(expected, {r["config_hash"]: r for r in records})
+    assert [len(p) for p in arrived] == [1, 1, 1, 1]
+    assert any("ran out of CUDA memory; trying it again as two" in line for line in logged)
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def test_auto_refuses_a_stale_address_file_at_once(tmp_path, monkeypatch) -> None:
+    from sleepcl.runs import cluster as cluster_module
+
+    _ray()
+    import ray._private.utils
+
+    (port,) = _free_ports(1)
+    stale = tmp_path / "ray_current_cluster"
+    stale.write_text(f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray._private.utils, "get_ray_address_file", lambda temp_dir=None: str(stale))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=f"no Ray cluster answers.*{stale}.*rm {stale}"):
+        cluster_module.auto_address()
+    assert time.monotonic() - started < 10
+    stale.unlink()
+    with pytest.raises(ValueError, match=f"no address file {stale}"):
+        cluster_module.auto_address()
+    stale.write_text(f"127.0.0.1:{port}")
+    try:
+        os.chown(stale, os.getuid() + 4321, -1)   # another user's cluster, on a shared machine
+    except PermissionError:
+        pytest.skip("cannot give a file to another user here")
+    with pytest.raises(ValueError, match="started by another user.*--cluster 127.0.0.1"):
+        cluster_module.auto_address()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_at_once() -> None:
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            time.sleep(1)
+
+    threading.Thread(target=answer, daemon=True).start()
+    _ray()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match="not a Ray cluster.*SSH-2.0"):
+            RayCluster(f"127.0.0.1:{port}").__enter__()
+    finally:
+        server.close()
+    assert time.monotonic() - started < 10
+
+
+def test_the_store_is_created_only_once_the_cluster_answered(tmp_path) -> None:
+    _ray()
+    (port,) = _free_ports(1)
+    store = tmp_path / "runs.sqlite"
+    out = _cli(["run", "--cluster", f"127.0.0.1:{port}", "--tasks", "2", "--store", str(store), "--quiet"])
+    assert out.returncode == 2 and "no Ray cluster answers" in out.stderr and "Traceback" not in out.stderr
+    assert not store.exists()

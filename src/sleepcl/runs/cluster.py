@@ -402,12 +402,11 @@ class RayCluster:
     # -- connection -------------------------------------------------------------------------------------
     def __enter__(self) -> "RayCluster":
         ray = _import_ray()
+        check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
         if not ray.is_initialized():
             address, where = self.address, ""
             if address == "auto":
                 address, where = auto_address()
-            else:
-                check_reachable(address)
             kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
             try:
                 if address == "local":
