@@ -131,6 +131,8 @@ def test_unreachable_address_is_refused_at_once() -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(ValueError, match="not HOST:PORT"):
         RayCluster("my-cluster").__enter__()
+    with pytest.raises(ValueError, match=r"\(ray://\) are not supported.*--cluster HEAD_IP:6379"):
+        RayCluster("ray://10.0.0.5:10001").__enter__()
 
 
 # --------------------------------------------------------------------------- on the local cluster

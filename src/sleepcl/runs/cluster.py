@@ -402,6 +402,11 @@ class RayCluster:
     # -- connection -------------------------------------------------------------------------------------
     def __enter__(self) -> "RayCluster":
         ray = _import_ray()
+        if self.address.startswith("ray://"):
+            raise ValueError(f"--cluster {self.address}: Ray Client addresses (ray://) are not supported (the driver "
+                             "ships its sources and the data through the cluster's own store): run sleepcl on a "
+                             "machine of the cluster, the head for example, with --cluster HEAD_IP:6379 (the "
+                             "address `ray start --head` printed) or --cluster auto")
         check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
         if not ray.is_initialized():
             address, where = self.address, ""
