@@ -578,3 +578,11 @@ def test_the_store_is_created_only_once_the_cluster_answered(tmp_path) -> None:
     out = _cli(["run", "--cluster", f"127.0.0.1:{port}", "--tasks", "2", "--store", str(store), "--quiet"])
     assert out.returncode == 2 and "no Ray cluster answers" in out.stderr and "Traceback" not in out.stderr
     assert not store.exists()
+
+
+def test_sources_edited_while_the_command_runs_are_not_shipped() -> None:
+    executor = RayCluster("local")
+    executor._check_unchanged()  # as found at the start
+    executor._job["source_digest"] = "0" * 16  # what this process would have found before an edit
+    with pytest.raises(ValueError, match="changed while this command ran.*run the command again"):
+        executor._check_unchanged()

@@ -11,17 +11,24 @@ through the object store as numpy arrays, which every worker on a node maps with
 copies them once into its own tensors (the store's pages are read-only). So workers need no data
 folder and download nothing; a node fetches each benchmark once.
 
+Code. Every task carries the driver's sleepcl package and the user files the configs name (a model's
+``path/to/file.py``, any ``path.py:name`` spec; :mod:`sleepcl.usercode`) through Ray's ``runtime_env``
+``py_modules``, uploaded once per content; a node needs Ray, torch and sleepcl's dependencies, not sleepcl.
+A probe on every node checks, before any training, that it can import what was shipped and runs the
+driver's sources (the records' ``environment.source_digest``); each task checks again.
+
 Faults. A worker process that dies mid-population (killed, out of memory) makes Ray run the task again
 (``max_retries``); the driver stores only what a finished task returns, so nothing is lost or stored
-twice. An exception in a population is not retried: the driver stops the other tasks and raises
-:class:`ClusterError` naming the population's configs. Ctrl-C (or any error) on the driver cancels every
-task still queued or running. Every node must run the same sleepcl sources as the driver (the records'
-``environment.source_digest``): checked on every node before any training, and again by each task.
+twice. A population that runs out of CUDA memory is split in two and submitted again. Any other exception
+in a population is not retried: the driver stops the other tasks and raises :class:`ClusterError` naming
+the population's configs. Ctrl-C (or any error) on the driver cancels every task still queued or running.
 
-Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1) and, on CUDA, one
-GPU. Populations are split until there are about as many as the cluster has room for at once (the
-members of a population are independent, so this changes no member's result on CPU), and the longest
-start first. Ray is imported only when a :class:`RayCluster` is entered.
+Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1), on CUDA one GPU,
+and the memory its population needs by :mod:`sleepcl.runs.memory`'s estimate. ``--device auto`` with GPUs
+in the cluster trains on the GPUs and on the CPUs of the nodes without one (:meth:`RayCluster.kinds`).
+Populations are split until there are about as many as the cluster has room for at once (the members of
+a population are independent, so this changes no member's result on CPU), and the longest start first.
+Ray is imported only when a :class:`RayCluster` is entered.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from ..config import MEMBER_FIELDS, RunConfig
 from ..data.split import SplitBenchmark
 from ..engine.population import Event, train_population
 from ..usercode import install, user_sources
-from .records import environment, make_record, source_digest
+from .records import environment, make_record, package_digest, source_digest
 from .memory import plan_population
 from .runner import BenchmarkCache, group_populations
 
@@ -183,9 +190,9 @@ def _probe() -> dict[str, Any]:
 def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) -> str:
     return (f"node {ip} runs other sleepcl sources than this driver (digest {worker['source_digest']} in "
             f"{worker['sleepcl']}, against {driver['source_digest']} in {driver['sleepcl']}); its records would be "
-            "stored as if this code had made them. Install the same sleepcl on every node (the same commit, "
-            "pip install -e . there), then restart Ray on that node (ray stop; ray start --address=HEAD:PORT) so "
-            "its workers load it")
+            "stored as if this code had made them. The driver ships its sources with every task: either they "
+            "changed on disk since this command started (run it again), or that node's Python puts another "
+            "sleepcl ahead of the shipped one (a sitecustomize or a .pth that imports it: remove it there)")
 
 
 class _ProgressSink:
@@ -424,6 +431,7 @@ class RayCluster:
             self.joined = address + (f" (from {where})" if where else "")
         self.ray = ray
         try:
+            self._check_unchanged()
             self.runtime_env = self._upload(self.runtime_env)
             self.nodes = [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"].get("CPU", 0)),
                                float(n["Resources"].get("GPU", 0)), float(n["Resources"].get("memory", 0)))
@@ -448,6 +456,17 @@ class RayCluster:
         if self._owned:
             self.ray.shutdown()
         self.ray = None
+
+    def _check_unchanged(self) -> None:
+        """Refuse to ship sources that are not the ones this process runs (edited since it started)."""
+        import sleepcl
+
+        root = Path(sleepcl.__file__).resolve().parent
+        now = package_digest(root)
+        if now != self._job["source_digest"]:
+            raise ValueError(f"the sleepcl sources in {root} changed while this command ran (digest "
+                             f"{self._job['source_digest']} when it started, {now} now): the workers would run "
+                             "other code than this driver; run the command again")
 
     def describe_nodes(self) -> str:
         return "; ".join(f"{n.ip} ({n.node_id[:8]}): {n.cpus:g} CPU, {n.gpus:g} GPU" for n in self.nodes) \
