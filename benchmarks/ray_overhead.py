@@ -49,10 +49,21 @@ SAME = ("config", "accuracy_matrix", "val_accuracy_matrix", "average_accuracy", 
         "free_fraction_after_round", "layer_free_fraction")
 
 
-def descendants_cpu_seconds() -> float:
-    """CPU seconds (user + system) of every live process under this one: a local cluster's daemons and workers."""
+def descendants_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) of every live process under this one (a local cluster's daemons and
+    workers), by kind: ``workers`` (Ray's worker processes: the tasks', the probe's, idle ones) and ``daemons``
+    (the GCS, the raylet, the dashboard and its agents, the monitors)."""
     tick = os.sysconf("SC_CLK_TCK")
-    return sum((int(f[11]) + int(f[12])) / tick for f in descendants().values())
+    out = {"workers": 0.0, "daemons": 0.0}
+    for pid, f in descendants().items():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        agent = title.startswith((b"ray::DashboardAgent", b"ray::RuntimeEnvAgent"))
+        kind = "workers" if title.startswith(b"ray::") and not agent else "daemons"
+        out[kind] += (int(f[11]) + int(f[12])) / tick
+    return out
 
 
 def in_process(names: list[str], s, threads: int, folder: Path) -> tuple[dict[str, float], dict]:
@@ -72,11 +83,14 @@ def on_cluster(names: list[str], s, threads: int, folder: Path) -> tuple[dict[st
         t1 = time.perf_counter()
         run_study(names, s, store=store, device="cpu", executor=cluster)
         t2 = time.perf_counter()
-        cpu = time.process_time() - cpu0 + descendants_cpu_seconds()  # the cluster's processes, before they end
+        parts = descendants_cpu_seconds()  # the cluster's processes, before they end
+        driver = time.process_time() - cpu0
+        cpu = driver + sum(parts.values())
     finally:
         cluster.__exit__(None, None, None)
     t3 = time.perf_counter()
-    times = {"start": t1 - t0, "study": t2 - t1, "stop": t3 - t2, "total": t3 - t0, "cpu": cpu}
+    times = {"start": t1 - t0, "study": t2 - t1, "stop": t3 - t2, "total": t3 - t0, "cpu": cpu, "driver": driver,
+             **parts}
     return times, {r["config_hash"]: r for r in store.query()}
 
 
@@ -156,8 +170,9 @@ def main() -> None:
                     times, got["ray"] = on_cluster(names, s, args.threads, Path(tmp))
                     cluster.append(times)
                     print(f"repeat {r + 1}: cluster {times['total']:.1f} s (start {times['start']:.1f}, "
-                          f"study {times['study']:.1f}, stop {times['stop']:.1f}; {times['cpu']:.1f} CPU s of the "
-                          "driver and the cluster's processes)")
+                          f"study {times['study']:.1f}, stop {times['stop']:.1f}; {times['cpu']:.1f} CPU s: the "
+                          f"driver {times['driver']:.1f}, Ray's workers {times['workers']:.1f}, Ray's daemons "
+                          f"{times['daemons']:.1f})")
             same.append(same_records(got["in"], got["ray"]))
             stored = len(got["in"])
 

@@ -10,8 +10,10 @@ import os
 import shutil
 import signal
 import socket
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +52,9 @@ def cluster() -> str:
 
 
 def _configs(seeds: range, epochs: int, **kw) -> list[RunConfig]:
-    return [RunConfig(benchmark="mnist-5k", n_tasks=2, widths=(32, 16), epochs=epochs, retrain_epochs=epochs,
-                      seed=s, **kw) for s in seeds]
+    kw.setdefault("widths", (32, 16))
+    return [RunConfig(benchmark="mnist-5k", n_tasks=2, epochs=epochs, retrain_epochs=epochs, seed=s, **kw)
+            for s in seeds]
 
 
 def _same(a: dict, b: dict) -> None:
@@ -128,6 +131,8 @@ def test_unreachable_address_is_refused_at_once() -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(ValueError, match="not HOST:PORT"):
         RayCluster("my-cluster").__enter__()
+    with pytest.raises(ValueError, match=r"\(ray://\) are not supported.*--cluster HEAD_IP:6379"):
+        RayCluster("ray://10.0.0.5:10001").__enter__()
 
 
 # --------------------------------------------------------------------------- on the local cluster
@@ -200,13 +205,36 @@ def test_ctrl_c_on_the_driver_cancels_the_remote_tasks(cluster, tmp_path) -> Non
     assert store.query() == []
 
 
-def test_a_failing_population_names_its_configs(cluster) -> None:
-    bad = _configs(range(2), 1, network="vgg")  # the VGG takes 5 widths: the engine refuses (32, 16) on the worker
+FAILING_MODEL = """
+from torch import nn
+
+
+class Fails(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(784, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        if x.shape[0] > 2:  # the driver's checks pass a batch of 2
+            raise RuntimeError("this model fails in training")
+        return self.body(x.flatten(1))
+
+
+def net():
+    return Fails()
+"""
+
+
+def test_a_failing_population_names_its_configs(cluster, tmp_path, monkeypatch) -> None:
+    (tmp_path / "bad.py").write_text(FAILING_MODEL)  # built by the driver's checks, fails on the worker
+    monkeypatch.chdir(tmp_path)
+    bad = _configs(range(2), 1, network="bad.py:net", widths=None)
     with RayCluster(cluster) as executor:
         with pytest.raises(ClusterError) as info:
             run_configs(bad, device="cpu", executor=executor)
     message = str(info.value)  # (the two runs were split into two populations, one per CPU of the cluster)
-    assert "network=vgg" in message and "widths=[32, 16]" in message and "5 widths" in message
+    assert "network=bad.py:net" in message and "this model fails in training" in message
     assert any(f"seed {c.seed};" in message and c.resolved().hash() in message for c in bad)
 
 
@@ -227,18 +255,20 @@ def _cli(args: list[str], env: dict | None = None, timeout: float = 300) -> subp
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def test_a_driver_with_other_sources_is_refused(cluster, tmp_path) -> None:
+def test_a_driver_ships_its_own_sources(cluster, tmp_path) -> None:
+    """The cluster's workers run what the driver runs, not what their node has installed (here: this checkout)."""
+    from sleepcl.runs.records import source_digest
+
     copy = tmp_path / "src"
     shutil.copytree(SRC / "sleepcl", copy / "sleepcl", ignore=shutil.ignore_patterns("__pycache__"))
     with open(copy / "sleepcl" / "config.py", "a") as f:
-        f.write("# an edit the cluster's workers do not have\n")
+        f.write("# an edit the cluster's nodes do not have installed\n")
     store = tmp_path / "runs.sqlite"
     out = _cli(["run", "--cluster", cluster, "--tasks", "2", "--widths", "8", "--epochs", "1", "--store",
-                str(store), "--quiet"], env={"PYTHONPATH": str(copy)})
-    assert out.returncode == 2, out.stderr
-    assert "runs other sleepcl sources than this driver" in out.stderr
-    assert "pip install -e ." in out.stderr and "Traceback" not in out.stderr
-    assert not store.exists() or RunStore(store).query() == []
+                str(store), "--quiet", "--threads", "1"], env={"PYTHONPATH": str(copy)})
+    assert out.returncode == 0, out.stderr
+    digests = {r["environment"]["source_digest"] for r in RunStore(store).query()}
+    assert len(digests) == 1 and digests != {source_digest()}
 
 
 def test_cli_study_on_a_local_cluster_then_resumes(tmp_path) -> None:
@@ -291,3 +321,268 @@ def test_cluster_estimate_counts_the_papers_study() -> None:
     assert out.returncode == 0, out.stderr
     assert "| all (shared runs once) | 1140 | 853,200 | 87.7 h |" in out.stdout
     assert "| 1 | 5.5 h to 5.7 h | 3.0 h |" in out.stdout
+
+
+# --------------------------------------------------------------------------- the README's commands, two nodes
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_cluster_block() -> list[str]:
+    """The command lines of the README's multi-machine block (section "Studies on a Ray cluster")."""
+    text = README.read_text()
+    section = text[text.index("## Studies on a Ray cluster"):]
+    block = section[section.index("```bash\n") + 8:]
+    return [line for line in block[:block.index("```")].splitlines() if line and not line.startswith("#")]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _node_python(folder: Path) -> Path:
+    """A Python with everything this one has installed but sleepcl: a venv whose site-packages links to each
+    of this one's entries except sleepcl's (its package, its editable finder, .pth files)."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
+    mine = Path(sysconfig.get_paths()["purelib"])
+    theirs = next(folder.glob("lib/python3*/site-packages"))
+    for entry in mine.iterdir():
+        if not entry.name.lower().startswith(("sleepcl", "__editable__")) and entry.suffix != ".pth":
+            (theirs / entry.name).symlink_to(entry)
+    return folder / "bin" / "python"
+
+
+def _start_node(argv: list[str], cwd: Path, env: dict, head: bool = False) -> tuple[subprocess.Popen, str]:
+    """``ray start ... --block`` in a process group of its own (so the test stops exactly what it started);
+    returns it and the address the head printed, once the node has started."""
+    proc = subprocess.Popen([*argv, "--block"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    address, started, seen = "", False, []
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "ray start --address=" in line:
+            address = line.split("--address=")[1].strip().strip("'\"")
+        started = started or "Ray runtime started" in line
+        if started and (address or not head):
+            return proc, address
+    _stop_node(proc)
+    raise AssertionError("ray start did not start:\n" + "".join(seen[-30:]))
+
+
+def _stop_node(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # Ray's daemons may ignore SIGTERM for long
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            time.sleep(0.5)  # the group's other processes follow their parent
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_the_readme_cluster_commands(tmp_path) -> None:
+    """The README's multi-machine commands: a head offering no CPUs, a second node started in another folder by
+    a Python without sleepcl, and the driver with a user model by a relative path: records equal to in process."""
+    _ray()
+    lines = _readme_cluster_block()
+    head_cmd = next(line for line in lines if line.startswith("ray start --head"))
+    node_cmd = next(line for line in lines if line.startswith("ray start --address="))
+    run_cmd = next(line for line in lines if line.startswith("sleepcl run"))
+    assert "--num-cpus=0" in head_cmd
+    node = tmp_path / "node"          # the other machine's folder
+    driver = tmp_path / "driver"      # the driver's; its model lies beside it, named by a relative path
+    for folder in (node, driver, tmp_path / "models"):
+        folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models.py", tmp_path / "models" / "mine.py")
+    python = _node_python(tmp_path / "node-env")
+    no_sleepcl = subprocess.run([str(python), "-c", "import ray, torch, scipy; import sleepcl"], cwd=node,
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert "No module named 'sleepcl'" in no_sleepcl.stderr, no_sleepcl.stderr
+    temp = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))  # Ray's sockets want a short path
+    token = tmp_path / "auth_token"   # stands for ~/.ray/auth_token, copied to every machine
+    token.write_text(os.urandom(32).hex())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, agent1, agent2, metrics1, metrics2 = _free_ports(6)
+    ray_cli = [str(Path(sys.executable).parent / "ray")]
+    node_cli = [str(python), "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+    nodes = []
+    try:
+        head, address = _start_node(
+            ray_cli + shlex.split(head_cmd.replace("6379", str(gcs)))[1:]
+            + [f"--temp-dir={temp}", "--include-dashboard=false", f"--dashboard-port={dash}",
+               f"--dashboard-agent-listen-port={agent1}", f"--metrics-export-port={metrics1}"], driver, env, head=True)
+        nodes.append(head)
+        assert address.endswith(f":{gcs}")
+        other, _ = _start_node(node_cli + shlex.split(node_cmd.replace("HEAD_IP:6379", address))[1:]
+                               + [f"--dashboard-agent-listen-port={agent2}", f"--metrics-export-port={metrics2}"],
+                               node, env)
+        nodes.append(other)
+        small = ["--tasks", "2", "--epochs", "1", "--retrain-epochs", "1", "--threads", "1", "--quiet"]
+        args = shlex.split(run_cmd.replace("HEAD_IP:6379", address))[1:] + small
+        cluster = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--store", "cluster.sqlite"],
+                                 cwd=driver, env=env, capture_output=True, text=True, timeout=300)
+        assert cluster.returncode == 0, cluster.stderr[-3000:]
+    finally:
+        for proc in reversed(nodes):
+            _stop_node(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+    i = args.index("--cluster")
+    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args[:i], *args[i + 2:], "--store",
+                            "alone.sqlite"], cwd=driver, env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
+    expected = {r["config_hash"]: r for r in RunStore(driver / "alone.sqlite").query()}
+    assert len(expected) == 4
+    _same(expected, got)
+    assert len({r["environment"]["cluster_node_id"] for r in got.values()}) == 1  # the node with CPUs
+
+
+def test_the_readme_installs_every_dependency_on_the_nodes() -> None:
+    import tomllib
+
+    deps = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    install = " ".join(line for line in _readme_cluster_block() if line.startswith("pip install 'ray=="))
+    for dep in deps:
+        if not dep.startswith("torch"):  # torch: its own line, the build for the machine
+            assert f"'{dep}'" in install, dep
+
+
+# --------------------------------------------------------------------------- resources: memory, GPUs, CUDA OOM
+
+
+def test_auto_device_puts_populations_on_gpus_and_on_nodes_without_one() -> None:
+    from sleepcl.runs.cluster import Node
+
+    executor = RayCluster("local", cpus_per_population=2)
+    executor.nodes = [Node("a" * 56, "10.0.0.1", 16, 2, 2**36), Node("b" * 56, "10.0.0.2", 8, 0, 2**35)]
+    assert executor.resolve_device("auto").type == "cuda"
+    assert executor.kinds(executor.resolve_device("auto")) == [("cuda", 2), ("cpu", 4)]
+    assert executor.slots(executor.resolve_device("auto")) == 6
+    assert executor.kinds(executor.resolve_device("cuda")) == [("cuda", 0)]   # only GPUs, as many as Ray queues
+    assert executor.kinds(executor.resolve_device("cpu")) == [("cpu", 0)]     # every node's CPUs
+    executor.nodes = executor.nodes[1:]
+    assert executor.resolve_device("auto").type == "cpu"
+
+
+def test_tasks_ask_for_the_memory_of_their_population(cluster) -> None:
+    from sleepcl.runs.runner import memory_plan
+
+    import torch
+
+    configs = [c.resolved() for c in _configs(range(6), 1)]
+    plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
+    with RayCluster(cluster) as executor:
+        logged = []
+        cap, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
+                                            logged.append)
+        assert cap == 2 and "populations of up to 2 members" in logged[0]
+        assert request(configs[:3], "cpu") == plan.data + 3 * plan.per_member
+        assert request(configs[:3], "cuda") == plan.data   # on a GPU the host holds the data only
+        largest = max(n.memory for n in executor.nodes)
+        with pytest.raises(ValueError, match="not enough memory on any node of the cluster"):
+            executor._memory_fit(configs, torch.device("cpu"), None, plan.data, None)
+        # the memory Ray lets tasks ask for caps the populations when --max-memory is not given
+        cap, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
+        assert cap == (largest - plan.data) // plan.per_member
+
+
+def test_cuda_out_of_memory_splits_the_population(cluster) -> None:
+    from sleepcl.runs.cluster import INJECT_OOM
+
+    configs = _configs(range(4), 1)
+    expected = {r["config_hash"]: r for r in run_configs(configs, device="cpu")}
+    arrived, logged = [], []
+    with RayCluster(cluster, env_vars={INJECT_OOM: "1"}) as executor:   # more than 1 member: CUDA's OOM error
+        records = run_configs(configs, device="cpu", executor=executor, on_population=arrived.append,
+                              log=logged.append)
+    _same(expected, {r["config_hash"]: r for r in records})
+    assert [len(p) for p in arrived] == [1, 1, 1, 1]
+    assert any("ran out of CUDA memory; trying it again as two" in line for line in logged)
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def test_auto_refuses_a_stale_address_file_at_once(tmp_path, monkeypatch) -> None:
+    from sleepcl.runs import cluster as cluster_module
+
+    _ray()
+    import ray._private.utils
+
+    (port,) = _free_ports(1)
+    stale = tmp_path / "ray_current_cluster"
+    stale.write_text(f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray._private.utils, "get_ray_address_file", lambda temp_dir=None: str(stale))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=f"no Ray cluster answers.*{stale}.*rm {stale}"):
+        cluster_module.auto_address()
+    assert time.monotonic() - started < 10
+    stale.unlink()
+    with pytest.raises(ValueError, match=f"no address file {stale}"):
+        cluster_module.auto_address()
+    stale.write_text(f"127.0.0.1:{port}")
+    try:
+        os.chown(stale, os.getuid() + 4321, -1)   # another user's cluster, on a shared machine
+    except PermissionError:
+        pytest.skip("cannot give a file to another user here")
+    with pytest.raises(ValueError, match="started by another user.*--cluster 127.0.0.1"):
+        cluster_module.auto_address()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_at_once() -> None:
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            time.sleep(1)
+
+    threading.Thread(target=answer, daemon=True).start()
+    _ray()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match="not a Ray cluster.*SSH-2.0"):
+            RayCluster(f"127.0.0.1:{port}").__enter__()
+    finally:
+        server.close()
+    assert time.monotonic() - started < 10
+
+
+def test_the_store_is_created_only_once_the_cluster_answered(tmp_path) -> None:
+    _ray()
+    (port,) = _free_ports(1)
+    store = tmp_path / "runs.sqlite"
+    out = _cli(["run", "--cluster", f"127.0.0.1:{port}", "--tasks", "2", "--store", str(store), "--quiet"])
+    assert out.returncode == 2 and "no Ray cluster answers" in out.stderr and "Traceback" not in out.stderr
+    assert not store.exists()
+
+
+def test_sources_edited_while_the_command_runs_are_not_shipped() -> None:
+    executor = RayCluster("local")
+    executor._check_unchanged()  # as found at the start
+    executor._job["source_digest"] = "0" * 16  # what this process would have found before an edit
+    with pytest.raises(ValueError, match="changed while this command ran.*run the command again"):
+        executor._check_unchanged()

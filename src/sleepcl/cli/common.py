@@ -40,7 +40,7 @@ def cluster_executor(args: Any) -> ContextManager[Any]:
         return contextlib.nullcontext(None)
     from ..runs.cluster import RayCluster
 
-    return RayCluster(args.cluster, cpus_per_population=args.threads)
+    return RayCluster(args.cluster, cpus_per_population=args.threads, log=None if args.quiet else print)
 
 
 def progress_bar(args: Any) -> ContextManager[Callable | None]:

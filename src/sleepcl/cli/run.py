@@ -158,9 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None:
         check_writable(output)
-    store = None if args.no_store else open_store(args.store)
     log = None if args.quiet else print
     with torch_threads(args.threads), cluster_executor(args) as executor, progress_bar(args) as progress:
+        store = None if args.no_store else open_store(args.store)  # once the cluster, if any, has answered
         records = run_configs(configs, device=args.device, data_dir=args.data_dir, download=args.download,
                               store=store, force=args.force, max_population=args.max_population,
                               max_memory=max_memory, progress=progress, log=log, executor=executor)

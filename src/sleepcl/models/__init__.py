@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from ..usercode import user_file
 from .base import MemberRandom, Network, Params
 from .layers import GeneratorDropout, TaskHeads
 from .module import ModuleNetwork
@@ -75,7 +76,7 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
 
 def _import(where: str):  # type: ignore[no-untyped-def]
     if where.endswith(".py"):
-        path = Path(where).resolve()
+        path = user_file(where)  # on a cluster's worker, the copy the driver shipped (sleepcl.usercode)
         name = "sleepcl_user_model_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
         if name not in sys.modules:
             spec = importlib.util.spec_from_file_location(name, path)

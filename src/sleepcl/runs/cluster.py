@@ -11,17 +11,24 @@ through the object store as numpy arrays, which every worker on a node maps with
 copies them once into its own tensors (the store's pages are read-only). So workers need no data
 folder and download nothing; a node fetches each benchmark once.
 
+Code. Every task carries the driver's sleepcl package and the user files the configs name (a model's
+``path/to/file.py``, any ``path.py:name`` spec; :mod:`sleepcl.usercode`) through Ray's ``runtime_env``
+``py_modules``, uploaded once per content; a node needs Ray, torch and sleepcl's dependencies, not sleepcl.
+A probe on every node checks, before any training, that it can import what was shipped and runs the
+driver's sources (the records' ``environment.source_digest``); each task checks again.
+
 Faults. A worker process that dies mid-population (killed, out of memory) makes Ray run the task again
 (``max_retries``); the driver stores only what a finished task returns, so nothing is lost or stored
-twice. An exception in a population is not retried: the driver stops the other tasks and raises
-:class:`ClusterError` naming the population's configs. Ctrl-C (or any error) on the driver cancels every
-task still queued or running. Every node must run the same sleepcl sources as the driver (the records'
-``environment.source_digest``): checked on every node before any training, and again by each task.
+twice. A population that runs out of CUDA memory is split in two and submitted again. Any other exception
+in a population is not retried: the driver stops the other tasks and raises :class:`ClusterError` naming
+the population's configs. Ctrl-C (or any error) on the driver cancels every task still queued or running.
 
-Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1) and, on CUDA, one
-GPU. Populations are split until there are about as many as the cluster has room for at once (the
-members of a population are independent, so this changes no member's result on CPU), and the longest
-start first. Ray is imported only when a :class:`RayCluster` is entered.
+Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1), on CUDA one GPU,
+and the memory its population needs by :mod:`sleepcl.runs.memory`'s estimate. ``--device auto`` with GPUs
+in the cluster trains on the GPUs and on the CPUs of the nodes without one (:meth:`RayCluster.kinds`).
+Populations are split until there are about as many as the cluster has room for at once (the members of
+a population are independent, so this changes no member's result on CPU), and the longest start first.
+Ray is imported only when a :class:`RayCluster` is entered.
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from importlib import metadata
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -42,8 +53,10 @@ import torch
 from ..config import MEMBER_FIELDS, RunConfig
 from ..data.split import SplitBenchmark
 from ..engine.population import Event, train_population
-from .records import environment, make_record, source_digest
-from .runner import BenchmarkCache, group_populations, size_populations
+from ..usercode import install, user_sources
+from .records import environment, make_record, package_digest, source_digest
+from .memory import plan_population
+from .runner import BenchmarkCache, group_populations
 
 __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_population",
            "pack_benchmark", "plan_populations", "population_slots", "unpack_benchmark"]
@@ -52,10 +65,15 @@ __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_po
 # workers before they import torch: MKL's strict reproducibility makes a worker's matmuls give the driver's bits.
 WORKER_ENV = ("MKL_CBWR", "GOMP_SPINCOUNT")
 PROBE_TIMEOUT_S = 120.0
+# A task raises CUDA's out-of-memory error for a population of more members than this (tests: no GPU there).
+INJECT_OOM = "SLEEPCL_INJECT_OOM_ABOVE"
+# What of the package directory is not shipped to the workers.
+SHIP_EXCLUDES = ["__pycache__", "*.pyc"]
 
 
-class ClusterError(RuntimeError):
-    """A population failed on the cluster (its own exception, or lost after Ray's retries)."""
+class ClusterError(ValueError):
+    """A population failed on the cluster (its own exception, or lost after Ray's retries). A ValueError, so
+    that the command prints its message and exits with status 2, as for any input it cannot run."""
 
 
 class SourceMismatch(RuntimeError):
@@ -83,6 +101,7 @@ class Node:
     ip: str
     cpus: float
     gpus: float
+    memory: float = 0.0     # bytes Ray lets tasks ask for
 
 
 # ------------------------------------------------------------------------------------------- pure planning
@@ -171,9 +190,9 @@ def _probe() -> dict[str, Any]:
 def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) -> str:
     return (f"node {ip} runs other sleepcl sources than this driver (digest {worker['source_digest']} in "
             f"{worker['sleepcl']}, against {driver['source_digest']} in {driver['sleepcl']}); its records would be "
-            "stored as if this code had made them. Install the same sleepcl on every node (the same commit, "
-            "pip install -e . there), then restart Ray on that node (ray stop; ray start --address=HEAD:PORT) so "
-            "its workers load it")
+            "stored as if this code had made them. The driver ships its sources with every task: either they "
+            "changed on disk since this command started (run it again), or that node's Python puts another "
+            "sleepcl ahead of the shipped one (a sitecustomize or a .pth that imports it: remove it there)")
 
 
 class _ProgressSink:
@@ -204,21 +223,31 @@ def _reporter(sink: Any, key: Any, interval: float) -> Callable[[Event], None] |
     return report
 
 
-def _train_population(members: list[RunConfig], packed: dict[str, Any], device: str, threads: int, digest: str,
-                      key: Any, sink: Any, interval: float) -> list[dict[str, Any]]:
-    """One population on a worker: its records, with the worker's own environment."""
+def _train_population(members: list[RunConfig], packed: dict[str, Any], device: str, threads: int,
+                      job: dict[str, Any], key: Any, sink: Any, interval: float) -> list[dict[str, Any]]:
+    """One population on a worker: its records, with the worker's own environment.
+
+    ``job``: what the driver shipped: its ``source_digest``, its ``sleepcl`` version, and ``files``, the user
+    files of the configs (:meth:`sleepcl.usercode.UserSources.mapping`)."""
     import ray
 
-    if source_digest() != digest:
+    if source_digest() != job["source_digest"]:
         ip = ray.util.get_node_ip_address()
-        raise SourceMismatch(_source_mismatch({"source_digest": digest, "sleepcl": "the driver"}, ip, _probe()))
+        raise SourceMismatch(_source_mismatch({"source_digest": job["source_digest"], "sleepcl": "the driver"}, ip,
+                                              _probe()))
+    install(job["files"])
+    above = os.environ.get(INJECT_OOM)
+    if above is not None and len(members) > int(above):  # fault injection for the tests (no GPU there)
+        raise torch.OutOfMemoryError(f"CUDA out of memory ({INJECT_OOM}={above}, {len(members)} members)")
     bench = unpack_benchmark(packed)
     dev = torch.device(device)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         results = train_population(members, bench, dev, _reporter(sink, key, interval))
-        env = {**environment(dev), "cluster_node": ray.util.get_node_ip_address(), "ray": ray.__version__}
+        context = ray.get_runtime_context()
+        env = {**environment(dev), "sleepcl": job["sleepcl"], "cluster_node": ray.util.get_node_ip_address(),
+               "cluster_node_id": context.get_node_id(), "ray": ray.__version__}
         return [make_record(r, env) for r in results]
     finally:
         torch.set_num_threads(before)
@@ -236,20 +265,85 @@ def _import_ray() -> Any:
     return ray
 
 
-def check_reachable(address: str, timeout: float = 3.0) -> None:
-    """Refuse, within seconds, an address where nothing answers (Ray itself would retry for a minute)."""
-    if address in ("auto", "local"):
-        return
+def _split_address(address: str) -> tuple[str, int]:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--cluster {address!r} is not HOST:PORT, auto or local: give the address that "
                          "`ray start --head` printed (for example 10.0.0.5:6379)")
+    return host.strip("[]"), int(port)
+
+
+# A gRPC server (Ray's GCS and its client server are) answers the HTTP/2 client preface with a SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def check_reachable(address: str, timeout: float = 3.0, what: str | None = None) -> None:
+    """Refuse, within seconds, an address where nothing answers (Ray itself would retry for a minute or more),
+    and one where something answers that is not Ray (not a gRPC server). ``what``: where the address came from,
+    for the message."""
+    if address in ("auto", "local"):
+        return
+    host, port = _split_address(address)
+    where = f"{address}" + (f" ({what})" if what else "")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
-        raise ValueError(f"no Ray cluster answers at {address} ({e.strerror or e}): start one on that machine with "
+        raise ValueError(f"no Ray cluster answers at {where} ({e.strerror or e}): start one on that machine with "
                          f"`ray start --head --port={port}`, check the address with `ray status` there, or use "
                          "--cluster local for a throwaway cluster on this machine") from None
+    head = b""
+    with conn:
+        try:
+            conn.sendall(_HTTP2_PREFACE)
+            while len(head) < 9:
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:  # reset, or silent past the timeout: not Ray
+            pass
+    if len(head) < 9 or head[3] != 4:
+        raise ValueError(f"something answers at {where}, but it is not a Ray cluster (no gRPC answer within "
+                         f"{timeout:g} s; it said {head[:16]!r}): give the address `ray start --head` printed "
+                         "(the GCS port, 6379 by default), not the dashboard's or another service's")
+
+
+def auto_address(temp_dir: str | None = None) -> tuple[str, str]:
+    """``(address, where it came from)`` for ``--cluster auto``: ``$RAY_ADDRESS``, else the address file that
+    ``ray start --head`` wrote on this machine. Refuses at once a missing file, one written by another user (a
+    shared machine: their cluster is not joined silently), and a stale one (a cluster stopped without
+    ``ray stop``)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        check_reachable(env, what="from $RAY_ADDRESS")
+        return env, "$RAY_ADDRESS"
+    from ray._private.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(temp_dir))
+    try:
+        address, owner = path.read_text().strip(), path.stat().st_uid
+    except OSError:
+        raise ValueError("--cluster auto found no Ray cluster started on this machine (no address file "
+                         f"{path}): start one with `ray start --head` (and join the other machines with `ray "
+                         "start --address=HEAD:PORT`), give its address (--cluster HOST:PORT), or use --cluster "
+                         "local") from None
+    if hasattr(os, "getuid") and owner != os.getuid():
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = f"uid {owner}"
+        raise ValueError(f"--cluster auto found the cluster at {address} in {path}, started by another user "
+                         f"({name}); auto joins only a cluster you started. To use it deliberately, give "
+                         f"--cluster {address}; to start your own, `ray start --head --temp-dir DIR --port PORT`")
+    try:
+        check_reachable(address, what=f"from {path}")
+    except ValueError as e:
+        raise ValueError(f"{e}. The address file {path} names a cluster that no longer runs (one stopped "
+                         f"without `ray stop` leaves it behind): start a cluster with `ray start --head`, or "
+                         f"remove the stale file (rm {path})") from None
+    return address, str(path)
 
 
 def _connection_advice(address: str, error: BaseException) -> str:
@@ -262,60 +356,88 @@ def _connection_advice(address: str, error: BaseException) -> str:
         return (f"the Ray cluster at {address} refused this driver's token: the cluster uses token authentication, "
                 "so set RAY_AUTH_MODE=token here and copy the head node's ~/.ray/auth_token to this machine "
                 "(or set RAY_AUTH_TOKEN); on the head node itself, --cluster auto finds the token")
-    if address == "auto":
-        return ("--cluster auto found no running Ray cluster on this machine: start one with `ray start --head` "
-                "(and join the other machines with `ray start --address=HEAD:PORT`), or use --cluster local")
     return f"could not connect to the Ray cluster at {address}: {chain[0]}; check it with `ray status` on its head node"
 
 
 class RayCluster:
     """An :class:`~sleepcl.runs.runner.Executor` that trains each population as one task on a Ray cluster.
 
-    ``address``: ``"local"`` (start a cluster on this machine, shut down on exit), ``"auto"`` or
-    ``"HOST:PORT"`` (connect to a running one). A process already connected to Ray (``ray.init`` called
-    by the caller) uses that connection and leaves it open. Use as a context manager::
+    ``address``: ``"local"`` (start a cluster on this machine, shut down on exit), ``"auto"`` (the cluster
+    ``ray start --head`` started on this machine, by this user) or ``"HOST:PORT"`` (connect to a running one).
+    A process already connected to Ray (``ray.init`` called by the caller) uses that connection and leaves it
+    open. The sleepcl package and the user files the configs name travel with every task (``runtime_env``
+    ``py_modules``): a node needs Ray, torch and sleepcl's dependencies, not sleepcl. Use as a context manager::
 
         with RayCluster("auto", cpus_per_population=1) as cluster:
             records = run_configs(configs, executor=cluster, store=store)
     """
 
     def __init__(self, address: str = "local", *, cpus_per_population: int | None = None, max_retries: int = 3,
-                 progress_interval: float = 0.5, ray_init: dict[str, Any] | None = None):
+                 progress_interval: float = 0.5, ray_init: dict[str, Any] | None = None,
+                 env_vars: dict[str, str] | None = None, log: Callable[[str], None] | None = None):
         if cpus_per_population is not None and cpus_per_population < 1:
             raise ValueError(f"--threads must be >= 1, got {cpus_per_population}")
         self.address, self.cpus = address, cpus_per_population or 1
         self.max_retries, self.progress_interval = max_retries, progress_interval
         self.ray_init = dict(ray_init or {})  # extra ray.init arguments for a local cluster (tests: num_cpus)
+        self.log = log
         self.ray: Any = None
         self.nodes: list[Node] = []
+        self.joined = ""         # the address connected to, and where it came from (for --cluster auto)
         self._owned = False
+        self._auto_device = False  # --device auto: GPUs where there are, and the CPUs of nodes without
         self._sink: Any = None
         self._take: Any = None   # the sink's answer on its way
         self._benches: dict[tuple[Any, ...], Any] = {}
+        self._staging: Path | None = None   # copies of the user files, shipped from here
         self._calls = 0
         self._totals = dict(populations=0, populations_done=0, members=0, members_done=0, work=0.0)
         self._done_work = 0.0
         self._running: dict[Any, tuple[float, float]] = {}   # key -> (cost, fraction done)
-        self.runtime_env = {"env_vars": {k: os.environ[k] for k in WORKER_ENV if k in os.environ}}
+        import sleepcl
+
+        self.runtime_env: dict[str, Any] = {
+            "env_vars": {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})},
+            "py_modules": [str(Path(sleepcl.__file__).parent)],   # this driver's sources, on every node
+            "excludes": SHIP_EXCLUDES}
+        try:
+            version = metadata.version("sleepcl")
+        except metadata.PackageNotFoundError:
+            version = None
+        self._job = {"source_digest": source_digest(), "sleepcl": version, "files": {}}
 
     # -- connection -------------------------------------------------------------------------------------
     def __enter__(self) -> "RayCluster":
         ray = _import_ray()
-        check_reachable(self.address)
+        if self.address.startswith("ray://"):
+            raise ValueError(f"--cluster {self.address}: Ray Client addresses (ray://) are not supported (the driver "
+                             "ships its sources and the data through the cluster's own store): run sleepcl on a "
+                             "machine of the cluster, the head for example, with --cluster HEAD_IP:6379 (the "
+                             "address `ray start --head` printed) or --cluster auto")
+        check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
         if not ray.is_initialized():
+            address, where = self.address, ""
+            if address == "auto":
+                address, where = auto_address()
             kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
             try:
-                if self.address == "local":
+                if address == "local":
                     ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
                 else:
-                    ray.init(address=self.address, **kwargs)
+                    ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as e:
-                raise ValueError(_connection_advice(self.address, e)) from None
+                raise ValueError(_connection_advice(address, e)) from None
             self._owned = True
+            self.joined = address + (f" (from {where})" if where else "")
         self.ray = ray
         try:
+            self._check_unchanged()
+            self.runtime_env = self._upload(self.runtime_env)
             self.nodes = [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"].get("CPU", 0)),
-                               float(n["Resources"].get("GPU", 0))) for n in ray.nodes() if n.get("Alive")]
+                               float(n["Resources"].get("GPU", 0)), float(n["Resources"].get("memory", 0)))
+                          for n in ray.nodes() if n.get("Alive")]
+            if self.log is not None and self.address == "auto":
+                self.log(f"joined the Ray cluster at {self.joined}: {self.describe_nodes()}")
             self._check_sources()
         except BaseException:
             self.__exit__(None, None, None)
@@ -323,6 +445,9 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
         if self.ray is None:
             return
         if self._sink is not None:
@@ -332,8 +457,24 @@ class RayCluster:
             self.ray.shutdown()
         self.ray = None
 
+    def _check_unchanged(self) -> None:
+        """Refuse to ship sources that are not the ones this process runs (edited since it started)."""
+        import sleepcl
+
+        root = Path(sleepcl.__file__).resolve().parent
+        now = package_digest(root)
+        if now != self._job["source_digest"]:
+            raise ValueError(f"the sleepcl sources in {root} changed while this command ran (digest "
+                             f"{self._job['source_digest']} when it started, {now} now): the workers would run "
+                             "other code than this driver; run the command again")
+
+    def describe_nodes(self) -> str:
+        return "; ".join(f"{n.ip} ({n.node_id[:8]}): {n.cpus:g} CPU, {n.gpus:g} GPU" for n in self.nodes) \
+            or "no alive node"
+
     def _check_sources(self) -> None:
-        """Ask every node what sleepcl it runs; refuse before any training if one differs from this driver."""
+        """Run a probe on every node with the shipped sources; refuse before any training if a node cannot run
+        them (a missing dependency) or if they are not what this driver runs."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = self.ray
@@ -343,11 +484,15 @@ class RayCluster:
         try:
             answers = ray.get(refs, timeout=PROBE_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
+            for ref in refs:
+                ray.cancel(ref, force=True)
             raise ValueError(f"the cluster's nodes did not all answer within {PROBE_TIMEOUT_S:.0f} s: check them "
                              "with `ray status` on the head node") from None
         except ray.exceptions.RayError as e:
-            raise ValueError(f"a node of the cluster cannot run sleepcl ({type(e).__name__}: {str(e)[-500:]}); "
-                             "install the same sleepcl on every node (pip install -e . in the same checkout)") from None
+            raise ValueError(f"a node of the cluster cannot run sleepcl ({type(e).__name__}: {str(e)[-600:]}); "
+                             "every node needs Ray, torch and sleepcl's dependencies, the same versions as here "
+                             "(pip install 'sleepcl[ray]' there installs them; README: Studies on a Ray "
+                             "cluster)") from None
         mine = _probe()
         for node, theirs in zip(self.nodes, answers):
             if theirs["source_digest"] != mine["source_digest"]:
@@ -355,11 +500,14 @@ class RayCluster:
 
     # -- the executor ---------------------------------------------------------------------------------
     def resolve_device(self, device: str | torch.device) -> torch.device:
-        """The device on the cluster's nodes: ``auto`` is CUDA when some node has a GPU. A population must fit
-        on one node (its CPUs and, on CUDA, a GPU): refused here otherwise."""
+        """The device on the cluster's nodes. ``auto``: CUDA when some node has a GPU, and then populations train
+        on the GPUs and on the CPUs of the nodes without one; ``cuda``: on GPUs only; ``cpu``: on every node's
+        CPUs. A population must fit on one node (its CPUs and, on CUDA, a GPU): refused here otherwise."""
         text = str(device)
+        self._auto_device = False
         if text == "auto":
             dev = torch.device("cuda" if any(n.gpus >= 1 for n in self.nodes) else "cpu")
+            self._auto_device = dev.type == "cuda"
         else:
             try:
                 dev = torch.device(text)
@@ -378,7 +526,7 @@ class RayCluster:
         gpus = 1 if dev.type == "cuda" else 0
         if population_slots(self.nodes, self.cpus, gpus):
             return
-        offer = "; ".join(f"{n.ip}: {n.cpus:g} CPU, {n.gpus:g} GPU" for n in self.nodes) or "no alive node"
+        offer = self.describe_nodes()
         if gpus and not any(n.gpus >= 1 for n in self.nodes):
             raise ValueError(f"--device {dev} but no node of the cluster has a GPU ({offer}): use --device cpu, or "
                              "join a GPU machine (ray start --address=HEAD:PORT there)")
@@ -386,60 +534,162 @@ class RayCluster:
                          + (" and a GPU" if gpus else "") + f" on one node, and no node of the cluster has that "
                          f"({offer}): lower --threads, or join a larger machine")
 
+    def kinds(self, dev: torch.device) -> list[tuple[str, int]]:
+        """``(device, slots)`` for each kind of task the populations go to: on CUDA from ``--device auto``, the
+        GPUs, then the CPUs of the nodes without a GPU (``slots`` 0: as many as Ray queues)."""
+        if dev.type == "cpu":
+            return [("cpu", 0)]
+        if not self._auto_device:
+            return [("cuda", 0)]
+        cpu_only = [n for n in self.nodes if n.gpus < 1]
+        gpu_slots = population_slots(self.nodes, self.cpus, 1)
+        cpu_slots = population_slots(cpu_only, self.cpus, 0)
+        return [("cuda", gpu_slots)] + ([("cpu", cpu_slots)] if cpu_slots else [])
+
     def slots(self, dev: torch.device) -> int:
-        return population_slots(self.nodes, self.cpus, 1 if dev.type == "cuda" else 0)
+        return sum(slots for _, slots in self.kinds(dev)) if self._auto_device and dev.type == "cuda" \
+            else population_slots(self.nodes, self.cpus, 1 if dev.type == "cuda" else 0)
+
+    def _memory_fit(self, todo: list[RunConfig], device: torch.device, max_population: int | None,
+                    max_memory: int | None, log: Callable[[str], None] | None) -> tuple[int | None, Callable]:
+        """The population cap from the largest node's memory (or ``max_memory``) and each population's memory
+        request, both from the estimate that sizes populations in one process (:mod:`sleepcl.runs.memory`)."""
+        from .runner import memory_plan
+
+        plans = {}
+        for group in group_populations(todo):  # one estimate per kind of run, measured nowhere (a huge limit)
+            plan = memory_plan(group[0], torch.device("cpu"), 2**62)
+            plans.update((c.hash(), plan) for c in group)
+
+        largest = max((n.memory for n in self.nodes), default=0)
+
+        def request(members: Sequence[RunConfig], kind: str) -> int:
+            """Bytes of host memory: on CUDA the data's copy, on CPU the members too; never more than a node has
+            (Ray would hold such a task forever)."""
+            plan = plans[members[0].hash()]
+            need = plan.data + (len(members) * plan.per_member if kind == "cpu" else 0)
+            return int(min(need, largest) if largest > 0 else need)
+
+        limit = max_memory if max_memory is not None else (int(largest) if largest > 0 else None)
+        if limit is None or device.type == "cuda":  # a GPU's memory is not Ray's to tell: OOM makes them smaller
+            return max_population, request
+        source = "--max-memory" if max_memory is not None else "the largest node's memory for Ray tasks"
+        fits = None
+        for group in group_populations(todo):
+            p = plans[group[0].hash()]
+            plan = plan_population(p.per_member, p.data, limit, source)
+            if plan.fits < 1:
+                c = group[0]
+                raise ValueError(f"not enough memory on any node of the cluster for even one {c.network} member on "
+                                 f"{c.benchmark}: {plan.describe(1)}; use a smaller network or batch, or join a "
+                                 "larger machine")
+            fits = plan.fits if fits is None else min(fits, plan.fits)
+            if log is not None and plan.fits < len(group):
+                log(f"populations of up to {plan.fits} members: {plan.describe(plan.fits)}")
+        return (min(max_population or fits, fits) if fits is not None else max_population), request
 
     def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
               max_population: int | None, max_memory: int | None = None,
               progress: Callable[[ClusterProgress], None] | None = None,
               log: Callable[[str], None] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Submit every population at once (longest first), yield each one's records as it finishes.
+        """Submit the populations (longest first), yield each one's records as it finishes.
 
-        Populations are sized to the cluster's CPUs (``max_population`` caps them); ``max_memory``, the memory
-        of one population's node, caps them too when given (the driver cannot measure the workers' memory)."""
-        if max_memory is not None and todo:
-            fits = min(len(p) for p in size_populations(todo, device, max_population, max_memory, log))
-            max_population = min(max_population or fits, fits)
+        Populations are split to the cluster's room (``max_population`` caps them) and to the memory of its
+        largest node (``max_memory`` in its place when given); each task asks Ray for the memory its population
+        needs, so a node runs only as many at once as fit. A population that runs out of CUDA memory is split in
+        two and tried again."""
         if self.ray is None:
             raise RuntimeError("RayCluster is used as a context manager: with RayCluster(...) as cluster: ...")
         if not todo:
             return
         ray = self.ray
+        max_population, request = self._memory_fit(todo, device, max_population, max_memory, log)
         steps = {c.hash(): member_steps(c, data.get(c)) for c in todo}
-        populations = plan_populations(todo, max_population, self.slots(device), lambda c: steps[c.hash()])
+        cost = lambda members: float(sum(steps[c.hash()] for c in members))  # noqa: E731
+        queue = plan_populations(todo, max_population, self.slots(device), lambda c: steps[c.hash()])
         call, self._calls = self._calls, self._calls + 1
         if progress is not None and self._sink is None:
-            self._sink = ray.remote(_ProgressSink).options(num_cpus=0).remote()
+            self._sink = ray.remote(_ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
         sink = self._sink if progress is not None else None
-        task = ray.remote(_train_population).options(
-            num_cpus=self.cpus, num_gpus=1 if device.type == "cuda" else 0, max_retries=self.max_retries,
-            retry_exceptions=False, runtime_env=self.runtime_env)
-        pending: dict[Any, tuple[Any, list[RunConfig]]] = {}
-        for i, members in enumerate(populations):
-            key = (call, i)
-            self._running[key] = (float(sum(steps[c.hash()] for c in members)), 0.0)
+        runtime_env, job = self._ship(todo)
+        kinds = self.kinds(device)
+        busy = {kind: 0 for kind, _ in kinds}
+        task = ray.remote(_train_population)
+        pending: dict[Any, tuple[Any, list[RunConfig], str]] = {}
+        counter = iter(range(10**9))
+
+        def submit() -> None:
+            for kind, slots in kinds:
+                while queue and (not slots or busy[kind] < slots):
+                    members = queue.pop(0)
+                    key = (call, next(counter))
+                    self._running[key] = (cost(members), 0.0)
+                    ref = task.options(num_cpus=self.cpus, num_gpus=1 if kind == "cuda" else 0,
+                                       memory=request(members, kind), max_retries=self.max_retries,
+                                       retry_exceptions=False, runtime_env=runtime_env).remote(
+                        members, self._bench_ref(data, members[0]), kind, self.cpus, job, key, sink,
+                        self.progress_interval)
+                    pending[ref] = (key, members, kind)
+                    busy[kind] += 1
+
+        for members in queue:
             self._totals["populations"] += 1
             self._totals["members"] += len(members)
-            self._totals["work"] += self._running[key][0]
-            ref = task.remote(members, self._bench_ref(data, members[0]), str(device), self.cpus,
-                              source_digest(), key, sink, self.progress_interval)
-            pending[ref] = (key, members)
+            self._totals["work"] += cost(members)
         try:
+            submit()
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.progress_interval)
                 for ref in ready:
-                    key, members = pending.pop(ref)
-                    records = self._result(ref, members)
-                    self._finished(key, len(members))
-                    self._report(progress)
-                    yield records
+                    key, members, kind = pending.pop(ref)
+                    busy[kind] -= 1
+                    records = self._result(ref, members, kind)
+                    if records is None:  # out of CUDA memory: two halves, back in the queue
+                        self._running.pop(key, None)
+                        half = len(members) // 2
+                        queue[:0] = [members[:half], members[half:]]
+                        self._totals["populations"] += 1
+                        if log is not None:
+                            log(f"a population of {len(members)} ran out of CUDA memory; trying it again as two "
+                                f"of {half} and {len(members) - half}")
+                    else:
+                        self._finished(key, len(members))
+                        self._report(progress)
+                        yield records
+                    submit()
                 if not ready:
                     self._report(progress)
         finally:
             for ref in pending:  # an error, Ctrl-C, or a caller that stopped reading: nothing keeps training
                 ray.cancel(ref, force=True)
-            for key, _ in pending.values():
+            for key, _, _ in pending.values():
                 self._running.pop(key, None)
+
+    def _ship(self, todo: Sequence[RunConfig]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The tasks' runtime_env and job: the package, plus the user files the configs name (sleepcl.usercode)."""
+        sources = user_sources(c.to_dict() for c in todo)
+        if not sources.files and not sources.modules:
+            return self.runtime_env, {**self._job, "files": {}}
+        env = {**self.runtime_env, "py_modules": [*self.runtime_env["py_modules"], *sources.stage(self._folder())]}
+        return self._upload(env), {**self._job, "files": sources.mapping()}
+
+    def _folder(self) -> Path:
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="sleepcl-ship-"))
+        return self._staging
+
+    def _upload(self, env: dict[str, Any]) -> dict[str, Any]:
+        """``env`` with its local ``py_modules`` uploaded to the cluster (content-addressed: an upload Ray already
+        holds is not sent again) and named by URI, as ``ray.init`` does for a job's runtime_env; a task's own
+        runtime_env takes URIs only."""
+        from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+
+        quiet = logging.getLogger("sleepcl.cluster.upload")
+        quiet.setLevel(logging.WARNING)
+        out = upload_py_modules_if_needed(dict(env), include_gitignore=False, scratch_dir=str(self._folder()),
+                                          logger=quiet)
+        out.pop("excludes", None)
+        return out
 
     def _bench_ref(self, data: BenchmarkCache, config: RunConfig) -> Any:
         key = (str(data.data_dir), data.download, *data.key(config))
@@ -447,7 +697,8 @@ class RayCluster:
             self._benches[key] = self.ray.put(pack_benchmark(data.get(config)))
         return self._benches[key]
 
-    def _result(self, ref: Any, members: list[RunConfig]) -> list[dict[str, Any]]:
+    def _result(self, ref: Any, members: list[RunConfig], kind: str) -> list[dict[str, Any]] | None:
+        """The records of a finished task; None when it ran out of CUDA memory and can be split."""
         ray = self.ray
         try:
             return ray.get(ref)
@@ -455,11 +706,23 @@ class RayCluster:
             cause = getattr(e, "cause", None) or e
             if isinstance(cause, SourceMismatch):
                 raise ValueError(str(cause)) from None
+            if isinstance(cause, torch.OutOfMemoryError) and len(members) > 1:
+                return None
+            hint = ""
+            if isinstance(cause, torch.OutOfMemoryError):
+                hint = "; even one member does not fit in a GPU's memory: use a smaller network or batch, or --device cpu"
+            elif isinstance(cause, ModuleNotFoundError):
+                hint = ("; a module the code imports is not installed on that node: install it there (sleepcl "
+                        "itself and the user files the configs name are shipped, installed packages are not)")
             raise ClusterError(f"a population failed on the cluster: {describe_population(members)}: "
-                               f"{type(cause).__name__}: {cause}") from e
+                               f"{type(cause).__name__}: {cause}{hint}") from None
+        except ray.exceptions.RuntimeEnvSetupError as e:
+            raise ClusterError(f"a node could not set up the sleepcl sources or user files shipped to it "
+                               f"({str(e)[-600:]}); check the node with `ray status` and its log "
+                               "(runtime_env_setup-*.log in the session's logs folder)") from None
         except ray.exceptions.RayError as e:
             raise ClusterError(f"a population was lost on the cluster after {self.max_retries} retries: "
-                               f"{describe_population(members)}: {type(e).__name__}: {e}") from e
+                               f"{describe_population(members)}: {type(e).__name__}: {e}") from None
 
     def _finished(self, key: Any, size: int) -> None:
         cost, _ = self._running.pop(key)

@@ -51,12 +51,16 @@ def environment(device: torch.device | str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
-    """sha256 (first 16 hex digits) of the package's own source files.
+    """sha256 (first 16 hex digits) of the package's own source files, as this process found them first.
 
     The store finds runs by config alone, so a record must say which code produced it: two records with
     different digests came from different code, whatever the version number says.
     """
-    root = Path(__file__).resolve().parents[1]  # the sleepcl package, not just runs/ where this module lives
+    return package_digest(Path(__file__).resolve().parents[1])  # the sleepcl package, not just runs/
+
+
+def package_digest(root: Path) -> str:
+    """:func:`source_digest` of the package folder ``root`` as it is now on disk."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -27,7 +27,9 @@ from ..strategies import get_strategy
 from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
     plan_population
 from .records import environment, make_record
-from .store import RunStore
+
+if TYPE_CHECKING:  # the store imports pandas, which a cluster's workers never need (0.7 s each)
+    from .store import RunStore
 
 __all__ = ["BenchmarkCache", "Executor", "InProcess", "PopulationEvent", "group_populations", "memory_plan",
            "resolve_device", "run_configs"]
