@@ -193,3 +193,25 @@ def test_a_changed_strategy_file_is_another_run(tmp_path):
 
     assert strategy_digest(f"{path}:Plain") != first
     assert strategy_digest(f"{path}:Plain") == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_a_strategys_state_is_saved_with_a_nightly_model(two_tasks):
+    """A deployed model keeps its member's strategy state (here EWC's importance and anchor) across save and load."""
+    import numpy as np
+
+    from sleepcl.nightly.model import NightlyModel
+    from sleepcl.nightly.policy import make_policy
+
+    pop = Population([RunConfig(strategy="ewc", seed=0, **SMALL)] * 2, two_tasks)
+    pop.fit()
+    state = pop.strategy.state()
+    model = NightlyModel.create(network="mlp", widths=(32, 32), input_shape=(28, 28), kind="uint8",
+                                mean=np.zeros(1, np.float32), std=np.ones(1, np.float32), normalisation="global",
+                                policy=make_policy(None, final_free=None, expected_tasks=None, tolerance=None,
+                                                   min_keep=None, model=None), training={"lr": 1e-3, "batch_size": 32}, seed=0)
+    model.strategy = {k: v[1].clone() for k, v in state.items()}
+    loaded = NightlyModel.from_bytes(model.to_bytes())
+    assert set(loaded.strategy) == set(state) and all(torch.equal(loaded.strategy[k], state[k][1]) for k in state)
+    again = get_strategy("ewc")
+    again.load_state({k: v[None] for k, v in loaded.strategy.items()})
+    assert all(torch.equal(again.importance[n], pop.strategy.importance[n][1:]) for n in again.importance)
