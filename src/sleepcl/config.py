@@ -18,7 +18,7 @@ from .data.datasets import DATASETS
 from .data.split import BENCHMARKS, canonical_task_spec, check_tasks, parse_benchmark
 from .models import NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
-from .strategies import STRATEGIES, get_strategy
+from .strategies import NIGHTS, get_strategy, is_strategy_spec, strategy_class, strategy_digest
 
 __all__ = ["MAX_RUNS", "PAPER_DEFAULTS", "RunConfig", "check_population", "default_network", "parse_int_list"]
 
@@ -45,6 +45,7 @@ LATER_FIELDS: dict[str, Any] = {
     "strategy_options": {}, "head": None,  # strategies' own parameters, a user model's classifier
     "class_groups": None, "transform_seed": 0, "permutations": None, "rotations": None,  # long task sequences
     "eval_every": 1,  # evaluate the tasks after every k-th task (and the last)
+    "night": None,  # nights as the strategy's default (resolved() also writes None for a choice equal to it)
 }
 
 
@@ -91,6 +92,9 @@ class RunConfig:
     # Evaluate every task seen so far after every k-th task and after the last (whose row is always complete); the
     # rows in between are None in the accuracy matrices. Training is the same whatever k is.
     eval_every: int = 1
+    # Nights after each day: "rounds" (prune-then-retrain) or "none"; None is the strategy's default (PackNet,
+    # Memory and Multinet take rounds, the others none). In LATER_FIELDS.
+    night: str | None = None
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
@@ -108,7 +112,8 @@ class RunConfig:
                for name in ("class_groups", "permutations", "rotations")},
         )
         filled.validate()
-        return filled
+        return dataclasses.replace(filled, strategy_options=canonical_options(filled.strategy, filled.strategy_options),
+                                   night=canonical_night(filled.strategy, filled.night))
 
     def validate(self) -> None:
         """Refuse a config that cannot run, with a message that names the problem and the fix."""
@@ -121,13 +126,13 @@ class RunConfig:
                 bad(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if self.benchmark not in BENCHMARKS:
             bad(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
-        if self.strategy not in STRATEGIES:
-            bad(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.night is not None and self.night not in NIGHTS:
+            bad(f"unknown --night {self.night!r}; choose one of {', '.join(NIGHTS)}")
         if self.network is not None and self.network not in NETWORKS and not is_factory(self.network):
             bad(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)} or give a model factory "
                 "as package.module:function")
-        if self.strategy in STRATEGIES:
-            get_strategy(self.strategy, self.strategy_options)  # refuses unknown options and bad values
+        # an unknown name, a user's class that cannot be loaded, unknown options and bad values, a night it cannot take
+        get_strategy(self.strategy, self.strategy_options, night=self.night)
         if self.head is not None and not is_factory(self.network or ""):
             bad("--head names the classifier of your own --model; the built-in networks know theirs")
         if not 0.0 < self.final_free < 1.0:
@@ -191,12 +196,29 @@ class RunConfig:
                 del d[name]
         if is_factory(d["network"]):
             d["model_source"] = factory_digest(d["network"])
+        if is_strategy_spec(d["strategy"]):
+            d["strategy_source"] = strategy_digest(d["strategy"])
         return d
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of :meth:`identity`: the run's identity in the results store."""
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def canonical_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with those at the strategy's default (``100`` or ``100.0`` for EWC's ``lambda``) left out: EWC
+    without options and EWC with ``lambda=100`` are one run with one hash, the hash EWC runs had before options
+    were filled in. Other values are kept as given, so every stored run keeps its hash."""
+    defaults = strategy_class(strategy).options
+    return {key: value for key, value in sorted(options.items())
+            if not (key in defaults and value == defaults[key]
+                    and isinstance(value, bool) == isinstance(defaults[key], bool))}
+
+
+def canonical_night(strategy: str, night: str | None) -> str | None:
+    """``night``, or None where it is the strategy's default (one run, one hash, whether it was said or not)."""
+    return None if night == strategy_class(strategy).default_night() else night
 
 
 def check_population(configs: Sequence[RunConfig]) -> list[RunConfig]:

@@ -24,7 +24,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     from ..data.transforms import MAX_TASKS
     from ..models import NETWORKS
     from ..schedule import SCHEDULES
-    from ..strategies import STRATEGIES
+    from ..strategies import NIGHTS, STRATEGIES
 
     mlp, vgg = PAPER_DEFAULTS["mlp"], PAPER_DEFAULTS["vgg"]
     p = sub.add_parser(
@@ -42,8 +42,20 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "of class pairs (0,1),(2,3),... or --class-groups; or permuted-DATASET / rotated-DATASET "
                         f"(e.g. permuted-mnist-5k): up to {MAX_TASKS} tasks of all 10 classes, each task seeing the "
                         "images through its own pixel permutation or rotation; mnist-5k works offline")
-    p.add_argument("--strategy", default="packnet", choices=list(STRATEGIES),
-                   help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items()))
+    def strategy_name(text: str) -> str:
+        if text in STRATEGIES or ":" in text:
+            return text
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(STRATEGIES)}, or give your "
+                                         "own class as path/to/file.py:Class or package.module:Class)")
+
+    p.add_argument("--strategy", default="packnet", metavar="STRATEGY", type=strategy_name,
+                   help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items()) +
+                        "; or your own Strategy subclass as path/to/file.py:Class or package.module:Class")
+    p.add_argument("--night", default=None, choices=list(NIGHTS),
+                   help="rounds: prune-then-retrain nights after each task, to the capacity schedule of --final-free "
+                        "and --rounds (E training + B retraining epochs); none: no night (E + B training epochs). "
+                        "Default: the strategy's own (rounds for packnet, memory, memory-grow, multinet; none for "
+                        "the others)")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of the strategy, e.g. lambda=400 for ewc (repeat for several)")
     p.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
@@ -139,7 +151,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
-                         eval_every=args.eval_every, extra=extra, **tasks)
+                         eval_every=args.eval_every, night=args.night, extra=extra, **tasks)
                for p, n, s in itertools.product(ps, rounds, seeds)]
     return [c.resolved() for c in configs]
 

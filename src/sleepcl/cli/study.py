@@ -72,6 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     sequences.add_parser(sub)
 
+    from . import paradigms  # sleep cycles for every paradigm (study/paradigms.py)
+
+    paradigms.add_parser(sub)
+
 
 def _names(args: argparse.Namespace) -> list[str]:
     # nargs="*" with a default: argparse gives the default string when no experiment is named

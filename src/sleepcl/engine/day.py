@@ -15,16 +15,22 @@ this class, so the rules below hold for both:
   (:func:`sleepcl.engine.ownership.prune`); freed weights are set to zero;
 * **per-task state** (norm layers under a strategy that freezes) of the day's task starts from the previous
   task's, and only the day's copy is used, so every other task's copy stays as it was.
+
+The strategy's hooks are called here too: :meth:`~Strategy.begin_day` once its weights are taken,
+:meth:`~Strategy.training_batch`, :meth:`~Strategy.loss` and :meth:`~Strategy.after_step` at every step,
+:meth:`~Strategy.prune_scores` at every prune and :meth:`~Strategy.end_of_day` at :meth:`DaySession.finish`. The
+model as the day began is copied only for a strategy that asks (:attr:`~Strategy.needs_day_start`).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..strategies import Batch, Day, GradientSource, Strategy
+from ..strategies import Batch, Day, GradientSource, Step, Strategy
+from ..strategies.base import cross_entropy
 from . import ownership
 from .adam import MemberAdam
 from .members import Members
@@ -57,6 +63,11 @@ class DaySession:
             if strategy.freezes:
                 members.start_task(day.owner - 1)
         params = members.params
+        # The model as the day began, for a strategy whose loss asks for its outputs (LwF).
+        self.day_start: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
+        if strategy.needs_day_start:
+            self.day_start = ({n: p.detach().clone() for n, p in params.items()},
+                              {n: b.clone() for n, b in members.buffers.items()})
         allowed = strategy.trainable(members.owner, day)
         self.masks = {n: m.to(params[n].dtype) for n, m in allowed.items()} if allowed is not None else {}
         # Which masks freeze something now (a mask of all ones is skipped on the fast path).
@@ -72,6 +83,8 @@ class DaySession:
                 compact_below=COMPACT_BELOW if "compact_nights" in parts else 0.0)
         else:  # foreach: ~10x faster than the per-tensor loop on CPU
             self.optimizer = torch.optim.Adam([params[n] for n in trained], lr=lr, foreach=True)
+        if begin:
+            strategy.begin_day(day, params)
 
     def trains(self, name: str) -> bool:
         """Whether the day trains parameter ``name``: prunable weights (masked), heads and per-task copies
@@ -91,9 +104,11 @@ class DaySession:
     def step(self, x: Tensor, y: Tensor, task: Tensor | int) -> None:
         """One optimizer step on inputs ``x`` ``(S, B, ...)`` with labels ``y`` ``(S, B)``; ``task`` is the task
         of every sample (an int) or of each one (``(S, B)``)."""
-        m = self.members
+        m, strategy = self.members, self.strategy
+        x, y, task = strategy.training_batch((x, y, task))
         logits = m.net.logits(m.params, x, task, buffers=m.buffers, random=m.random, train=True)
-        loss = self.strategy.loss(logits, y, m.params)
+        step = Step(x, y, task, m.params, lambda tasks, before: self.outputs(x, tasks, before))
+        loss = strategy.loss(logits, step)
         self.optimizer.zero_grad(set_to_none=self.handover)
         loss.backward()
         if not isinstance(self.optimizer, MemberAdam):  # MemberAdam masks per member itself
@@ -101,12 +116,32 @@ class DaySession:
                 if self.mask_active.get(n, True) or not self.skip_full:
                     m.params[n].grad.mul_(mask)
         self.optimizer.step()
+        strategy.after_step(step)
+
+    def outputs(self, x: Tensor, tasks: Sequence[int], before: bool = False) -> Tensor:
+        """Logits ``(S, B, len(tasks), O)`` of inputs ``x`` through the heads of ``tasks``: of the model being
+        trained (training mode), or of the model as the day began (``before``: evaluation mode, no gradient)."""
+        m = self.members
+        if not before:
+            return _head_outputs(m.net, m.params, m.buffers, x, tasks, random=m.random, train=True)
+        if self.day_start is None:
+            raise RuntimeError(f"strategy {self.strategy.name!r} asks for the outputs of the model as the day began: "
+                               "set needs_day_start = True on its class")
+        with torch.no_grad():
+            return _head_outputs(m.net, *self.day_start, x, tasks)
 
     @torch.no_grad()
     def prune(self, member: int, keep: Mapping[str, int] | int, scope: ownership.PruneScope = "layer") -> None:
         """Free member ``member``'s weakest weights of the day down to ``keep`` and forget their moments."""
         m = self.members
-        ownership.prune(m.params, m.owner, self.day.owner, member, keep, scope)
+        scores = self.strategy.prune_scores(m.params)
+        if scores is None:  # magnitude: pruning zeroes the weights it frees
+            ownership.prune(m.params, m.owner, self.day.owner, member, keep, scope)
+        else:
+            ownership.prune({n: s.detach().clone() for n, s in scores.items()}, m.owner, self.day.owner, member,
+                            keep, scope)
+            for n, o in m.owner.items():  # freed weights are exactly zero (every free weight of the member is)
+                m.params[n][member].masked_fill_(o[member] == ownership.FREE, 0)
         allowed = self.strategy.trainable({n: o[member:member + 1] for n, o in m.owner.items()}, self.day)
         for n, mask in self.masks.items():
             mask[member] = allowed[n][0] if allowed is not None else 1
@@ -139,9 +174,28 @@ class DaySession:
             p.grad = None
         with torch.enable_grad():  # also when the strategy asks from inside no_grad
             logits = m.net.logits(m.params, x, task, buffers=m.buffers)
-            Strategy.loss(self.strategy, logits, y, m.params).backward()
+            cross_entropy(logits, y).backward()
         out = {n: p.grad.detach().clone() for n, p in m.params.items() if p.grad is not None}
         for p in m.params.values():
             p.grad = None
         return out
 
+
+
+def _head_outputs(net, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,  # type: ignore[no-untyped-def]
+                  tasks: Sequence[int], *, random=None, train: bool = False) -> Tensor:
+    """Logits ``(S, B, len(tasks), O)`` of ``x`` through the heads of ``tasks``: one pass of the trunk (one per task
+    where the network keeps per-task copies), then each task's head."""
+    w, b = params["head.weight"], params["head.bias"]
+    h = None
+    out = []
+    for t in tasks:
+        if h is None or net.per_task:
+            h = net.features(dict(params), x, buffers=dict(buffers), task=t, random=random, train=train)
+        o = net.head(h, w[:, t], b[:, t])
+        if net.class_counts is not None:
+            o = o.masked_fill(~net._used_outputs(t, o.device), float("-inf"))
+        out.append(o)
+    if not out:
+        return x.new_zeros(x.shape[0], x.shape[1], 0, net.head_size)
+    return torch.stack(out, 2)

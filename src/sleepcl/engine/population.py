@@ -33,7 +33,7 @@ from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
 from .evaluation import Evaluator
 from .members import Members
-from .streams import IndexStream, member_seeds
+from .streams import IndexStream, member_seeds, strategy_seed
 
 __all__ = ["ADAM_MODES", "FAST_PARTS", "SPEEDS", "Event", "MemberAdam", "MemberResult", "Population",
            "Stopped", "fused_adam_available", "fused_adam_stacks_exact", "train_population"]
@@ -105,6 +105,8 @@ class MemberResult:
     # groups (workers.py), the phases are its group's, "total" and "population_size" the whole run's, and
     # "groups" says how many there were.
     timings: dict[str, float] = field(default_factory=dict)
+    # What the strategy stores beyond the network (Strategy.memory: ER's buffer), after the last day.
+    strategy_memory: dict[str, int] = field(default_factory=dict)
 
 
 class Stopped(Exception):
@@ -135,7 +137,7 @@ class Population:
             adam = "fused" if "fused_adam" in self.parts and fused_adam_available(self.device) else "foreach"
         self.adam, self.tf32 = adam, tf32
         self.bench = bench.to(self.device)
-        self.strategy = get_strategy(first.strategy, first.strategy_options)
+        self.strategy = get_strategy(first.strategy, first.strategy_options, night=first.night)
         self.net = build_network(first.network, bench.input_shape, bench.n_tasks, head_size(bench), first.widths,
                                  per_task_norm=self.strategy.freezes, stacked="stacked_kernels" in self.parts,
                                  head=first.head, class_counts=bench.n_classes,
@@ -145,6 +147,7 @@ class Population:
         seeds = [member_seeds(c.seed) for c in self.configs]
         self.members = Members.initial(self.net, [s[0] for s in seeds], [s[2] for s in seeds], self.device)
         self.order_generators = [torch.Generator().manual_seed(s[1]) for s in seeds]
+        self.strategy.start([strategy_seed(c.seed) for c in self.configs])
         self.schedules: list[SleepSchedule] = [sleep_schedule(c.schedule, c.retrain_epochs, c.rounds)
                                                for c in self.configs]
         # Set by whoever runs this population beside others (workers.py): checked before every step.
@@ -277,6 +280,7 @@ class Population:
                 on_day_end(self, i)
         for m, r in enumerate(results):
             r.layer_free_fraction = self.members.layer_free_fraction(m)
+            r.strategy_memory = self.strategy.memory()
             r.timings = {**run.timings, "total": time.perf_counter() - run.started, "population_size": self.size}
         run.report(len(days) - 1, "done", 1, 1)
         return results

@@ -7,13 +7,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IndexStream", "member_seeds"]
+__all__ = ["IndexStream", "member_seeds", "strategy_seed"]
 
 
 def member_seeds(seed: int) -> tuple[int, int, int]:
     """Independent seeds for a member's initial weights, data order and dropout, from its one seed."""
     init, order, dropout = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint64)
     return int(init), int(order), int(dropout)
+
+
+def strategy_seed(seed: int) -> int:
+    """A seed for what the member's strategy draws (ER's reservoir), independent of :func:`member_seeds`'."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1, dtype=np.uint64)[0])
 
 
 class IndexStream:

@@ -11,6 +11,8 @@
 ``owner/<name>``            ``uint8`` owner map of each prunable weight: 0 = free, t = task t
 ``head/<t>/weight``         task t's output layer ``(classes_t, features)``; ``head/<t>/bias``
 ``input/mean``, ``input/std``  the input normalisation (fixed on the first night), ``float32``
+``strategy/<name>``         the strategy's own state of this model (:meth:`Strategy.state` of its member,
+                            without the member axis: EWC's importance, ER's buffer); none for PackNet
 ==========================  =====================================================================
 
 The safetensors header's ``__metadata__`` holds ``format`` (``sleepcl-nightly``), ``version`` and
@@ -107,6 +109,7 @@ class NightlyModel:
     mean: Tensor = field(default_factory=lambda: torch.zeros(1))
     std: Tensor = field(default_factory=lambda: torch.ones(1))
     buffers: dict[str, Tensor] = field(default_factory=dict)
+    strategy: dict[str, Tensor] = field(default_factory=dict)  # the strategy's state (module doc: strategy/<name>)
 
     # -- construction --------------------------------------------------------------------------------
 
@@ -224,9 +227,11 @@ class NightlyModel:
                        {n: v[None].to(device).clone() for n, v in self.owner.items()},
                        MemberRandom([torch.Generator(device=device).manual_seed(seed + 1)]))
 
-    def with_member(self, members: Members, member: int, classes: list[Any]) -> "NightlyModel":
+    def with_member(self, members: Members, member: int, classes: list[Any],
+                    strategy: dict[str, Tensor] | None = None) -> "NightlyModel":
         """A copy of this model holding member ``member`` of ``members`` (which learnt one more task of
-        ``classes``); metadata copied."""
+        ``classes``); metadata copied. ``strategy``: the strategy's state (:meth:`Strategy.state`, every member's),
+        of which member ``member``'s is kept (default: this model's)."""
         import copy
 
         state = members.member_state(member)
@@ -235,7 +240,9 @@ class NightlyModel:
         heads = [*self.heads, (head_w[t, :len(classes)].cpu().contiguous(), head_b[t, :len(classes)].cpu().contiguous())]
         return NightlyModel(copy.deepcopy(self.meta), {k: v.cpu().contiguous() for k, v in state["params"].items()},
                             {k: v.cpu().contiguous() for k, v in state["owner"].items()}, heads, self.mean, self.std,
-                            {k: v.cpu().contiguous() for k, v in state["buffers"].items()})
+                            {k: v.cpu().contiguous() for k, v in state["buffers"].items()},
+                            self.strategy if strategy is None else
+                            {k: v[member].detach().cpu().contiguous() for k, v in strategy.items()})
 
     @torch.no_grad()
     def logits(self, task_position: int, x: np.ndarray | Tensor, device: torch.device | str = "cpu",
@@ -282,6 +289,8 @@ class NightlyModel:
             tensors[f"head/{j + 1}/bias"] = b.detach().cpu().contiguous()
         tensors["input/mean"] = self.mean.cpu().contiguous()
         tensors["input/std"] = self.std.cpu().contiguous()
+        for name, t in self.strategy.items():
+            tensors[f"strategy/{name}"] = t.detach().cpu().contiguous()
         metadata = {"format": FORMAT, "version": str(VERSION), "sleepcl": json.dumps(self.meta, sort_keys=True)}
         return save(tensors, metadata)
 
@@ -336,7 +345,7 @@ class NightlyModel:
         trunk = {name: trunk[name] for name in shapes}
         owner = {name: owner[name] for name in net.prunable}
         buffers = {name: buffers[name] for name in buffer_shapes}
-        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers)
+        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers, group("strategy/"))
 
     @classmethod
     def load(cls, path: str | Path) -> "NightlyModel":

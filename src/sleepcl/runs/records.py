@@ -71,7 +71,7 @@ def package_digest(root: Path) -> str:
 def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
     config = result.config
     a = result.accuracy_matrix
-    return {
+    record = {
         "config_hash": config.hash(),
         "config": config.to_dict(),
         "environment": env,
@@ -87,6 +87,9 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
         "timings": result.timings,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if result.strategy_memory:  # what the strategy stores beyond the network (ER's buffer); absent when nothing
+        record["strategy_memory"] = result.strategy_memory
+    return record
 
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")

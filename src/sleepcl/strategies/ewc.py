@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import Day, GradientSource, Strategy
+from .base import Day, GradientSource, Step, Strategy
 
 
 class EWC(Strategy):
@@ -41,15 +41,11 @@ class EWC(Strategy):
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
             raise ValueError(f"ewc option lambda must be a finite number >= 0, got {lam!r}")
 
-    def trainable(self, owner: Mapping[str, Tensor], day: Day) -> None:
-        return None
-
-    def loss(self, logits: Tensor, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        loss = super().loss(logits, y, params)
+    def loss(self, logits: Tensor, step: Step) -> Tensor:
+        loss = super().loss(logits, step)
         if not self.importance or self.settings["lambda"] == 0:
             return loss
-        penalty = sum((imp * (params[n] - self.anchor[n]) ** 2).sum() for n, imp in self.importance.items())
-        return loss + 0.5 * self.settings["lambda"] * penalty
+        return loss + 0.5 * self.settings["lambda"] * quadratic_penalty(step.params, self.importance, self.anchor)
 
     @torch.no_grad()
     def end_of_day(self, day: Day, params: Mapping[str, Tensor], gradients: GradientSource) -> None:
@@ -70,3 +66,28 @@ class EWC(Strategy):
             weighted = self.importance[n] * self.anchor[n] + f * theta
             self.anchor[n] = torch.where(total > 0, weighted / total.clamp_min(1e-30), theta)
             self.importance[n] = total
+
+    def state(self) -> dict[str, Tensor]:
+        return {**{f"importance/{n}": t for n, t in self.importance.items()},
+                **{f"anchor/{n}": t for n, t in self.anchor.items()}}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        self.importance, self.anchor = split_state(state, ("importance", "anchor"))
+
+
+def quadratic_penalty(params: Mapping[str, Tensor], importance: Mapping[str, Tensor],
+                      anchor: Mapping[str, Tensor]) -> Tensor:
+    """``sum_i importance_i (theta_i - anchor_i)**2`` over every parameter ``importance`` names, summed over members
+    (each member's gradient is its own penalty's): EWC's and SI's penalty."""
+    return sum((imp * (params[n] - anchor[n]) ** 2).sum() for n, imp in importance.items())  # type: ignore[return-value]
+
+
+def split_state(state: Mapping[str, Tensor], groups: tuple[str, ...]) -> tuple[dict[str, Tensor], ...]:
+    """``{"group/name": t}`` back into one ``{name: t}`` per group (the inverse of the strategies' :meth:`state`)."""
+    out: tuple[dict[str, Tensor], ...] = tuple({} for _ in groups)
+    for key, t in state.items():
+        group, _, name = key.partition("/")
+        if group not in groups or not name:
+            raise ValueError(f"unexpected strategy state {key!r}; expected {', '.join(g + '/<name>' for g in groups)}")
+        out[groups.index(group)][name] = t
+    return out

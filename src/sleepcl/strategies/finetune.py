@@ -1,19 +1,12 @@
-"""Fine-tuning: every task trains every weight, nothing protects old tasks (shows forgetting); no night, so
-each task trains ``E + B`` task-epochs."""
+"""Fine-tuning: every task trains every weight, nothing protects old tasks (shows forgetting); no night by default,
+so each task trains ``E + B`` task-epochs (``--night rounds`` prunes it to the capacity schedule as Memory is)."""
 
 from __future__ import annotations
 
-from typing import Mapping
-
-from torch import Tensor
-
-from .base import Day, Strategy
+from .base import Strategy
 
 
 class Finetune(Strategy):
     name = "finetune"
     summary = "no protection at all: shows forgetting"
     prunes = False
-
-    def trainable(self, owner: Mapping[str, Tensor], day: Day) -> None:
-        return None

@@ -15,4 +15,5 @@ class Multinet(Strategy):
     def days(self, train_sizes: list[int], batch_size: int, epochs: int, retrain_epochs: int) -> list[Day]:
         every = tuple(range(len(train_sizes)))
         steps = max(1, math.ceil(sum(train_sizes) / batch_size))
-        return [Day(1, every, None, steps, epochs, retrain_epochs, every, len(train_sizes))]
+        train, night = (epochs, retrain_epochs) if self.prunes else (epochs + retrain_epochs, 0)
+        return [Day(1, every, None, steps, train, night, every, len(train_sizes))]

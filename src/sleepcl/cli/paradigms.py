@@ -1,0 +1,96 @@
+"""``sleepcl paradigms``: sleep cycles for every paradigm (train what is missing, then write the report)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from .common import MEMORY_HELP, THREADS_HELP
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..study.paradigms import PRESETS
+
+    p = sub.add_parser(
+        "paradigms", help="the study the paper left open: do sleep cycles help replay, regularisation and "
+                          "distillation as they help PackNet?",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train PackNet, Memory, ER (bounded replay), EWC, SI, LwF and fine-tuning with nights of N = 1 "
+                    "and more rounds in the same budget over a grid of final free fractions p (and, for those "
+                    "that take none by default, without a night), what the results store lacks; then write "
+                    "report.md, runs.csv, runs.jsonl.gz and a figure: per paradigm, whether more rounds help and "
+                    "how many more weights than Memory it needs for Memory's accuracy.")
+    p.add_argument("--preset", default="quick", choices=list(PRESETS),
+                   help="quick: mnist-5k sized to a 2-core CPU; tiny: a seconds-long smoke test")
+    p.add_argument("--seeds", default=None, help="replace the preset's seeds, e.g. 0-4")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default docs/results/<benchmark>-paradigms-<preset>/)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--max-population", type=int, default=None,
+                   help="split populations larger than this (less memory; finer-grained resume)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
+    p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
+    p.add_argument("--no-report", action="store_true", help="train only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_paradigms)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this invocation (every option that differs from its default)."""
+    parts = ["sleepcl", "paradigms", "--preset", args.preset]
+    for flag in ("seeds", "store", "out", "threads", "max_population", "max_memory"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    parts += [flag for flag in ("--no-train", "--no-report") if getattr(args, flag[2:].replace("-", "_"))]
+    return shlex.join(parts)
+
+
+def cmd_paradigms(args: argparse.Namespace) -> int:
+    from ..config import parse_int_list
+    from ..files import check_writable
+    from ..runs.memory import parse_size
+    from ..runs.runner import resolve_device
+    from ..study.paradigms import default_out_dir, paradigm_configs, paradigm_settings, run_paradigms, \
+        write_paradigms_report
+    from ..threads import torch_threads
+    from .common import Progress, console, open_store
+
+    s = paradigm_settings(args.preset).with_seeds(parse_int_list(args.seeds, "--seeds") if args.seeds else None)
+    for c in paradigm_configs(s)[:1]:
+        c.resolved()
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out is not None else default_out_dir(s)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report")
+    if not args.no_report:
+        check_writable(out / "report.md", "--out", "report.md")
+    store = open_store(args.store, read_only=args.no_train)
+    con = console()
+    started = time.perf_counter()
+    trained = None
+    if not args.no_train:
+        con.print(f"[bold]sleepcl paradigms[/] · {s.benchmark} · preset {s.preset} · {s.describe()} · "
+                  f"store {store.path}")
+        with torch_threads(args.threads), Progress(args.quiet) as progress:
+            trained = run_paradigms(s, store=store, log=con.print, device=device, max_population=args.max_population,
+                                    progress=progress,
+                                    max_memory=parse_size(args.max_memory) if args.max_memory else None)
+        con.print(f"trained {trained} runs in {(time.perf_counter() - started) / 60:.1f} min")
+    if not args.no_report:
+        page = write_paradigms_report(s, store, out, command=_command(args),
+                                      wall_seconds=None if args.no_train else time.perf_counter() - started,
+                                      trained=trained)
+        con.print(f"report: {page}")
+    return 0

@@ -1,0 +1,60 @@
+"""A user's own strategy, named as ``path/to/file.py:Class`` or ``package.module:Class`` (``--strategy``).
+
+The spec is resolved exactly as a user's model factory is (:func:`sleepcl.models.load_factory`): a ``.py`` path
+is loaded from that file (made absolute against the current folder, under a module name derived from the
+absolute path), a dotted module is imported (from the current folder too, as ``python -m`` would), then the
+attribute after the colon is taken. The class must subclass :class:`~.base.Strategy`. A run's identity holds the
+spec as given and a digest of the source file that defines the class (:func:`strategy_digest`), so a stored run
+is not served once the strategy's code has changed; whoever runs it elsewhere (a Ray worker) must see the same
+file under the same spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from pathlib import Path
+
+from .base import Strategy
+
+__all__ = ["is_strategy_spec", "load_strategy", "strategy_digest"]
+
+
+def is_strategy_spec(name: str) -> bool:
+    """Whether ``name`` names a user's class (``module:Class``) rather than a registered strategy."""
+    return ":" in name
+
+
+def load_strategy(spec: str) -> type[Strategy]:
+    """The :class:`Strategy` subclass ``spec`` names; ValueError naming the problem and the fix otherwise."""
+    from ..models import _import  # the model factory's resolution, so that both specs are found the same way
+
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ValueError(f"--strategy {spec!r}: give a registered strategy or a class as path/to/file.py:Class "
+                         "(or package.module:Class)")
+    try:
+        module = _import(where)
+    except Exception as e:
+        raise ValueError(f"--strategy {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name "
+                         "and that it is importable (pip install it, or run from the folder that holds it)") from e
+    cls = module
+    for part in attr.split("."):
+        cls = getattr(cls, part, None)
+        if cls is None:
+            raise ValueError(f"--strategy {spec!r}: {where!r} has no {attr!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ValueError(f"--strategy {spec!r}: {attr!r} is not a subclass of sleepcl.strategies.Strategy")
+    return cls
+
+
+@functools.lru_cache(maxsize=None)
+def strategy_digest(spec: str) -> str:
+    """sha256 (16 hex digits) of the source file that defines the class ``spec`` names: part of a run's identity."""
+    cls = load_strategy(spec)
+    try:
+        source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+    except (TypeError, OSError):
+        source = repr(cls).encode()
+    return hashlib.sha256(source).hexdigest()[:16]
