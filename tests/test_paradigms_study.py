@@ -22,7 +22,7 @@ def test_every_paradigm_takes_the_same_nights_and_budget():
     assert {c.rounds for c in nights} == {1, 4} and {c.final_free for c in nights} == set(s.grid)
     # PackNet's and Memory's runs are the main study's runs (the night is their default: the same hash)
     assert all(c.night is None for c in configs if c.strategy in ("packnet", "memory"))
-    assert len(configs) == len({c.hash() for c in configs}) == 7 * 4 * 2 * 3 + 5 * 3
+    assert len(configs) == len({c.hash() for c in configs}) == 7 * 4 * 2 * 5 + 5 * 5
     with pytest.raises(ValueError, match="do not divide B"):
         dataclasses.replace(s, rounds=(1, 3))
     with pytest.raises(ValueError, match="compares N = 1 with more rounds"):
