@@ -215,3 +215,18 @@ def test_a_strategys_state_is_saved_with_a_nightly_model(two_tasks):
     again = get_strategy("ewc")
     again.load_state({k: v[None] for k, v in loaded.strategy.items()})
     assert all(torch.equal(again.importance[n], pop.strategy.importance[n][1:]) for n in again.importance)
+
+
+@pytest.mark.parametrize("strategy", ["lwf", "si", "er"])
+def test_the_new_strategies_train_through_the_command_line_with_and_without_a_night(tmp_path, strategy):
+    out = tmp_path / "runs.json"
+    common = ["run", "--strategy", strategy, "--tasks", "2", "--widths", "16,16", "--epochs", "1", "--retrain-epochs",
+              "2", "--batch-size", "128", "--quiet", "--no-store", "--output", str(out)]
+    assert main([*common, "--night", "rounds", "--final-free", "0.8", "--rounds", "2"]) == 0
+    [record] = json.loads(out.read_text())
+    assert record["free_fraction_after_task"][-1] == pytest.approx(0.8, abs=1e-3)
+    assert [len(r) for r in record["free_fraction_after_round"]] == [2, 2]
+    assert main(common) == 0
+    [record] = json.loads(out.read_text())
+    assert record["free_fraction_after_task"] == [0.0, 0.0] and record["config"]["night"] is None
+    assert ("strategy_memory" in record) == (strategy == "er")
