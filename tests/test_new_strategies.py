@@ -230,3 +230,33 @@ def test_the_new_strategies_train_through_the_command_line_with_and_without_a_ni
     [record] = json.loads(out.read_text())
     assert record["free_fraction_after_task"] == [0.0, 0.0] and record["config"]["night"] is None
     assert ("strategy_memory" in record) == (strategy == "er")
+
+
+def test_the_night_ranks_weights_by_the_strategys_prune_scores(two_tasks):
+    """prune_scores replaces magnitude: a strategy that scores 1 / |w| frees the largest weights, and the weights it
+    frees are exactly zero, as under magnitude pruning."""
+    from sleepcl.engine import ownership
+    from sleepcl.strategies import Strategy
+
+    class KeepSmallest(Strategy):
+        name = "keep-smallest"
+
+        def prune_scores(self, params):
+            return {n: 1 / (params[n].detach().abs() + 1e-12) for n in ("fc0.weight", "fc1.weight", "fc2.weight")
+                    if n in params}
+
+    pop = Population([RunConfig(seed=0, **SMALL)], two_tasks)
+    pop.strategy = KeepSmallest()
+    day = pop.days()[0]
+    session = pop.session(day, 0)
+    streams, pool = pop.data_streams(day)
+    pop.run_epoch(session, streams, pool)
+    before = {n: pop.params[n].detach()[0].clone() for n in pop.owner}
+    keep = {n: o[0].numel() // 4 for n, o in pop.owner.items()}
+    session.prune(0, keep)
+    for n, o in pop.owner.items():
+        kept = o[0] != ownership.FREE
+        assert int(kept.sum()) == keep[n]
+        assert float(before[n].abs()[kept].max()) <= float(before[n].abs()[~kept].min())  # the smallest were kept
+        assert bool((pop.params[n].detach()[0][~kept] == 0).all())
+        assert torch.equal(pop.params[n].detach()[0][kept], before[n][kept])
