@@ -260,3 +260,15 @@ def test_the_night_ranks_weights_by_the_strategys_prune_scores(two_tasks):
         assert float(before[n].abs()[kept].max()) <= float(before[n].abs()[~kept].min())  # the smallest were kept
         assert bool((pop.params[n].detach()[0][~kept] == 0).all())
         assert torch.equal(pop.params[n].detach()[0][kept], before[n][kept])
+
+
+def test_the_example_strategy_file_trains_with_a_night(two_tasks):
+    """examples/strategy.py (the README's example) as a user would name it; its night prunes to p."""
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parents[1] / 'examples' / 'strategy.py'}:Anchored"
+    config = RunConfig(strategy=spec, night="rounds", final_free=0.8, strategy_options={"strength": 0.5}, **SMALL)
+    pop = Population([config], two_tasks)
+    [result] = pop.fit()
+    assert result.free_fraction_after_task[-1] == pytest.approx(0.8, abs=1e-3)
+    assert min(result.accuracy_matrix[-1]) > 0.6
