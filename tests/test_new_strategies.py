@@ -215,3 +215,60 @@ def test_a_strategys_state_is_saved_with_a_nightly_model(two_tasks):
     again = get_strategy("ewc")
     again.load_state({k: v[None] for k, v in loaded.strategy.items()})
     assert all(torch.equal(again.importance[n], pop.strategy.importance[n][1:]) for n in again.importance)
+
+
+@pytest.mark.parametrize("strategy", ["lwf", "si", "er"])
+def test_the_new_strategies_train_through_the_command_line_with_and_without_a_night(tmp_path, strategy):
+    out = tmp_path / "runs.json"
+    common = ["run", "--strategy", strategy, "--tasks", "2", "--widths", "16,16", "--epochs", "1", "--retrain-epochs",
+              "2", "--batch-size", "128", "--quiet", "--no-store", "--output", str(out)]
+    assert main([*common, "--night", "rounds", "--final-free", "0.8", "--rounds", "2"]) == 0
+    [record] = json.loads(out.read_text())
+    assert record["free_fraction_after_task"][-1] == pytest.approx(0.8, abs=1e-3)
+    assert [len(r) for r in record["free_fraction_after_round"]] == [2, 2]
+    assert main(common) == 0
+    [record] = json.loads(out.read_text())
+    assert record["free_fraction_after_task"] == [0.0, 0.0] and record["config"]["night"] is None
+    assert ("strategy_memory" in record) == (strategy == "er")
+
+
+def test_the_night_ranks_weights_by_the_strategys_prune_scores(two_tasks):
+    """prune_scores replaces magnitude: a strategy that scores 1 / |w| frees the largest weights, and the weights it
+    frees are exactly zero, as under magnitude pruning."""
+    from sleepcl.engine import ownership
+    from sleepcl.strategies import Strategy
+
+    class KeepSmallest(Strategy):
+        name = "keep-smallest"
+
+        def prune_scores(self, params):
+            return {n: 1 / (params[n].detach().abs() + 1e-12) for n in ("fc0.weight", "fc1.weight", "fc2.weight")
+                    if n in params}
+
+    pop = Population([RunConfig(seed=0, **SMALL)], two_tasks)
+    pop.strategy = KeepSmallest()
+    day = pop.days()[0]
+    session = pop.session(day, 0)
+    streams, pool = pop.data_streams(day)
+    pop.run_epoch(session, streams, pool)
+    before = {n: pop.params[n].detach()[0].clone() for n in pop.owner}
+    keep = {n: o[0].numel() // 4 for n, o in pop.owner.items()}
+    session.prune(0, keep)
+    for n, o in pop.owner.items():
+        kept = o[0] != ownership.FREE
+        assert int(kept.sum()) == keep[n]
+        assert float(before[n].abs()[kept].max()) <= float(before[n].abs()[~kept].min())  # the smallest were kept
+        assert bool((pop.params[n].detach()[0][~kept] == 0).all())
+        assert torch.equal(pop.params[n].detach()[0][kept], before[n][kept])
+
+
+def test_the_example_strategy_file_trains_with_a_night(two_tasks):
+    """examples/strategy.py (the README's example) as a user would name it; its night prunes to p."""
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parents[1] / 'examples' / 'strategy.py'}:Anchored"
+    config = RunConfig(strategy=spec, night="rounds", final_free=0.8, strategy_options={"strength": 0.5}, **SMALL)
+    pop = Population([config], two_tasks)
+    [result] = pop.fit()
+    assert result.free_fraction_after_task[-1] == pytest.approx(0.8, abs=1e-3)
+    assert min(result.accuracy_matrix[-1]) > 0.6

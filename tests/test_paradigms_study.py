@@ -9,7 +9,7 @@ import pytest
 
 from sleepcl.cli import main
 from sleepcl.runs.records import read_records
-from sleepcl.study.paradigms import PRESETS, ParadigmSettings, analyse, paradigm_configs
+from sleepcl.study.paradigms import PRESETS, ParadigmSettings, analyse, paradigm_configs, paradigm_settings
 from sleepcl.study.run import RecordLookup
 
 
@@ -22,7 +22,12 @@ def test_every_paradigm_takes_the_same_nights_and_budget():
     assert {c.rounds for c in nights} == {1, 4} and {c.final_free for c in nights} == set(s.grid)
     # PackNet's and Memory's runs are the main study's runs (the night is their default: the same hash)
     assert all(c.night is None for c in configs if c.strategy in ("packnet", "memory"))
-    assert len(configs) == len({c.hash() for c in configs}) == 7 * 4 * 2 * 3 + 5 * 3
+    assert len(configs) == len({c.hash() for c in configs}) == 7 * 4 * 2 * 5 + 5 * 5
+    fashion = [c.resolved() for c in paradigm_configs(paradigm_settings("quick", "fashion-mnist"))]
+    assert {(c.benchmark, c.epochs, c.retrain_epochs) for c in fashion} == {("fashion-mnist", 1, 4)}
+    assert {(c.epochs, c.retrain_epochs) for c in paradigm_configs(PRESETS["paper"])} == {(72, 72)}
+    with pytest.raises(ValueError, match="'paper' preset runs on mnist-5k, not 'fashion-mnist'"):
+        paradigm_settings("paper", "fashion-mnist")
     with pytest.raises(ValueError, match="do not divide B"):
         dataclasses.replace(s, rounds=(1, 3))
     with pytest.raises(ValueError, match="compares N = 1 with more rounds"):

@@ -181,7 +181,6 @@ class DaySession:
         return out
 
 
-
 def _head_outputs(net, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor,  # type: ignore[no-untyped-def]
                   tasks: Sequence[int], *, random=None, train: bool = False) -> Tensor:
     """Logits ``(S, B, len(tasks), O)`` of ``x`` through the heads of ``tasks``: one pass of the trunk (one per task
