@@ -22,8 +22,13 @@ study's interval before), BCa, the studentized bootstrap (each resample's jackkn
 the data cannot bound (+-inf) counts as holding the truth on that side; the table also gives how often an interval
 was unbounded and its median width (log scale).
 
-    python benchmarks/interval_coverage.py                     # the table in benchmarks/README.md (~20 min)
-    python benchmarks/interval_coverage.py --reps 40 --boot 200  # a first look in a minute or two
+    # the tables in benchmarks/README.md (each 20-40 min on this shared 2-core machine)
+    python benchmarks/interval_coverage.py --quantities compression,growth,difference --reps 100 --boot 200 \
+        --methods "percentile,BCa,jackknife-t,per-seed t"
+    python benchmarks/interval_coverage.py --quantities slope --reps 60 --boot 100 \
+        --methods "percentile,BCa,jackknife-t,per-seed t"
+    python benchmarks/interval_coverage.py --quantities compression --seeds 3 --reps 100 --methods studentized,jackknife-t
+    python benchmarks/interval_coverage.py --reps 20 --boot 100 --seeds 3  # a first look in a few minutes
 """
 
 from __future__ import annotations

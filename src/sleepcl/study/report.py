@@ -766,7 +766,7 @@ def write_report(s: StudySettings, store: RunStore | None, out_dir: str | Path |
              f"computed from those runs; numbers labelled *paper* are the paper's own (constants in "
              f"`sleepcl/study/paper.py`).",
              ""]
-    differences = protocol_differences(s, analyses["matching"].step if "matching" in analyses else math.nan)
+    differences = protocol_differences(s, an.accuracy_step(an.records_frame(list(used.values()))))
     if differences:
         lines += [f"> **Not the paper's protocol.** The `{s.preset}` preset differs from the paper's "
                   f"({', '.join(differences)}), so expect the same *shapes* at most, with larger error bars; "
