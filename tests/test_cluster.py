@@ -395,6 +395,9 @@ def _stop_node(proc: subprocess.Popen) -> None:
             continue
 
 
+STORE_100MB = f"--object-store-memory={100 * 2**20}"  # a small object store each (CI's /dev/shm may be small)
+
+
 def test_the_readme_cluster_commands(tmp_path) -> None:
     """The README's multi-machine commands: a head offering no CPUs, a second node started in another folder by
     a Python without sleepcl, and the driver with a user model by a relative path: records equal to in process."""
@@ -425,12 +428,13 @@ def test_the_readme_cluster_commands(tmp_path) -> None:
     try:
         head, address = _start_node(
             ray_cli + shlex.split(head_cmd.replace("6379", str(gcs)))[1:]
-            + [f"--temp-dir={temp}", "--include-dashboard=false", f"--dashboard-port={dash}",
+            + [f"--temp-dir={temp}", "--include-dashboard=false", f"--dashboard-port={dash}", STORE_100MB,
                f"--dashboard-agent-listen-port={agent1}", f"--metrics-export-port={metrics1}"], driver, env, head=True)
         nodes.append(head)
         assert address.endswith(f":{gcs}")
         other, _ = _start_node(node_cli + shlex.split(node_cmd.replace("HEAD_IP:6379", address))[1:]
-                               + [f"--dashboard-agent-listen-port={agent2}", f"--metrics-export-port={metrics2}"],
+                               + [f"--dashboard-agent-listen-port={agent2}", f"--metrics-export-port={metrics2}",
+                                  STORE_100MB],
                                node, env)
         nodes.append(other)
         small = ["--tasks", "2", "--epochs", "1", "--retrain-epochs", "1", "--threads", "1", "--quiet"]
