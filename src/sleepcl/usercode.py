@@ -155,3 +155,9 @@ def install(mapping: dict[str, str]) -> None:
         from .models import factory_digest
 
         factory_digest.cache_clear()
+        try:  # a user's strategy file (--strategy path.py:Class), where this sleepcl has them
+            from .strategies.user import strategy_digest
+        except ImportError:
+            pass
+        else:
+            strategy_digest.cache_clear()
