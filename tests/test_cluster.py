@@ -590,3 +590,29 @@ def test_sources_edited_while_the_command_runs_are_not_shipped() -> None:
     executor._job["source_digest"] = "0" * 16  # what this process would have found before an edit
     with pytest.raises(ValueError, match="changed while this command ran.*run the command again"):
         executor._check_unchanged()
+
+
+USER_STRATEGY = '''
+from sleepcl.strategies import Strategy
+
+
+class Plain(Strategy):
+    """Sequential training with Memory's nights, no rehearsal: a user's method in a file of their own."""
+    name = "plain"
+'''
+
+
+def test_a_users_strategy_file_by_a_relative_path_gives_the_same_records(cluster, tmp_path, monkeypatch) -> None:
+    """``--strategy mine.py:Plain`` travels with the job like a user's model: the workers, started in another
+    folder, run the driver's file, and the records (and their identity, which holds the file's digest) are those
+    of one process."""
+    (tmp_path / "mine.py").write_text(USER_STRATEGY)
+    monkeypatch.chdir(tmp_path)
+    configs = _configs(range(2), 1, strategy="mine.py:Plain")
+    expected = {r["config_hash"]: r for r in run_configs(configs, device="cpu")}
+    store = RunStore(tmp_path / "runs.sqlite")
+    with RayCluster(cluster) as executor:
+        run_configs(configs, device="cpu", store=store, executor=executor)
+    got = {r["config_hash"]: r for r in store.query()}
+    _same(expected, got)
+    assert all("strategy_source" in RunConfig.from_dict(r["config"]).identity() for r in got.values())
