@@ -1,0 +1,265 @@
+"""Hostile and careless input, second round (issue 23): nothing a file or a flag says fills memory, overwrites
+what is not sleepcl's, or is stored as a result when it is not one.
+
+Memory-bound cases are checked by their refusal, never by allocating: files claim sizes in their headers (an npy
+header, a gzip stream that inflates past its limit) or a resource limit (``RLIMIT_AS``) bounds a subprocess.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sleepcl.runs.runner
+from sleepcl.cli import main
+from sleepcl.runs.store import RunStore
+
+from test_hardening import RUN, LEARN, refused
+from test_nightly import night
+from test_store import make_record
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("training started although the input was invalid")
+    monkeypatch.setattr(sleepcl.runs.runner, "train_population", refuse)
+
+
+# -- 2. devices are written into, never replaced ---------------------------------------------------------------
+
+class FifoReader:
+    """A FIFO at ``path`` and a thread reading everything written into it."""
+
+    def __init__(self, path: Path):
+        os.mkfifo(path)
+        self.path, self.data = path, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:  # one writer per open; read until the test is over
+            with open(self.path, "rb") as f:
+                self.data += f.read()
+
+    def text(self) -> str:
+        self.thread.join(0.5)
+        return self.data.decode()
+
+
+@pytest.fixture(scope="module")
+def a_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store") / "s.sqlite"
+    with RunStore(store) as s:
+        s.put_many([make_record(seed=0), make_record(seed=1)])
+    return store
+
+
+def char_device(path: Path) -> Path | None:
+    """A copy of /dev/null's device node at ``path`` (root only), or None."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
+        with open(path, "wb") as f:
+            f.write(b"x")
+    except OSError:
+        return None
+    return path
+
+
+def test_outputs_stream_into_a_pipe_and_never_replace_it(tasks, tmp_path, a_store, capsys):
+    fifo = FifoReader(tmp_path / "pipe")
+    assert main(["run", *RUN, "--no-store", "--output", str(fifo.path)]) == 0
+    assert stat.S_ISFIFO(os.lstat(fifo.path).st_mode)
+    model = tmp_path / "m.st"
+    night(model, 0, tasks)
+    csv_pipe = FifoReader(tmp_path / "preds.csv")
+    assert main(["predict", str(model), "--task", "task0", "--data", str(tasks[0]["val"]), "--output",
+                 str(csv_pipe.path)]) == 0
+    json_pipe = FifoReader(tmp_path / "runs.json")
+    assert main(["results", "--store", str(a_store), "--export", str(json_pipe.path)]) == 0
+    for p in (fifo, csv_pipe, json_pipe):
+        assert stat.S_ISFIFO(os.lstat(p.path).st_mode), p.path
+    assert len(json.loads(fifo.text())) == 1
+    assert csv_pipe.text().startswith("row,prediction")
+    assert len(json.loads(json_pipe.text())) == 2
+
+
+def test_outputs_to_a_device_node_leave_the_node(tmp_path, a_store):
+    node = char_device(tmp_path / "null")
+    if node is None:
+        pytest.skip("creating a device node needs root on a file system that allows devices")
+    for argv in (["run", *RUN, "--no-store", "--output", str(node)],
+                 ["results", "--store", str(a_store), "--export", str(node.with_name("null.csv"))]):
+        if argv[0] == "results":
+            os.rename(node, node.with_name("null.csv"))
+            node = node.with_name("null.csv")
+        assert main(argv) == 0
+        assert stat.S_ISCHR(os.lstat(node).st_mode)
+
+
+def test_a_block_device_or_a_link_of_another_user_to_a_device_is_refused(tmp_path, a_store, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a device node and a link of another owner")
+    block = tmp_path / "disk.json"
+    try:
+        os.mknod(block, 0o600 | stat.S_IFBLK, os.makedev(7, 200))
+    except OSError:
+        pytest.skip("this file system does not allow device nodes")
+    refused(capsys, ["results", "--store", str(a_store), "--export", str(block)], "cannot write --export",
+            "is a block device")
+    link = tmp_path / "planted.json"
+    link.symlink_to("/dev/null")
+    os.lchown(link, 12345, 12345)
+    refused(capsys, ["results", "--store", str(a_store), "--export", str(link)], "made by another user")
+    assert stat.S_ISBLK(os.lstat(block).st_mode) and link.is_symlink()
+
+
+# -- 3. the lock never follows a link and never outlives a refused first night ---------------------------
+
+def test_the_lock_file_never_follows_a_planted_link(tasks, tmp_path, capsys):
+    model, victim = tmp_path / "m.st", tmp_path / "victim"
+    (tmp_path / "m.st.lock").symlink_to(victim)
+    refused(capsys, ["learn", str(model), "--task", "t", "--data", str(tasks[0]["train"]), *LEARN],
+            "m.st.lock (the lock of", "is a symbolic link", code=2)
+    assert not victim.exists() and not model.exists()
+
+
+def test_a_refused_first_night_leaves_no_lock_file(tmp_path, capsys):
+    model = tmp_path / "m.st"
+    refused(capsys, ["learn", str(model), "--task", "t", "--data", str(tmp_path / "missing.npz"), *LEARN],
+            "missing.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_two_learns_still_exclude_each_other_after_a_lock_is_removed(tmp_path):
+    from sleepcl.nightly.model import ModelError, lock_model
+
+    model = tmp_path / "m.st"
+    with lock_model(model):
+        with pytest.raises(ModelError, match="another `sleepcl learn` is working on"):
+            with lock_model(model):
+                pass
+    assert not (tmp_path / "m.st.lock").exists()  # the model was never made
+    model.write_bytes(b"")
+    with lock_model(model):
+        pass
+    assert (tmp_path / "m.st.lock").exists()  # beside a model the lock stays, as it always did
+
+
+# -- 4. ranges are counted before they are expanded ------------------------------------------------------
+
+def test_a_huge_permutation_range_is_refused_at_once(no_training, tmp_path, capsys):
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31));"
+            "from sleepcl.cli import main; sys.exit(main(sys.argv[1:]))")
+    argv = ["run", *RUN[:RUN.index("--tasks")], "--benchmark", "permuted-mnist-5k", "--permutations", "0-300000000",
+            "--no-store"]
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "300,000,001 or more tasks, more than the 255" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- 5. every array of a .npz is sized from its header; predict checks sizes too -------------------------
+
+def npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def npz_with_huge_labels(path: Path, x: np.ndarray, n_labels: int) -> Path:
+    """A .npz of real images ``x`` whose y.npy header claims ``n_labels`` int64 labels (with a few bytes of data)."""
+    with zipfile.ZipFile(path, "w") as z:
+        buf = io.BytesIO()
+        np.save(buf, x)
+        z.writestr("x.npy", buf.getvalue())
+        z.writestr("y.npy", npy_header((n_labels,), "<i8") + b"\0" * 64)
+    return path
+
+
+def test_labels_claiming_more_samples_than_x_are_refused_before_reading(tasks, tmp_path, capsys):
+    x = np.load(tasks[0]["val"])["x"][:20]
+    data = npz_with_huge_labels(tmp_path / "big.npz", x, 500_000_000)
+    message = "y has shape (500000000,) but x holds 20 samples"
+    model = tmp_path / "m.st"
+    refused(capsys, ["learn", str(model), "--task", "t", "--data", str(data), "--max-memory", "1G", *LEARN], message)
+    assert not model.exists()
+    night(model, 0, tasks)
+    refused(capsys, ["predict", str(model), "--task", "task0", "--data", str(data)], message)
+
+
+def test_predict_refuses_data_that_cannot_fit_before_reading_it(tasks, tmp_path, capsys):
+    from test_hardening import npz_claiming
+
+    model = tmp_path / "m.st"
+    night(model, 0, tasks)
+    data = npz_claiming(tmp_path / "big.npz", (2 * 10**12, 28, 28), "u1")
+    refused(capsys, ["predict", str(model), "--task", "task0", "--data", str(data)],
+            "2,000,000,000,000 samples of shape (28, 28) (uint8): predicting it needs about", "more than the")
+
+
+def test_labels_are_counted_in_the_memory_a_night_needs(tasks, tmp_path):
+    from sleepcl.data.user import measure_data
+
+    x = np.load(tasks[0]["val"])["x"][:20]
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=np.array(["a" * 50] * 20))
+    (tmp_path / "s.npz").write_bytes(buf.getvalue())
+    size = measure_data(tmp_path / "s.npz")
+    assert size.n == 20 and size.label_bytes == 2 * 200  # 50 UCS-4 characters, read and normalised
+
+
+# -- 6. a gzip that inflates past its header, data that is a device --------------------------------------
+
+def test_a_gzip_bomb_with_a_matching_size_field_is_refused_after_reading_what_the_header_says(tmp_path):
+    import tracemalloc
+
+    from sleepcl.data.datasets import DataCorruptError, check_available, read_idx
+    from test_datasets import fake_mnist, idx_bytes, write_mnist
+
+    paths = write_mnist(tmp_path, fake_mnist(), gz=True)
+    real = idx_bytes(fake_mnist()["train_x"])
+    zeros = gzip.compress(b"\0" * 2**20, mtime=0)  # 1 MiB of zeros in about a kilobyte; gzip reads every member
+    bomb = gzip.compress(real, mtime=0) + zeros * 200 + gzip.compress(b"\0" * len(real), mtime=0)
+    paths["train_x"].write_bytes(bomb)  # 200 MiB more than the header says; the last member's size field matches
+    check_available("mnist", tmp_path)  # what the size field says adds up: the bomb is found while reading
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataCorruptError, match="but the file holds more"):
+            read_idx(paths["train_x"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(real) + 2**20, peak
+
+
+def test_an_idx_header_past_the_limit_is_refused_before_reading(tmp_path):
+    from sleepcl.data.datasets import DataCorruptError, read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (100_000).to_bytes(4, "big") + (100).to_bytes(4, "big") * 2 + b"\0" * 99)
+    with pytest.raises(DataCorruptError, match="1,000,000,016 bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("name", ["zero.csv", "zero.npz"])
+def test_data_that_is_a_device_is_refused(tmp_path, name):
+    link = tmp_path / name
+    link.symlink_to("/dev/zero")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+            "from sleepcl.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "learn", str(tmp_path / "m.st"), "--task", "t", "--data", str(link),
+                        *LEARN], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and f"{link} (a link to /dev/zero) is a character device, not a data file" in p.stderr, \
+        p.stderr[-2000:]
+    assert sorted(q.name for q in tmp_path.iterdir()) == [name]
