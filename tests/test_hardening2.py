@@ -263,3 +263,95 @@ def test_data_that_is_a_device_is_refused(tmp_path, name):
     assert p.returncode == 2 and f"{link} (a link to /dev/zero) is a character device, not a data file" in p.stderr, \
         p.stderr[-2000:]
     assert sorted(q.name for q in tmp_path.iterdir()) == [name]
+
+
+# -- 7. imported records are validated against the record schema, streamed, before anything is stored -----
+
+def good_record(**edit) -> dict:
+    """A record the store would take (test_store's, with a config hash this sleepcl gives it)."""
+    from sleepcl.config import RunConfig
+
+    r = make_record(seed=3)
+    r["config_hash"] = RunConfig.from_dict(r["config"]).hash()
+    r.update(edit)
+    return r
+
+
+def write_jsonl(path: Path, records: list, raw: bytes = b"") -> Path:
+    text = b"".join(json.dumps(r).encode() + b"\n" for r in records) + raw
+    path.write_bytes(gzip.compress(text) if path.name.endswith(".gz") else text)
+    return path
+
+
+def matrix_with(value: float, n: int = 5) -> list:
+    return [[value if j <= i else None for j in range(n)] for i in range(n)]
+
+
+BAD_RECORDS = {
+    "accuracy 5.0": (dict(accuracy_matrix=matrix_with(5.0), final_accuracy=[5.0] * 5, average_accuracy=5.0),
+                     "accuracy_matrix.0.0: Input should be less than or equal to 1"),
+    "average that the matrix does not give": (dict(average_accuracy=0.99), "average_accuracy is 0.99, but the"),
+    "final accuracy edited": (dict(final_accuracy=[1.0] * 5), "final_accuracy is [1.0, 1.0, 1.0, 1.0, 1.0], but"),
+    "NaN timing": (dict(timings={"total": float("nan")}), "timings.total: Input should be a finite number"),
+    "negative free fraction": (dict(free_fraction_after_task=[-0.5] * 5), "free_fraction_after_task.0: Input should"),
+    "matrix of the wrong shape": (dict(accuracy_matrix=[[0.9, 0.9]] * 2), "accuracy_matrix row 1 has 2 entries"),
+    "too many rows": (dict(accuracy_matrix=matrix_with(0.9, 5) + [[0.9] * 5]), "has 6 rows; a run of 5 tasks"),
+    "no matrix": (dict(accuracy_matrix=KeyError), "accuracy_matrix: Field required"),
+    "no final accuracy": (dict(final_accuracy=KeyError), "final_accuracy: Field required"),
+    "string accuracy": (dict(average_accuracy="0.9"), "average_accuracy: Input should be a valid number"),
+    "bad hash": (dict(config_hash="x" * 64), "config hashes to"),
+    "not an object": ([1, 2], "is not a run record"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS)
+def test_imported_records_are_checked_against_the_schema(tmp_path, capsys, case):
+    edit, message = BAD_RECORDS[case]
+    bad = edit if isinstance(edit, list) else good_record()
+    for k, v in (edit.items() if isinstance(edit, dict) else ()):
+        if v is KeyError:
+            del bad[k]
+        else:
+            bad[k] = v
+    files = [write_jsonl(tmp_path / "good.jsonl", [good_record()]),
+             write_jsonl(tmp_path / "bad.jsonl.gz", [good_record(created="x"), bad])]
+    store = tmp_path / "s.sqlite"
+    refused(capsys, ["results", "--import", *map(str, files), "--store", str(store)], "--import:",
+            f"{files[1]}: record 2", message)
+    assert not store.exists()  # nothing stored, not even the good file's run
+
+
+def test_a_record_with_impossible_accuracy_is_never_imported(tmp_path, capsys):
+    """The issue's case: a record with accuracy 5.0 was imported, served by `run` and published by `report`."""
+    from sleepcl.cli import build_parser
+    from sleepcl.cli.run import run_configs_from_args
+
+    argv = ["run", *RUN, "--store", str(tmp_path / "s.sqlite")]
+    (config,) = run_configs_from_args(build_parser().parse_args(argv))
+    record = make_record(n_tasks=1)
+    record.update(config_hash=config.hash(), config=config.to_dict(), accuracy_matrix=[[5.0]], final_accuracy=[5.0],
+                  average_accuracy=5.0)
+    refused(capsys, ["results", "--import", str(write_jsonl(tmp_path / "r.jsonl", [record])), "--store",
+                     str(tmp_path / "s.sqlite")], "Input should be less than or equal to 1")
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\n" * 5_000_000, None),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", "line 2: JSON nested too deeply"),
+    (b"{\"a\": \"" + b"x" * (17 * 2**20) + b"\"}\n", "line 2 is longer than 16,777,216 bytes"),
+    (b"{not json}\n", "line 2: not valid JSON"),
+])
+def test_hostile_import_files_are_streamed_and_bounded(tmp_path, capsys, raw, message):
+    path = write_jsonl(tmp_path / "r.jsonl.gz", [good_record()], raw)
+    store = tmp_path / "s.sqlite"
+    argv = ["results", "--import", str(path), "--store", str(store)]
+    if message is None:  # blank lines are skipped a line at a time: 5 M of them hold no memory
+        code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
+                "from sleepcl.cli import main; sys.exit(main(sys.argv[1:]))")
+        p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and "imported 1 runs" in p.stdout, p.stderr[-2000:]
+        assert len(RunStore(store, read_only=True)) == 1
+        return
+    refused(capsys, argv, message)
+    assert not store.exists()

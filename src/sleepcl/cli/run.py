@@ -218,23 +218,42 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
 # -- sleepcl results ---------------------------------------------------------------------------------
 
 def import_results(files: Sequence[str], store_path: str | None) -> int:
-    """``sleepcl results --import``: every file read and checked before the store is touched, then the runs
-    the store lacks added in one transaction."""
-    from ..runs.records import check_records, read_records
+    """``sleepcl results --import``: every file read (a line at a time) and every record checked against the
+    record schema before the store is touched; then the files are read again, each record checked again, and
+    the runs the store lacks added in one transaction (rolled back if anything changed in between)."""
+    from ..runs.records import MAX_IMPORT_RECORDS, check_record, iter_records
 
-    records: dict[str, dict[str, Any]] = {}
+    def records(f: str):
+        try:
+            for k, (i, r) in enumerate(iter_records(f), start=1):
+                yield check_record(r, f"{f}: record {k}" if k == i else f"{f}, line {i}: record {k}")
+        except (OSError, EOFError) as e:
+            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
+        except ValueError as e:
+            raise ValueError(f"--import: {e}" if str(e).startswith(f) else f"--import: {f}: {e}") from None
+
+    hashes: dict[str, None] = {}
     for f in files:
         if not Path(f).is_file():
-            raise ValueError(f"--import: no file {f}")
-        try:
-            found = read_records(f)
-        except (OSError, EOFError, ValueError) as e:
-            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
-        records.update((r["config_hash"], r) for r in check_records(found, f))
+            raise ValueError(f"--import: no file {f}" + (" (not a regular file)" if Path(f).exists() else ""))
+        for r in records(f):
+            hashes[r["config_hash"]] = None
+            if len(hashes) > MAX_IMPORT_RECORDS:
+                raise ValueError(f"--import: more than {MAX_IMPORT_RECORDS:,} runs in one command; import the files "
+                                 "a few at a time")
     store = open_store(store_path)
-    new = store.missing(records)
-    store.put_many(records[h] for h in new)
-    print(f"imported {len(new)} runs into {store.path} ({len(records) - len(new)} of the {len(records)} "
+    new = set(store.missing(hashes))
+    count = len(new)
+
+    def new_records():
+        for f in files:
+            for r in records(f):
+                if r["config_hash"] in new:
+                    new.discard(r["config_hash"])  # the first record of a run is the one kept
+                    yield r
+
+    store.put_many(new_records())
+    print(f"imported {count} runs into {store.path} ({len(hashes) - count} of the {len(hashes)} "
           "were already stored and kept)")
     return 0
 
