@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import sleepcl.runs.runner
 from sleepcl.cli import main
 from sleepcl.runs.store import RunStore
 
 from test_hardening import RUN, LEARN, refused
-from test_nightly import night
+from sleepcl.nightly.model import prev_path
+from test_nightly import night, sha
 from test_store import make_record
 
 
@@ -355,3 +357,76 @@ def test_hostile_import_files_are_streamed_and_bounded(tmp_path, capsys, raw, me
         return
     refused(capsys, argv, message)
     assert not store.exists()
+
+
+# -- 8. training that diverges is detected: never stored, never saved over a model ------------------------
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class NaNOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x.flatten(1)))) * float("nan")
+
+
+def nan_outputs():
+    return NaNOut()
+
+
+def infinite_weights():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 2))
+    with torch.no_grad():
+        net[1].weight[0, 0] = float("inf")
+    return net
+'''
+
+
+@pytest.mark.parametrize("extra, where", [
+    (["--lr", "1e30"], "held NaN or infinite values"),
+    (["--strategy", "ewc", "--strategy-option", "lambda=1e300", "--tasks", "2"], "after task 2"),
+    (["--model", "MODELS:nan_outputs"], "after task 1"),
+    (["--model", "MODELS:infinite_weights"], "after task 1"),
+])
+def test_a_run_that_diverges_is_refused_and_never_stored(tmp_path, capsys, extra, where):
+    (tmp_path / "models.py").write_text(MODELS)
+    extra = [e.replace("MODELS", str(tmp_path / "models.py")) for e in extra]
+    store = tmp_path / "s.sqlite"
+    argv = ["run", *RUN, "--seeds", "0-1", "--store", str(store), "--output", str(tmp_path / "out.json"), *extra]
+    for flag in ("--tasks", "--model"):  # the one given in extra replaces RUN's (a user's model has no --widths)
+        if flag in extra:
+            i = argv.index("--tasks" if flag == "--tasks" else "--widths")
+            del argv[i:i + 2]
+    refused(capsys, argv, "training diverged in 2 of the 2 runs trained, which were not stored", "seed 0", where,
+            "Try a smaller learning rate (--lr)")
+    assert len(RunStore(store, read_only=True)) == 0 and not (tmp_path / "out.json").exists()
+
+
+def test_divergence_is_found_per_member():
+    from sleepcl.engine.divergence import nonfinite_members
+
+    w = torch.zeros(3, 4, 5)
+    w[1, 2, 3] = float("nan")
+    b = torch.zeros(3, 5)
+    b[2, 0] = float("-inf")
+    assert nonfinite_members({"w": w}, {"b": b, "steps": torch.zeros(3, dtype=torch.long)}) == {1: "w", 2: "b"}
+
+
+def test_learn_that_diverges_leaves_the_model_as_it_was(tasks, tmp_path, capsys):
+    model = tmp_path / "m.st"
+    night(model, 0, tasks)
+    night(model, 1, tasks)
+    digests = sha(model), sha(prev_path(model))
+    refused(capsys, ["learn", str(model), "--task", "t2", "--data", str(tasks[2]["train"]), *LEARN, "--lr", "1e308"],
+            "--lr a finite number > 0 (at most 3.403e+38: the weights are float32), got 128 and 1e+308")
+    refused(capsys, ["learn", str(model), "--task", "t2", "--data", str(tasks[2]["train"]), *LEARN, "--lr", "1e30"],
+            "training diverged:", "held NaN or infinite values at the end of the night", f"nothing was saved ({model}"
+            " is as it was)")
+    assert (sha(model), sha(prev_path(model))) == digests
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.st", "m.st.lock", "m.st.prev"]

@@ -288,7 +288,16 @@ class NightlyModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model atomically where it really is (:func:`real_path`), keeping the file it replaces as
-        ``MODEL.prev``."""
+        ``MODEL.prev``. A model whose weights diverged (NaN or infinite values) is refused and nothing is written:
+        the file at ``path`` stays the previous night's."""
+        from ..engine.divergence import DIVERGED_HINT, TrainingDiverged, first_nonfinite
+
+        tensors = {**self.trunk, **self.buffers, **{f"head {j + 1}": torch.cat([w.flatten(), b.flatten()])
+                                                   for j, (w, b) in enumerate(self.heads)}}
+        bad = first_nonfinite(tensors)
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged: {bad} held NaN or infinite values at the end of the night; "
+                                   f"nothing was saved ({path} is as it was). Try {DIVERGED_HINT}")
         self.meta["updated"] = now_iso()
         atomic_write(real_path(path), self.to_bytes(), keep_previous=True)
         return Path(path)

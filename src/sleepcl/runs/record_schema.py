@@ -60,6 +60,8 @@ def _matrix_problem(name: str, a: list, n_tasks: int) -> str | None:
 
 def check_record_fields(record: dict[str, Any], n_tasks: int) -> str | None:
     """None if ``record`` fits the schema for a run of ``n_tasks`` tasks, else the first problem, in words."""
+    if record.get("diverged"):
+        return f"the run diverged ({record['diverged']}); its figures are not results"
     try:
         r = RunRecord.model_validate(record)
     except ValidationError as e:

@@ -82,6 +82,7 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
         "layer_free_fraction": result.layer_free_fraction,
         "timings": result.timings,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"diverged": result.diverged} if result.diverged else {}),  # a failed run: never stored
     }
 
 
