@@ -13,6 +13,8 @@ from .common import (MEMORY_HELP, STORE_ENV, THREADS_HELP, add_cluster_argument,
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
+COLUMNS = ("strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,retrain_epochs,average_accuracy,"
+           "final_free_fraction")  # what `sleepcl results` shows by default
 SHOWN_TASKS = 10  # tasks printed a column each by `sleepcl run`
 
 
@@ -118,6 +120,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     from ..data.split import check_subsample_size, default_n_tasks
     from ..runs.runner import SUBSAMPLES
 
+    check_night_options(args)
     seeds = parse_int_list(args.seeds, "--seeds")
     ps = parse_float_list(args.final_free)
     rounds = parse_int_list(args.rounds, "--rounds")
@@ -144,6 +147,24 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     return [c.resolved() for c in configs]
 
 
+NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer"}
+"""The options of the night (pruning), at their defaults: a strategy without a night refuses any other value,
+which would only give identical runs under different identities."""
+
+
+def check_night_options(args: argparse.Namespace) -> None:
+    from ..strategies import STRATEGIES
+
+    if STRATEGIES[args.strategy].prunes:
+        return
+    given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in NIGHT_OPTIONS.items()
+             if str(getattr(args, k, v)).replace(" ", "") != v]
+    if given:
+        raise ValueError(f"{', '.join(given)}: {args.strategy} does not prune, so it has no night, no final free "
+                         "fraction and no rounds; these options would only give identical runs under different "
+                         "identities. Drop them (or choose a strategy that prunes: packnet, memory, multinet)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..files import write_or_keep
     from ..runs.memory import parse_size
@@ -151,9 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runs.runner import run_configs
     from ..threads import torch_threads
 
+    from ..threads import check_threads
+
+    check_threads(args.threads)
     configs = run_configs_from_args(args)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     max_memory = parse_size(args.max_memory) if args.max_memory else None
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -271,18 +293,23 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--import", dest="import_files", nargs="+", default=None, metavar="FILE",
                    help="add the runs in FILE (.jsonl[.gz] or .json records, e.g. docs/results/runs/*.jsonl.gz) to "
                         "the store, so that `sleepcl study` finds them instead of training; runs already stored are kept")
-    p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
-                                        "retrain_epochs,average_accuracy,final_free_fraction",
-                   help="columns to show")
+    p.add_argument("--columns", default=COLUMNS, help="columns to show")
     p.set_defaults(func=cmd_results)
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    import dataclasses
+
+    from ..config import RunConfig
+
+    known = sorted({f.name for f in dataclasses.fields(RunConfig)} | {"config_hash"})
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"filter {item!r} is not KEY=VALUE (e.g. strategy=packnet)")
         key, value = item.split("=", 1)
+        if key.replace("-", "_") not in known:
+            raise ValueError(f"filter {item!r}: {key!r} is not a config key; filters take {', '.join(known)}")
         values = [_literal(v) for v in value.split(",")]
         out[key.replace("-", "_")] = values if len(values) > 1 else values[0]
     return out
@@ -295,6 +322,9 @@ def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"{flag} {item!r} is not KEY=VALUE (e.g. lambda=400)")
+        if key.strip() in out:
+            raise ValueError(f"{flag} gives {key.strip()!r} twice ({key.strip()}={out[key.strip()]!r} and {item!r}); "
+                             "give each option once")
         out[key.strip()] = _literal(value.strip())
     return out
 
@@ -335,7 +365,12 @@ def cmd_results(args: argparse.Namespace) -> int:
     if df.empty:
         print(f"no runs in {path} match {filters or 'anything'}")
         return 0
-    cols = [c for c in args.columns.split(",") if c in df.columns]
+    asked = [c.strip() for c in args.columns.split(",") if c.strip()]
+    unknown = [c for c in asked if c not in df.columns]
+    if unknown and args.columns != COLUMNS:  # the default names columns some stores lack; the user's must exist
+        raise ValueError(f"--columns {', '.join(unknown)}: no such column; the runs have "
+                         f"{', '.join(map(str, df.columns))}")
+    cols = [c for c in asked if c in df.columns]
     from rich.table import Table
 
     table = Table(title=f"{len(df)} runs in {path}")
