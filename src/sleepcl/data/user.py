@@ -329,8 +329,11 @@ def _read_npz(path: Path) -> Dataset:
     except DataFormatError:
         raise
     except ValueError as e:
-        raise DataFormatError(f"{path}: cannot read it without unpickling ({e}); save plain numeric/string "
-                              "arrays") from e
+        if "allow_pickle" in str(e):
+            raise DataFormatError(f"{path}: cannot read it without unpickling ({e}); save plain numeric/string "
+                                  "arrays") from e
+        raise DataFormatError(f"{path}: damaged or truncated ({e}); save it again with np.savez(path, x=samples, "
+                              "y=labels)") from e
     except (OSError, EOFError) as e:
         raise DataFormatError(f"{path}: not a readable .npz file ({e})") from e
     return _from_arrays(x, y, str(path), "npz")
@@ -358,8 +361,25 @@ def _read_csv(path: Path, label_column: str) -> Dataset:
                               "(is the label column named differently? use --label-column)")
     if df.isna().any().any():
         col = df.columns[df.isna().any()].tolist()[0]
-        raise DataFormatError(f"{path}: column {col!r} has empty cells")
+        row = int(df[col].isna().to_numpy().argmax())
+        cell = _raw_cell(path, row, str(col))
+        what = "is empty" if cell == "" else f"holds {cell!r}, which is not a number"
+        raise DataFormatError(f"{path}: column {col!r}, row {row + 2}: the cell {what}; every feature must be a "
+                              "finite number")
     return _from_arrays(df.to_numpy(dtype=np.float32), y, str(path), "csv")
+
+
+def _raw_cell(path: Path, row: int, column: str) -> str:
+    """The text of one cell of a CSV file as written (row 0 is the first after the header)."""
+    import csv
+    import itertools
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        line = next(itertools.islice(reader, row, None), [])
+    i = header.index(column) if column in header else -1
+    return line[i].strip() if 0 <= i < len(line) else ""
 
 
 def _image_files(path: Path) -> tuple[list[Path], list[str] | None]:

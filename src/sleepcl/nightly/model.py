@@ -673,6 +673,9 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
                          measure_data(val_data, label_column) if val_data is not None else None) if m is not None]
     if not sizes:
         return
+    if model is not None:
+        for size in sizes:  # a sample shape or type the model cannot take, from the header: before any reading
+            check_fits(model, size)
     first = sizes[0]
     network_bytes, net_text = 0, ""
     try:
