@@ -435,3 +435,92 @@ def test_learn_that_diverges_leaves_the_model_as_it_was(tasks, tmp_path, capsys)
             " is as it was)")
     assert (sha(model), sha(prev_path(model))) == digests
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.st", "m.st.lock", "m.st.prev"]
+
+
+# -- should be a message, not a traceback or wasted work --------------------------------------------------
+
+FACTORIES = '''
+import sys
+from torch import nn
+
+
+def exits():
+    sys.exit(3)
+
+
+def float64():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+'''
+LONG = "a" * 300
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", *RUN, "--threads", "100000"], "--threads must lie in 1..1,024"),
+    (["run", *RUN, "--strategy", "ewc", "--strategy-option", "lambda=1", "--strategy-option", "lambda=2"],
+     "--strategy-option gives 'lambda' twice"),
+    (["run", *RUN, "--strategy", "ewc", "--final-free", "0.5,0.9"], "--final-free 0.5,0.9: ewc does not prune"),
+    (["run", *RUN, "--strategy", "finetune", "--rounds", "2"], "--rounds 2: finetune does not prune"),
+    (["run", *RUN, "--epochs", "99999999999999999999"], "--epochs must lie in 0..1,000,000"),
+    (["run", *RUN, "--output", f"{LONG}.json"], "a file name is too long for the file system"),
+    (["run", *RUN, "--model", "FACTORIES:exits"], "the model factory FACTORIES:exits failed: SystemExit: 3"),
+    (["run", *RUN, "--model", "FACTORIES:float64"], "returned a model with float64 weights"),
+    (["learn", f"{LONG}.st", "--task", "t", "--data", "d.npz"], "a file name is too long for the file system"),
+    (["results", "--store", "s.sqlite", "stratgy=packnet"], "'stratgy' is not a config key; filters take"),
+])
+def test_careless_flags_get_a_message(no_training, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    argv = [a.replace("FACTORIES", str(tmp_path / "factories.py")) for a in argv]
+    message = message.replace("FACTORIES", str(tmp_path / "factories.py"))
+    if "--model" in argv:
+        i = argv.index("--widths")
+        del argv[i:i + 2]
+    refused(capsys, [*argv, *(["--no-store"] if argv[0] == "run" else [])], message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["factories.py"]
+
+
+def test_a_cluster_port_out_of_range_is_refused_by_the_parser(no_training, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", *RUN, "--no-store", "--cluster", "localhost:99999"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "the port must be a number in 1..65535" in err and "--port=99999" not in err
+
+
+def test_an_unknown_results_column_is_named(tmp_path, a_store, capsys):
+    refused(capsys, ["results", "--store", str(a_store), "--columns", "seed,acuracy"],
+            "--columns acuracy: no such column; the runs have config_hash")
+
+
+def test_learn_refuses_more_expected_tasks_than_the_owner_map_holds(tasks, tmp_path, capsys):
+    refused(capsys, ["learn", str(tmp_path / "m.st"), "--task", "t", "--data", str(tasks[0]["train"]), *LEARN,
+                     "--expected-tasks", "300"], "--expected-tasks must be a whole number in 1..255")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_data_the_model_cannot_take_is_refused_from_its_header(tasks, tmp_path, monkeypatch, capsys):
+    from test_hardening import npz_claiming
+
+    model = tmp_path / "m.st"
+    night(model, 0, tasks)
+    data = npz_claiming(tmp_path / "wide.npz", (300_000_000, 8), "<f8")  # 19 GB of float64 if it were read
+    message = "wide.npz: samples have shape (8,) but the model takes (28, 28)"
+    refused(capsys, ["learn", str(model), "--task", "t1", "--data", str(data), *LEARN], message)
+    refused(capsys, ["predict", str(model), "--task", "task0", "--data", str(data)], message)
+
+
+def test_damaged_data_files_are_named_for_what_is_wrong(tmp_path, capsys):
+    from sleepcl.data.user import DataFormatError, load_data
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((50, 28, 28), np.uint8))
+    with zipfile.ZipFile(tmp_path / "trunc.npz", "w") as z:
+        z.writestr("x.npy", buf.getvalue()[:20000])
+    with pytest.raises(DataFormatError, match="trunc.npz: damaged or truncated") as e:
+        load_data(tmp_path / "trunc.npz")
+    assert "pickl" not in str(e.value)
+    (tmp_path / "nan.csv").write_text("a,b,label\n1,nan,0\n2,3,1\n")
+    with pytest.raises(DataFormatError, match="column 'b', row 2: the cell holds 'nan', which is not a number"):
+        load_data(tmp_path / "nan.csv")
+    (tmp_path / "empty.csv").write_text("a,b,label\n1,,0\n2,3,1\n")
+    with pytest.raises(DataFormatError, match="column 'b', row 2: the cell is empty"):
+        load_data(tmp_path / "empty.csv")
