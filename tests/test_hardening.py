@@ -106,15 +106,16 @@ def test_memory_estimate_is_a_pure_function_of_the_network():
 
 
 def npz_claiming(path: Path, shape: tuple[int, ...], dtype: str) -> Path:
-    """A .npz whose x.npy header says ``shape`` but that holds a few bytes: its size is known without reading it."""
+    """A .npz whose x.npy and y.npy headers say ``shape`` (and ``shape[0]`` labels) but that holds a few bytes: its
+    size is known without reading it."""
     header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
+    y = io.BytesIO()
+    np.lib.format.write_array_header_1_0(y, {"descr": "<i8", "fortran_order": False, "shape": shape[:1]})
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("x.npy", buf.getvalue() + b"\0" * 64)
-        y = io.BytesIO()
-        np.save(y, np.zeros(2, np.int64))
-        z.writestr("y.npy", y.getvalue())
+        z.writestr("y.npy", y.getvalue() + b"\0" * 64)  # as many labels as samples, claimed likewise
     return path
 
 

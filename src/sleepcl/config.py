@@ -34,6 +34,9 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 # The most runs one command line may ask for (and the longest list it may give): far more than any study here
 # (the paper preset's largest grid has 480), few enough that listing and checking them takes well under a second.
 MAX_RUNS = 10_000
+MAX_EPOCHS = 1_000_000  # far beyond any study; a count past int64 would overflow torch's step counters
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest learning rate (or any factor applied to the float32 weights) that float32 can hold."""
 
 # Fields that members of one population may differ in: the rest must match (same data stream, steps).
 MEMBER_FIELDS = ("seed", "final_free", "rounds", "schedule")
@@ -144,8 +147,8 @@ class RunConfig:
             bad(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         for name in ("epochs", "retrain_epochs"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                bad(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            if value is not None and not 0 <= value <= MAX_EPOCHS:
+                bad(f"--{name.replace('_', '-')} must lie in 0..{MAX_EPOCHS:,} (the paper trains 72), got {value:,}")
         if self.epochs == 0 and self.retrain_epochs == 0:
             bad("--epochs and --retrain-epochs are both 0: nothing would be trained")
         if self.retrain_epochs is not None:
@@ -157,8 +160,8 @@ class RunConfig:
                 f"got {self.eval_every!r}")
         if self.batch_size is not None and self.batch_size < 1:
             bad(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            bad(f"--lr must be > 0, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr <= FLOAT32_MAX:
+            bad(f"--lr must be > 0 and at most {FLOAT32_MAX:.4g} (the weights are float32), got {self.lr}")
         if self.prune_scope not in ("layer", "global"):
             bad(f"unknown prune scope {self.prune_scope!r}; choose 'layer' or 'global'")
         check_tasks(self.benchmark, self.n_tasks, class_order_seed=self.class_order_seed,

@@ -11,18 +11,51 @@ the old file or the new one, never half a file, and a crash leaves at most a str
 :func:`check_writable` answers "can this destination be written?" before a long job starts, by actually
 creating (and removing) such a temporary file there: that is the only test that holds for every user
 (``os.access`` says yes to root on a read-only folder it cannot write either) and every file system.
+
+A destination that is a character device or a pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is written into, as
+a stream, and never replaced: renaming a regular file over ``/dev/null`` as root would break the system. A link
+is followed to such a device only when root or the user owns the link (``/dev/stdout``), never when someone
+else planted it. Block devices, sockets and other special files are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "check_writable", "fallback_file", "fsync_dir", "temporary_in",
-           "temporary_pid", "write_or_keep"]
+__all__ = ["atomic_open", "atomic_write_bytes", "check_writable", "fallback_file", "fsync_dir", "stream_target",
+           "temporary_in", "temporary_pid", "write_or_keep"]
+
+
+def stream_target(path: str | Path) -> bool:
+    """True when ``path`` is a character device or a pipe to write into (not to replace); False for a regular
+    file, a missing one, or a link someone else planted (replaced as usual). Raises :class:`OSError` for a
+    destination that is neither: a block device, a socket, a device reached through another user's link."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.stat(path)
+        except OSError:
+            return False  # a dangling link: replaced like any link
+        if stat.S_ISREG(target.st_mode) or stat.S_ISDIR(target.st_mode):
+            return False
+        if st.st_uid not in (0, os.geteuid()):
+            raise OSError(f"{path} is a link, made by another user, to a device or pipe; sleepcl does not follow it")
+        st = target
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return True
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return False
+    kind = "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "special"
+    raise OSError(f"{path} is {kind}; sleepcl writes only to regular files, character devices such as /dev/null, "
+                  "and pipes")
 
 
 def temporary_in(folder: Path, name: str, suffix: str = ".tmp") -> tuple[int, Path]:
@@ -45,9 +78,14 @@ def temporary_pid(tmp: Path, name: str) -> int | None:
 def atomic_open(path: str | Path, mode: str = "w", *, fsync: bool = True, **kw: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path`` (see module doc).
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. A character device or pipe
+    at ``path`` is written into instead (see :func:`stream_target`).
     """
     path = Path(path)
+    if stream_target(path):
+        with open(path, mode, **kw) as f:  # no O_CREAT race: the device exists; "w" truncates nothing on it
+            yield f
+        return
     folder = path.absolute().parent
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = temporary_in(folder, path.name)
@@ -107,6 +145,11 @@ def check_writable(path: str | Path, flag: str = "--output", example: str = "out
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name such as {path / example}")
+    try:
+        if stream_target(path):
+            return path
+    except OSError as e:
+        raise ValueError(f"cannot write {flag} {path}: {e}") from None
     folder = path.absolute().parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

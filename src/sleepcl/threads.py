@@ -11,7 +11,19 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["MAX_THREADS", "check_threads", "torch_threads"]
+
+MAX_THREADS = 1024
+"""More threads than any machine here has cores; torch would try to start them all (100,000 ran out of memory)."""
+
+
+def check_threads(n: int | None) -> None:
+    """Refuse a ``--threads`` below 1 or above :data:`MAX_THREADS`, naming the cores this machine has."""
+    import os
+
+    if n is not None and not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"--threads must lie in 1..{MAX_THREADS:,} (this machine has {os.cpu_count()} cores), got "
+                         f"{n:,}")
 
 
 @contextlib.contextmanager
@@ -20,8 +32,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    if n < 1:
-        raise ValueError(f"--threads must be >= 1, got {n}")
+    check_threads(n)
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

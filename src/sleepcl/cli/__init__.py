@@ -15,6 +15,7 @@ module        subcommands
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Sequence
@@ -63,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, DataNotFoundError, DataCorruptError) as e:
         print(f"sleepcl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"sleepcl {args.command}: error: a file name is too long for the file system ({e.filename}); "
+              "choose a shorter name (most file systems allow 255 bytes a name)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nsleepcl {args.command}: interrupted; every population that had finished is in the results "

@@ -31,7 +31,19 @@ CLUSTER_HELP = ("train on a Ray cluster, one task per population: HOST:PORT of a
 
 def add_cluster_argument(p: Any) -> None:
     """``--cluster`` (sleepcl run, sleepcl study)."""
-    p.add_argument("--cluster", default=None, metavar="ADDRESS|auto|local", help=CLUSTER_HELP)
+    p.add_argument("--cluster", default=None, type=cluster_address, metavar="ADDRESS|auto|local", help=CLUSTER_HELP)
+
+
+def cluster_address(text: str) -> str:
+    """argparse type of ``--cluster``: auto, local, or HOST:PORT with a port in 1..65535."""
+    import argparse
+
+    host, colon, port = text.rpartition(":")
+    if colon and host and not text.startswith(("ray://", "http")):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number in 1..65535 (what `ray start "
+                                             "--head` printed, 6379 by default)")
+    return text
 
 
 def cluster_executor(args: Any) -> ContextManager[Any]:

@@ -13,6 +13,8 @@ from .common import (MEMORY_HELP, STORE_ENV, THREADS_HELP, add_cluster_argument,
 
 __all__ = ["add_results_parser", "add_run_parser", "cmd_results", "cmd_run", "print_summary"]
 
+COLUMNS = ("strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,retrain_epochs,average_accuracy,"
+           "final_free_fraction")  # what `sleepcl results` shows by default
 SHOWN_TASKS = 10  # tasks printed a column each by `sleepcl run`
 
 
@@ -130,6 +132,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     from ..data.split import check_subsample_size, default_n_tasks
     from ..runs.runner import SUBSAMPLES
 
+    check_night_options(args)
     seeds = parse_int_list(args.seeds, "--seeds")
     ps = parse_float_list(args.final_free)
     rounds = parse_int_list(args.rounds, "--rounds")
@@ -156,6 +159,24 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     return [c.resolved() for c in configs]
 
 
+NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer"}
+"""The options of the night (pruning), at their defaults: a strategy without a night refuses any other value,
+which would only give identical runs under different identities."""
+
+
+def check_night_options(args: argparse.Namespace) -> None:
+    from ..strategies import STRATEGIES
+
+    if STRATEGIES[args.strategy].prunes:
+        return
+    given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in NIGHT_OPTIONS.items()
+             if str(getattr(args, k, v)).replace(" ", "") != v]
+    if given:
+        raise ValueError(f"{', '.join(given)}: {args.strategy} does not prune, so it has no night, no final free "
+                         "fraction and no rounds; these options would only give identical runs under different "
+                         "identities. Drop them (or choose a strategy that prunes: packnet, memory, multinet)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..files import write_or_keep
     from ..runs.memory import parse_size
@@ -163,9 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runs.runner import run_configs
     from ..threads import torch_threads
 
+    from ..threads import check_threads
+
+    check_threads(args.threads)
     configs = run_configs_from_args(args)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     max_memory = parse_size(args.max_memory) if args.max_memory else None
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -230,23 +252,42 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
 # -- sleepcl results ---------------------------------------------------------------------------------
 
 def import_results(files: Sequence[str], store_path: str | None) -> int:
-    """``sleepcl results --import``: every file read and checked before the store is touched, then the runs
-    the store lacks added in one transaction."""
-    from ..runs.records import check_records, read_records
+    """``sleepcl results --import``: every file read (a line at a time) and every record checked against the
+    record schema before the store is touched; then the files are read again, each record checked again, and
+    the runs the store lacks added in one transaction (rolled back if anything changed in between)."""
+    from ..runs.records import MAX_IMPORT_RECORDS, check_record, iter_records
 
-    records: dict[str, dict[str, Any]] = {}
+    def records(f: str):
+        try:
+            for k, (i, r) in enumerate(iter_records(f), start=1):
+                yield check_record(r, f"{f}: record {k}" if k == i else f"{f}, line {i}: record {k}")
+        except (OSError, EOFError) as e:
+            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
+        except ValueError as e:
+            raise ValueError(f"--import: {e}" if str(e).startswith(f) else f"--import: {f}: {e}") from None
+
+    hashes: dict[str, None] = {}
     for f in files:
         if not Path(f).is_file():
-            raise ValueError(f"--import: no file {f}")
-        try:
-            found = read_records(f)
-        except (OSError, EOFError, ValueError) as e:
-            raise ValueError(f"--import: cannot read records from {f} ({e})") from e
-        records.update((r["config_hash"], r) for r in check_records(found, f))
+            raise ValueError(f"--import: no file {f}" + (" (not a regular file)" if Path(f).exists() else ""))
+        for r in records(f):
+            hashes[r["config_hash"]] = None
+            if len(hashes) > MAX_IMPORT_RECORDS:
+                raise ValueError(f"--import: more than {MAX_IMPORT_RECORDS:,} runs in one command; import the files "
+                                 "a few at a time")
     store = open_store(store_path)
-    new = store.missing(records)
-    store.put_many(records[h] for h in new)
-    print(f"imported {len(new)} runs into {store.path} ({len(records) - len(new)} of the {len(records)} "
+    new = set(store.missing(hashes))
+    count = len(new)
+
+    def new_records():
+        for f in files:
+            for r in records(f):
+                if r["config_hash"] in new:
+                    new.discard(r["config_hash"])  # the first record of a run is the one kept
+                    yield r
+
+    store.put_many(new_records())
+    print(f"imported {count} runs into {store.path} ({len(hashes) - count} of the {len(hashes)} "
           "were already stored and kept)")
     return 0
 
@@ -264,18 +305,23 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--import", dest="import_files", nargs="+", default=None, metavar="FILE",
                    help="add the runs in FILE (.jsonl[.gz] or .json records, e.g. docs/results/runs/*.jsonl.gz) to "
                         "the store, so that `sleepcl study` finds them instead of training; runs already stored are kept")
-    p.add_argument("--columns", default="strategy,benchmark,network,final_free,rounds,schedule,seed,epochs,"
-                                        "retrain_epochs,average_accuracy,final_free_fraction",
-                   help="columns to show")
+    p.add_argument("--columns", default=COLUMNS, help="columns to show")
     p.set_defaults(func=cmd_results)
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    import dataclasses
+
+    from ..config import RunConfig
+
+    known = sorted({f.name for f in dataclasses.fields(RunConfig)} | {"config_hash"})
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"filter {item!r} is not KEY=VALUE (e.g. strategy=packnet)")
         key, value = item.split("=", 1)
+        if key.replace("-", "_") not in known:
+            raise ValueError(f"filter {item!r}: {key!r} is not a config key; filters take {', '.join(known)}")
         values = [_literal(v) for v in value.split(",")]
         out[key.replace("-", "_")] = values if len(values) > 1 else values[0]
     return out
@@ -288,6 +334,9 @@ def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"{flag} {item!r} is not KEY=VALUE (e.g. lambda=400)")
+        if key.strip() in out:
+            raise ValueError(f"{flag} gives {key.strip()!r} twice ({key.strip()}={out[key.strip()]!r} and {item!r}); "
+                             "give each option once")
         out[key.strip()] = _literal(value.strip())
     return out
 
@@ -328,7 +377,12 @@ def cmd_results(args: argparse.Namespace) -> int:
     if df.empty:
         print(f"no runs in {path} match {filters or 'anything'}")
         return 0
-    cols = [c for c in args.columns.split(",") if c in df.columns]
+    asked = [c.strip() for c in args.columns.split(",") if c.strip()]
+    unknown = [c for c in asked if c not in df.columns]
+    if unknown and args.columns != COLUMNS:  # the default names columns some stores lack; the user's must exist
+        raise ValueError(f"--columns {', '.join(unknown)}: no such column; the runs have "
+                         f"{', '.join(map(str, df.columns))}")
+    cols = [c for c in asked if c in df.columns]
     from rich.table import Table
 
     table = Table(title=f"{len(df)} runs in {path}")

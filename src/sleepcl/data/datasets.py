@@ -108,6 +108,8 @@ CIFAR_TEST_BATCH = "test_batch"
 # The official batch files hold 31,035,320 to 31,035,999 bytes (10,000 images of 3,072 bytes, labels, file names).
 # A member is read only up to this limit: a 3 GB member of a 14 MB archive is refused, not read into memory.
 CIFAR_MEMBER_LIMIT = 32 * 2**20
+IDX_LIMIT = 256 * 2**20
+"""The most an IDX file's data may hold: Fashion-MNIST's and MNIST's largest (training images) hold 47 MB."""
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -268,15 +270,6 @@ def _open_maybe_gz(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The (decompressed) content of a file; a damaged gzip stream is a DataCorruptError."""
-    try:
-        with _open_maybe_gz(path) as f:
-            return f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise DataCorruptError(f"{path}: not a valid gzip file or truncated ({e})") from e
-
-
 def _parse_idx_header(header: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     """``(dtype, dims, header length)`` from the first bytes of an IDX file, validated."""
     if len(header) < 4:
@@ -300,19 +293,37 @@ def read_idx(path: str | Path) -> np.ndarray:
 
     The IDX format (LeCun's MNIST files): a big-endian magic number ``0x0000TTDD`` (TT the element type,
     DD the number of dimensions), DD big-endian uint32 sizes, then the elements, big-endian, row-major.
-    Anything that does not add up raises :class:`DataCorruptError` naming the file.
+    Anything that does not add up raises :class:`DataCorruptError` naming the file. At most what the header
+    says (and never more than :data:`IDX_LIMIT`) is read: a gzip stream that inflates past it is refused
+    after one byte more, whatever its trailer claims.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    dtype, dims, offset = _parse_idx_header(data[:1024], path)
-    expected = math.prod(dims) * dtype.itemsize
-    if len(data) - offset != expected:
+    try:
+        with _open_maybe_gz(path) as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            head += f.read(4 * ndim)
+            dtype, dims, offset = _parse_idx_header(head, path)
+            expected = math.prod(dims) * dtype.itemsize
+            _check_idx_size(path, dims, offset + expected)
+            data = f.read(expected + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataCorruptError(f"{path}: not a valid gzip file or truncated ({e})") from e
+    if len(data) != expected:
+        held = f"{len(data)} bytes" if len(data) <= expected else "more"
         raise DataCorruptError(
             f"{path}: IDX header says {'x'.join(map(str, dims))} {dtype.name} elements "
-            f"({expected} bytes of data) but the file holds {len(data) - offset} bytes (truncated or corrupt)"
+            f"({expected} bytes of data) but the file holds {held} (truncated or corrupt)"
         )
-    array = np.frombuffer(data, dtype, offset=offset).reshape(dims)
+    array = np.frombuffer(data, dtype).reshape(dims)
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
+
+
+def _check_idx_size(path: Path, dims: tuple[int, ...], size: int) -> None:
+    if size > IDX_LIMIT:
+        raise DataCorruptError(f"{path}: IDX header says {'x'.join(map(str, dims))} elements ({size:,} bytes), "
+                               f"but the MNIST-family files hold at most 47 MB (at most {IDX_LIMIT:,} bytes are "
+                               "read); the file is not one of them: download it again")
 
 
 def _gzip_isize(path: Path) -> int:
@@ -334,6 +345,7 @@ def _check_idx_file(path: Path) -> tuple[int, ...]:
         raise DataCorruptError(f"{path}: not a valid gzip file or truncated ({e})") from e
     dtype, dims, offset = _parse_idx_header(header, path)
     expected = offset + math.prod(dims) * dtype.itemsize
+    _check_idx_size(path, dims, expected)
     if path.name.endswith(".gz"):  # the gzip trailer holds the uncompressed size mod 2**32
         actual, expected_here = _gzip_isize(path), expected % (1 << 32)
     else:

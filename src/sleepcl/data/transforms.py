@@ -89,6 +89,9 @@ def parse_permutations(text: str) -> tuple[int | None, ...]:
                              "seed >= 0, a range of seeds like 3-9, or 'identity'") from None
         if a < 0 or b < a:
             raise ValueError(f"{part!r} in permutations {text!r} is not a seed >= 0 or a range like 3-9")
+        if len(out) + b - a + 1 > MAX_TASKS:  # counted before the range is expanded: 0-300000000 answers at once
+            raise ValueError(f"permutations {text!r} give {len(out) + b - a + 1:,} or more tasks, more than the "
+                             f"{MAX_TASKS} the owner map holds (one uint8 per weight); give at most {MAX_TASKS}")
         out.extend(range(a, b + 1))
     seen: dict[int | None, int] = {}
     for t, seed in enumerate(out):

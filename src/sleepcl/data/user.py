@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -99,6 +101,7 @@ def load_data(source: "str | Path | Dataset | tuple", *, label_column: str = "la
         path = Path(source)
         if not path.exists():
             raise DataFormatError(f"no data at {path}: {FORMATS_HELP}")
+        check_regular(path)
         if path.is_dir():
             data = _read_image_folder(path)
         elif path.suffix.lower() == ".npz":
@@ -181,6 +184,7 @@ class DataSize:
     sample_shape: tuple[int, ...]
     stored_bytes: int
     kind: str
+    label_bytes: int = 0  # per sample, where the header says (the .npz's y)
 
     @property
     def values(self) -> int:
@@ -197,6 +201,8 @@ def measure_data(source: "str | Path | Dataset | tuple", label_column: str = "la
     if isinstance(source, (Dataset, tuple)):
         return None
     path = Path(source)
+    if path.exists():
+        check_regular(path)
     if path.is_dir():
         return _measure_images(path)
     if path.suffix.lower() == ".npz" and path.is_file():
@@ -206,20 +212,58 @@ def measure_data(source: "str | Path | Dataset | tuple", label_column: str = "la
     return None
 
 
-def _measure_npz(path: Path) -> DataSize | None:
+def check_regular(path: Path) -> None:
+    """Refuse a data path that is neither a regular file nor a folder (a device such as /dev/zero, a pipe): its
+    size cannot be known before reading it, and reading it may never end."""
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a character device" if stat.S_ISCHR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        target = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+        raise DataFormatError(f"{path}{target} is {kind}, not a data file: its size cannot be checked before "
+                              f"reading it; give a regular file or a folder of images. {FORMATS_HELP}")
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]] | None:
+    """``{name: (shape, dtype)}`` of the ``x`` and ``y`` members of a ``.npz`` from their npy headers, without
+    reading their data (None when the file is not a zip of npy files: :func:`numpy.load` says why). An ``x`` and
+    a ``y`` that disagree on the number of samples are refused here, before either is read."""
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+            (3, 0): np.lib.format.read_array_header_2_0}
     try:
-        with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in read:
-                return None
-            shape, _, dtype = read[version](f)
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            for key in ("x", "y"):
+                if f"{key}.npy" not in names:
+                    continue
+                with z.open(f"{key}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in read:
+                        return None
+                    shape, _, dtype = read[version](f)
+                out[key] = (tuple(int(d) for d in shape), dtype)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if "x" in out and "y" in out:
+        (xs, _), (ys, _) = out["x"], out["y"]
+        if len(ys) != 1 or not xs or ys[0] != xs[0]:
+            raise DataFormatError(f"{path}: y has shape {ys} but x holds {xs[0] if xs else 0:,} samples (shape "
+                                  f"{xs}); y must hold one label per sample, shape ({xs[0] if xs else 0},)")
+    return out
+
+
+def _measure_npz(path: Path) -> DataSize | None:
+    headers = npz_headers(path)
+    if not headers or "x" not in headers:
         return None  # np.load will say what is wrong
+    shape, dtype = headers["x"]
     if len(shape) < 2:
         return None
     kind = "uint8" if dtype == np.uint8 else "float32"
-    return DataSize(str(path), int(shape[0]), tuple(int(d) for d in shape[1:]), max(1, dtype.itemsize), kind)
+    # labels are read as stored, then normalised (int64 or strings): counted per sample beside the values
+    label_bytes = 2 * max(8, headers["y"][1].itemsize) if "y" in headers else 0
+    return DataSize(str(path), int(shape[0]), tuple(int(d) for d in shape[1:]), max(1, dtype.itemsize), kind,
+                    label_bytes)
 
 
 def _measure_csv(path: Path, label_column: str) -> DataSize | None:
@@ -273,6 +317,7 @@ def _from_arrays(x: np.ndarray, y: np.ndarray | None, source: str, fmt: str,
 
 
 def _read_npz(path: Path) -> Dataset:
+    npz_headers(path)  # x and y agree on their length before either is read
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = list(f.keys())
@@ -284,8 +329,11 @@ def _read_npz(path: Path) -> Dataset:
     except DataFormatError:
         raise
     except ValueError as e:
-        raise DataFormatError(f"{path}: cannot read it without unpickling ({e}); save plain numeric/string "
-                              "arrays") from e
+        if "allow_pickle" in str(e):
+            raise DataFormatError(f"{path}: cannot read it without unpickling ({e}); save plain numeric/string "
+                                  "arrays") from e
+        raise DataFormatError(f"{path}: damaged or truncated ({e}); save it again with np.savez(path, x=samples, "
+                              "y=labels)") from e
     except (OSError, EOFError) as e:
         raise DataFormatError(f"{path}: not a readable .npz file ({e})") from e
     return _from_arrays(x, y, str(path), "npz")
@@ -313,8 +361,25 @@ def _read_csv(path: Path, label_column: str) -> Dataset:
                               "(is the label column named differently? use --label-column)")
     if df.isna().any().any():
         col = df.columns[df.isna().any()].tolist()[0]
-        raise DataFormatError(f"{path}: column {col!r} has empty cells")
+        row = int(df[col].isna().to_numpy().argmax())
+        cell = _raw_cell(path, row, str(col))
+        what = "is empty" if cell == "" else f"holds {cell!r}, which is not a number"
+        raise DataFormatError(f"{path}: column {col!r}, row {row + 2}: the cell {what}; every feature must be a "
+                              "finite number")
     return _from_arrays(df.to_numpy(dtype=np.float32), y, str(path), "csv")
+
+
+def _raw_cell(path: Path, row: int, column: str) -> str:
+    """The text of one cell of a CSV file as written (row 0 is the first after the header)."""
+    import csv
+    import itertools
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        line = next(itertools.islice(reader, row, None), [])
+    i = header.index(column) if column in header else -1
+    return line[i].strip() if 0 <= i < len(line) else ""
 
 
 def _image_files(path: Path) -> tuple[list[Path], list[str] | None]:

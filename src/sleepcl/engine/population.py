@@ -31,6 +31,7 @@ from ..schedule import SleepSchedule, night_targets, sleep_schedule
 from ..strategies import Batch, Day, get_strategy
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
+from .divergence import nonfinite_members
 from .evaluation import Evaluator
 from .members import Members
 from .streams import IndexStream, member_seeds, strategy_seed
@@ -107,6 +108,9 @@ class MemberResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What the strategy stores beyond the network (Strategy.memory: ER's buffer), after the last day.
     strategy_memory: dict[str, int] = field(default_factory=dict)
+    # Set when the member's weights held NaN or infinite values after a day (engine/divergence.py): the run
+    # failed, and its record is never stored.
+    diverged: str | None = None
 
 
 class Stopped(Exception):
@@ -270,6 +274,8 @@ class Population:
                 run.epoch_done(i, "train", e + 1, day)
             rounds = self.night(i, session, held, streams, pool, run)
             session.finish(self.data_pass(day))
+            for m, name in nonfinite_members(self.members.params, self.members.buffers).items():
+                results[m].diverged = results[m].diverged or f"after task {i + 1}, {name} held NaN or infinite values"
             evaluated = None
             if evaluation_day(i, len(days), self.configs[0].eval_every):
                 run.report(i, "evaluate", 0, 1)

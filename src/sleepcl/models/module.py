@@ -169,11 +169,16 @@ class ModuleNetwork(Network):
 def _call_factory(build: Callable[[], nn.Module], name: str) -> nn.Module:
     try:
         model = build()
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a factory that calls sys.exit() is a failed factory, not an exit
         raise ValueError(f"the model factory {name} failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
         raise ValueError(f"the model factory {name} returned a {type(model).__name__}, not a torch.nn.Module; "
                          "return the model itself")
+    other = sorted({str(t.dtype).removeprefix("torch.") for t in (*model.parameters(), *model.buffers())
+                    if t.is_floating_point() and t.dtype != torch.float32})
+    if other:
+        raise ValueError(f"the model factory {name} returned a model with {', '.join(other)} weights; sleepcl "
+                         "trains float32 weights (its masks, Adam and model files are float32): return model.float()")
     return model
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..config import paper_defaults
+from ..config import FLOAT32_MAX, paper_defaults
 from ..data.user import DataFormatError, Dataset, fingerprint, load_data, split_validation
 from ..models import NETWORKS, is_factory
 from ..schedule import SCHEDULES, sleep_schedule
@@ -229,9 +229,9 @@ class _Night:
         self.night_seed = int(training["seed"] if request.seed is None else request.seed) + 1000 * (len(model.tasks) + 1)
         self.lr = request.lr if request.lr is not None else training["lr"]
         self.batch_size = request.batch_size if request.batch_size is not None else training["batch_size"]
-        if self.batch_size < 1 or not 0 < self.lr < math.inf:
-            raise ValueError(f"--batch-size must be >= 1 and --lr a finite number > 0, got {self.batch_size} and "
-                             f"{self.lr}")
+        if self.batch_size < 1 or not 0 < self.lr <= FLOAT32_MAX:
+            raise ValueError(f"--batch-size must be >= 1 and --lr a finite number > 0 (at most {FLOAT32_MAX:.4g}: "
+                             f"the weights are float32), got {self.batch_size} and {self.lr}")
         self._epoch_budgets()
         self.classes = train_set.classes()
         index = {c: i for i, c in enumerate(self.classes)}

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -296,7 +297,16 @@ class NightlyModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model atomically where it really is (:func:`real_path`), keeping the file it replaces as
-        ``MODEL.prev``."""
+        ``MODEL.prev``. A model whose weights diverged (NaN or infinite values) is refused and nothing is written:
+        the file at ``path`` stays the previous night's."""
+        from ..engine.divergence import DIVERGED_HINT, TrainingDiverged, first_nonfinite
+
+        tensors = {**self.trunk, **self.buffers, **{f"head {j + 1}": torch.cat([w.flatten(), b.flatten()])
+                                                   for j, (w, b) in enumerate(self.heads)}}
+        bad = first_nonfinite(tensors)
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged: {bad} held NaN or infinite values at the end of the night; "
+                                   f"nothing was saved ({path} is as it was). Try {DIVERGED_HINT}")
         self.meta["updated"] = now_iso()
         atomic_write(real_path(path), self.to_bytes(), keep_previous=True)
         return Path(path)
@@ -572,23 +582,51 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def lock_model(path: Path) -> Iterator[None]:
     """Hold ``MODEL.lock`` for the night, so two ``learn`` runs never write the same model at once (the lock of
-    the real file: two names of one model, a link and its target, share it)."""
+    the real file: two names of one model, a link and its target, share it).
+
+    The lock file is opened with ``O_NOFOLLOW`` (a link planted at its name is refused, never followed to create
+    or open its target) and removed on release when the model does not exist (a refused first night leaves
+    nothing behind). A lock file removed while another process waited on it is detected (its inode is no longer
+    the name's) and the lock taken again on the new file.
+    """
     import fcntl
 
     real = real_path(path)
     lock = real.with_name(real.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ModelError(f"{lock} (the lock of {path}) is a symbolic link; sleepcl never follows a link "
+                                 "there. Remove it and run again") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise ModelError(f"another `sleepcl learn` is working on {path} (lock {lock}); wait for it to finish") from None
             raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed by the holder that just finished: lock the new one
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{lock} (the lock of {path}) is not a regular file; remove it and run again")
         yield
     finally:
-        os.close(fd)
+        try:
+            if not real.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+        finally:
+            os.close(fd)
 
 
 human_size = format_bytes
@@ -625,8 +663,10 @@ def check_fits(model: NightlyModel, data: Any) -> None:
 
 def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = None, *, network: str | None = None,
                        widths: Any = None, batch_size: int | None = None, label_column: str = "label",
-                       members: int = 1, device: str = "cpu", max_memory: int | None = None) -> None:
-    """Refuse, before anything is read, data that would not fit in memory together with the network learning it.
+                       members: int = 1, device: str = "cpu", max_memory: int | None = None,
+                       purpose: str = "learning") -> None:
+    """Refuse, before anything is read, data that would not fit in memory together with the network learning it
+    (or, ``purpose="predicting"``, the network answering for it).
 
     The data's size comes from its header or listing (:func:`sleepcl.data.user.measure_data`); the network is the
     model's, or the one a first night would create for that data; ``members`` copies of it train at once (the
@@ -642,6 +682,9 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
                          measure_data(val_data, label_column) if val_data is not None else None) if m is not None]
     if not sizes:
         return
+    if model is not None:
+        for size in sizes:  # a sample shape or type the model cannot take, from the header: before any reading
+            check_fits(model, size)
     first = sizes[0]
     network_bytes, net_text = 0, ""
     try:
@@ -660,12 +703,12 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
     except (ValueError, TypeError):
         pass  # a network that cannot be built for this data is refused, with its reason, once the data is read
     per_value = lambda d: d.stored_bytes + 3 * (1 if d.kind == "uint8" else 4) + 4 + (8 if model is None else 0)  # noqa: E731
-    data_bytes = sum(d.values * per_value(d) for d in sizes)
+    data_bytes = sum(d.values * per_value(d) + d.n * d.label_bytes for d in sizes)
     available, where = available_bytes(device, max_memory)
     need = data_bytes + network_bytes + WORKSPACE_BYTES
     if need > available:
         raise DataFormatError(
-            f"{first.source}: {first.describe()} ({first.kind}): learning it needs about {format_bytes(need)} "
+            f"{first.source}: {first.describe()} ({first.kind}): {purpose} it needs about {format_bytes(need)} "
             f"({format_bytes(data_bytes)} for the data{net_text}, {format_bytes(WORKSPACE_BYTES)} of workspace), more than the {format_bytes(available)} there is "
             f"({where}). Give fewer samples or features (smaller images), a smaller network (--widths), or more "
             "memory (--max-memory)")
@@ -688,6 +731,7 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     j = model.task_index(task)
     info = model.tasks[j]
     classes = info["classes"]
+    check_night_memory(model, data, label_column=label_column, purpose="predicting")  # data is read on the CPU
     ds = load_data(data, label_column=label_column)
     check_fits(model, ds)
     from ..runs.runner import resolve_device

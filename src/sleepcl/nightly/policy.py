@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..data.transforms import MAX_TASKS
 from ..schedule import free_after_task
 from .model import ModelError, NightlyModel
 
@@ -52,8 +53,9 @@ def make_policy(kind: str | None, *, final_free: float | None, expected_tasks: i
         T = expected_tasks if expected_tasks is not None else (old["expected_tasks"] if same else DEFAULT_EXPECTED_TASKS)
         if not 0.0 < p < 1.0:
             raise ValueError(f"--final-free p must lie strictly between 0 and 1, got {p}")
-        if isinstance(T, bool) or int(T) != T or T < 1:
-            raise ValueError(f"--expected-tasks must be a whole number >= 1, got {T}")
+        if isinstance(T, bool) or int(T) != T or not 1 <= T <= MAX_TASKS:
+            raise ValueError(f"--expected-tasks must be a whole number in 1..{MAX_TASKS} (each weight's owner is "
+                             f"one uint8: at most {MAX_TASKS} tasks fit in one model), got {T}")
         if same and p == old["final_free"] and T == old["expected_tasks"]:
             return None
         n_done = len(model.tasks) if model is not None else 0

@@ -14,7 +14,7 @@ import platform
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -22,8 +22,8 @@ from ..files import atomic_write_bytes
 from ..metrics import average_accuracy, backward_transfer, final_accuracy, forgetting
 from ..engine.population import MemberResult
 
-__all__ = ["JSONL_SUFFIXES", "check_records", "environment", "make_record", "read_records", "records_json",
-           "write_records"]
+__all__ = ["JSONL_SUFFIXES", "MAX_IMPORT_RECORDS", "check_record", "check_records", "environment", "iter_records",
+           "make_record", "read_records", "records_json", "write_records"]
 
 
 def environment(device: torch.device | str) -> dict[str, Any]:
@@ -86,6 +86,7 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
         "layer_free_fraction": result.layer_free_fraction,
         "timings": result.timings,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"diverged": result.diverged} if result.diverged else {}),  # a failed run: never stored
     }
     if result.strategy_memory:  # what the strategy stores beyond the network (ER's buffer); absent when nothing
         record["strategy_memory"] = result.strategy_memory
@@ -114,33 +115,77 @@ def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
         atomic_write_bytes(path, records_json(records))
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records in ``path``: a JSON list (or one object), or one record per line (``.jsonl[.gz]``)."""
+MAX_LINE_BYTES = 16 * 2**20
+"""The longest record line ``results --import`` reads (a record of 255 tasks holds about 3 MB)."""
+MAX_JSON_BYTES = 256 * 2**20
+"""The largest ``.json`` list of records read whole (larger exports are ``.jsonl[.gz]``, read a line at a time)."""
+MAX_IMPORT_RECORDS = 1_000_000
+"""The most records one ``results --import`` command takes."""
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line or index, parsed JSON)`` for each record in ``path``, streamed: a JSON list (or one object) of at
+    most :data:`MAX_JSON_BYTES`, or one record per line (``.jsonl[.gz]``) of at most :data:`MAX_LINE_BYTES`
+    each, blank lines skipped. Raises ValueError naming the line for a line too long, JSON that does not parse
+    or is nested too deeply; nothing larger than one line (or the bounded list) is held at a time."""
     path = Path(path)
     if path.name.endswith(JSONL_SUFFIXES):
-        with (gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz")
-              else open(path, encoding="utf-8")) as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    data = json.loads(path.read_text())
-    return data if isinstance(data, list) else [data]
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+            for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+                if len(line) > MAX_LINE_BYTES:
+                    raise ValueError(f"line {number} is longer than {MAX_LINE_BYTES:,} bytes, more than any run "
+                                     "record holds")
+                if line.strip():
+                    yield number, _parse(line, f"line {number}")
+        return
+    with open(path, "rb") as fh:
+        text = fh.read(MAX_JSON_BYTES + 1)
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueError(f"a .json file of records is read whole, up to {MAX_JSON_BYTES:,} bytes; this one is "
+                         "larger: export the records as .jsonl.gz (one a line) and import that")
+    data = _parse(text, "the file")
+    yield from enumerate(data if isinstance(data, list) else [data], start=1)
+
+
+def _parse(text: bytes, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to be a run record") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records in ``path``: a JSON list (or one object), or one record per line (``.jsonl[.gz]``)."""
+    return [r for _, r in iter_records(path)]
 
 
 def check_records(records: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]]:
-    """The records, each checked to be a run record whose config still hashes to its ``config_hash`` (so
-    that an imported run is found by the study that asks for that config); ValueError naming the first
-    that is not, and why."""
-    from ..config import RunConfig
+    """The records, each checked by :func:`check_record`; ValueError naming the first that is not one."""
+    return [check_record(r, f"{source}: record {i}") for i, r in enumerate(records, start=1)]
 
-    out = []
-    for i, r in enumerate(records, start=1):
-        if not isinstance(r, dict) or not {"config_hash", "config", "average_accuracy"} <= set(r):
-            raise ValueError(f"{source}: record {i} is not a run record (needs config_hash, config, average_accuracy)")
-        try:
-            h = RunConfig.from_dict(r["config"]).hash()
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: record {i} has a config this version of sleepcl refuses: {e}") from e
-        if h != r["config_hash"]:
-            raise ValueError(f"{source}: record {i}'s config hashes to {h[:12]}…, not its config_hash "
-                             f"{r['config_hash'][:12]}… (written by a sleepcl whose configs differ); not importing")
-        out.append(r)
-    return out
+
+def check_record(r: Any, where: str) -> dict[str, Any]:
+    """``r`` if it is a run record this sleepcl would have written: every field of the record schema
+    (:class:`sleepcl.runs.record_schema.RunRecord`: types, accuracies and free fractions in [0, 1], finite
+    timings, an accuracy matrix of the config's task count, summary metrics that follow from the matrix) and
+    a config that still hashes to its ``config_hash`` (so that an imported run is found by the study that asks
+    for that config). ValueError naming ``where`` and the first problem otherwise."""
+    from ..config import RunConfig
+    from .record_schema import check_record_fields
+
+    if not isinstance(r, dict) or not {"config_hash", "config", "average_accuracy"} <= set(r):
+        raise ValueError(f"{where} is not a run record (needs config_hash, config, average_accuracy)")
+    try:
+        config = RunConfig.from_dict(r["config"])
+        h = config.hash()
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{where} has a config this version of sleepcl refuses: {e}") from e
+    if h != r["config_hash"]:
+        raise ValueError(f"{where}'s config hashes to {h[:12]}…, not its config_hash "
+                         f"{str(r['config_hash'])[:12]}… (written by a sleepcl whose configs differ); not importing")
+    problem = check_record_fields(r, config.resolved().n_tasks)
+    if problem is not None:
+        raise ValueError(f"{where} is not a valid run record: {problem}")
+    return r

@@ -21,6 +21,7 @@ import torch
 from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
 from ..data.split import SplitBenchmark, check_subsample_size, load_split_benchmark, parse_benchmark
+from ..engine.divergence import DIVERGED_HINT, TrainingDiverged
 from ..engine.population import Event, head_size, train_population
 from ..models import build_network, is_factory
 from ..strategies import get_strategy
@@ -243,11 +244,27 @@ def run_configs(configs: Sequence[RunConfig], *, device: str | torch.device = "a
     check_models(todo, data)
     trained = runner.train(todo, data, dev, max_population=max_population, max_memory=max_memory,
                            progress=progress, log=log)
+    failed: list[dict[str, Any]] = []
     with contextlib.closing(trained):  # closing it on an error or Ctrl-C stops what is still training
         for records in trained:
+            failed += [r for r in records if r.get("diverged")]  # never stored (engine/divergence.py)
+            records = [r for r in records if not r.get("diverged")]
             if store is not None:
                 store.put_many(records)
             if on_population is not None:
                 on_population(records)
             found.update((r["config_hash"], r) for r in records)
+    if failed:
+        raise diverged_error(failed, len(todo), store)
     return [found[h] for h in hashes]
+
+
+def diverged_error(failed: Sequence[dict[str, Any]], trained: int, store: RunStore | None) -> TrainingDiverged:
+    """The error for runs whose training diverged: which, where, and what to change."""
+    shown = "; ".join(f"seed {r['config']['seed']}, p = {r['config']['final_free']}, N = {r['config']['rounds']}: "
+                      f"{r['diverged']}" for r in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    kept = (f"; the other {trained - len(failed)} are in the results store {store.path}"
+            if store is not None and trained > len(failed) else "")
+    return TrainingDiverged(f"training diverged in {len(failed)} of the {trained} runs trained, which were not "
+                            f"stored: {shown}{more}{kept}. Try {DIVERGED_HINT}")
