@@ -31,7 +31,7 @@ from ..schedule import SleepSchedule, night_targets, sleep_schedule
 from ..strategies import Batch, Day, get_strategy
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
-from .evaluation import Evaluator
+from .evaluation import Evaluator, task_inference
 from .members import Members
 from .streams import IndexStream, member_seeds
 
@@ -105,6 +105,9 @@ class MemberResult:
     # groups (workers.py), the phases are its group's, "total" and "population_size" the whole run's, and
     # "groups" says how many there were.
     timings: dict[str, float] = field(default_factory=dict)
+    # At the end, the task never told (sleepcl.task_inference): per rule, "task" (task-inference accuracy) and
+    # "class_incremental" (task and class right) on the test data, each the mean over tasks. None when not scored.
+    task_inference: dict[str, dict[str, float]] | None = None
 
 
 class Stopped(Exception):
@@ -275,8 +278,12 @@ class Population:
             self.record(results, day, rounds, evaluated)
             if on_day_end is not None:
                 on_day_end(self, i)
+        with run.timed("evaluate"):
+            inferred = task_inference(self.members, self.strategy, self.bench, days[-1].evaluate)
         for m, r in enumerate(results):
             r.layer_free_fraction = self.members.layer_free_fraction(m)
+            if inferred is not None:
+                r.task_inference = {rule: {k: float(v[m]) for k, v in acc.items()} for rule, acc in inferred.items()}
             r.timings = {**run.timings, "total": time.perf_counter() - run.started, "population_size": self.size}
         run.report(len(days) - 1, "done", 1, 1)
         return results

@@ -32,7 +32,7 @@ from ..models import NETWORKS, is_factory
 from ..schedule import SCHEDULES, sleep_schedule
 from ..threads import torch_threads
 from .model import (ModelError, NightlyModel, check_fits, check_night_memory, check_task_name, json_safe, lock_model,
-                    now_iso, prev_path)
+                    now_iso, prev_path, task_score_stats)
 from .night import (DEFAULT_CANDIDATES, WARMUP_STEPS, Candidate, MemberPlan, TaskData, pending_night_costs, pick,
                     plan_member, replicate, run_night, start_night, train, val_accuracy, warm_up)
 from .planner import Costs, Phase, margin_for, parse_duration, split_time
@@ -410,12 +410,16 @@ class _Night:
         te = self.clock()
         new = self._result_model()
         t_index = len(self.model.tasks)
-        val_acc = new.accuracy(t_index, self.val_set.x, self.y_val)
+        val_logits = new.logits(t_index, self.val_set.x)
+        val_acc = float((val_logits.argmax(1).numpy() == self.y_val).mean())
         self.timings["evaluate"] += self.clock() - te
         entry = self._history_entry(new, t_index, val_acc, policy_changed)
+        # The task's own scores on its validation data: what calibrated task inference (predict without --task)
+        # measures its answers against.
         new.meta["tasks"].append({"name": self.request.task, "owner": t_index + 1, "classes": self.classes,
                                   "n_train": len(self.train_set), "n_val": len(self.val_set), "val_accuracy": val_acc,
-                                  "kept_weights": entry["kept_weights"], "night": entry["night"], "learnt": now_iso()})
+                                  "kept_weights": entry["kept_weights"], "night": entry["night"], "learnt": now_iso(),
+                                  "score_stats": task_score_stats(val_logits)})
         ts = self.clock()
         entry["seconds"] = ts - self.t0  # time to the save; the save itself is measured below and reported
         new.meta["history"].append(json_safe(entry))

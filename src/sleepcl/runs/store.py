@@ -69,6 +69,7 @@ _METRIC_COLUMNS = (
     "average_accuracy",
     "forgetting",
     "backward_transfer",
+    "class_incremental_accuracy",
     "final_free_fraction",
     "created",
 )
@@ -269,6 +270,7 @@ def _record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         average_accuracy=rec.get("average_accuracy"),
         forgetting=rec.get("forgetting"),
         backward_transfer=rec.get("backward_transfer"),
+        class_incremental_accuracy=rec.get("class_incremental_accuracy"),  # None for records from before it
         final_free_fraction=free[-1],
         created=rec.get("created"),
     )
