@@ -87,7 +87,7 @@ def test_predict_without_task_prints_task_inference_accuracy(five_nights, capsys
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "row,task,prediction,confidence,label"
 
     r = predict(path, None, mixed)
-    x, y = np.load(mixed)["x"], np.load(mixed)["y"]
+    y = np.load(mixed)["y"]
     truth_task = y // 2
     # the class-incremental score is task and class right, sample by sample
     right = (r["task_index"] == truth_task) & (np.array(r["predictions"]) == y)

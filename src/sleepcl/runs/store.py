@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is loaded by to_dataframe, not by every command that opens a store
+    import pandas as pd
 
 from ..files import atomic_open
 
@@ -479,6 +480,8 @@ class RunStore:
         (last entry of ``free_fraction_after_task``), ``created``; ``acc_task_1..T`` (final
         accuracy per task); ``time_<key>`` for every entry of ``timings``.
         """
+        import pandas as pd
+
         rows = [_record_row(r) for r in self._iter_records(filters)]
         if not rows:
             return pd.DataFrame(columns=["config_hash", *_METRIC_COLUMNS])
