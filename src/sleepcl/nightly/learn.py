@@ -123,6 +123,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     measured costs is refused after the warm-up, the model unchanged.
     """
     t0 = clock() if started is None else started
+    entered = clock()
     request = Request(task, **options)
     request.check()
     path = Path(model_path)
@@ -147,6 +148,9 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
             if policy_changed is not None:
                 model.meta["policy"] = policy_changed
         night = _Night(model, train_set, val_set, val_source, request, path, dev, clock, progress, t0)
+        # Where the budget went before the warm-up: starting Python, torch and sleepcl (from the process start
+        # when the CLI passes it), then reading the model and the data and setting up the night.
+        night.timings.update(startup=entered - t0, load=clock() - entered)
         night.plan()
         night.train()
         night.sleep()
@@ -243,7 +247,7 @@ class _Night:
         self.timings = {"warmup": 0.0, "train": 0.0, "probe": 0.0, "prune": 0.0, "retrain": 0.0, "evaluate": 0.0,
                         "save": 0.0}
         self.session = start_night(model, self.data, len(self.classes), lr=self.lr, device=device,
-                                   seed=self.night_seed)
+                                   seed=self.night_seed, probe=request.auto)
         self.costs, self.reserve, self.deadline = Costs(step_s=0.0), 0.0, None
         self.probe_log: dict[str, Any] | None = None
         self.probe_session = None

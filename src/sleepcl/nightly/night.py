@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..engine import ownership
+from ..engine.adam import fused_adam_available
 from ..engine.day import DaySession
 from ..engine.members import Members
 from ..engine.streams import IndexStream
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_CANDIDATES", "NIGHT_PARTS", "Candidate", "MemberPlan", "Task
 
 Progress = Callable[[str], None]
 WARMUP_STEPS = 8
-# The engine's fast-path parts a night uses; Adam is torch's foreach one, whose moments a probe can copy.
+# The engine's fast-path parts a night uses (and fused_adam, except with a probe: start_night).
 NIGHT_PARTS = frozenset({"stacked_kernels", "skip_full_masks", "no_untrained_grads"})
 
 
@@ -100,13 +101,20 @@ class TaskData:
 # -- the day ------------------------------------------------------------------------------------------------
 
 def start_night(model: NightlyModel, data: TaskData, n_classes: int, *, lr: float, device: torch.device,
-                seed: int) -> DaySession:
-    """The model, about to learn a new task of ``n_classes`` classes, as a day of PackNet on the engine."""
+                seed: int, probe: bool = False) -> DaySession:
+    """The model, about to learn a new task of ``n_classes`` classes, as a day of PackNet on the engine.
+
+    Adam is the engine's fused one (:class:`~sleepcl.engine.adam.MemberAdam`, as ``sleepcl run`` trains) where
+    it runs, except for a night with a probe (``probe``), whose copies take torch's Adam moments
+    (:func:`replicate`). torch's Adam also costs a short night its first use: it imports ``torch._dynamo``
+    (1.5-2 s on a loaded 2-core machine; benchmarks/README.md, "Start-up")."""
     members = model.members(n_classes, device, seed)
     t = len(model.tasks)
     day = Day(owner=t + 1, pool=(t,), head_task=t, steps_per_epoch=data.steps_per_epoch, train_epochs=0,
               night_epochs=0, evaluate=(t,), capacity_step=t + 1)
-    return DaySession(members, get_strategy("packnet"), day, t, lr, parts=NIGHT_PARTS, adam="foreach")
+    fused = not probe and fused_adam_available(device)
+    return DaySession(members, get_strategy("packnet"), day, t, lr,
+                      parts=NIGHT_PARTS | ({"fused_adam"} if fused else set()), adam="fused" if fused else "foreach")
 
 
 def step(session: DaySession, data: TaskData) -> None:
