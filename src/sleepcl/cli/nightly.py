@@ -45,10 +45,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="E: training epochs (epoch budgets, the paper's setting; default without --budget: Table 2)")
     b.add_argument("--retrain-epochs", type=int, default=None, help="B: the night's retraining epochs (with --epochs)")
     s = p.add_argument_group("the night")
-    s.add_argument("--schedule", default="uniform", choices=("uniform", "lengthening", "cubic", "auto"),
+    s.add_argument("--schedule", default="uniform", choices=("uniform", "lengthening", "cubic", "adaptive", "auto"),
                    help="rounds of the night: uniform (the paper's), lengthening (round lengths 1:2:..:N), cubic "
-                        "(prune hard early, gently late), auto (probe --candidates on validation data, within the "
-                        "same budget, and pick)")
+                        "(prune hard early, gently late), adaptive (each round's size from the validation loss the "
+                        "last one cost, within the same steps; examples/NIGHTLY.md), auto (probe --candidates on "
+                        "validation data, within the same budget, and pick)")
     s.add_argument("--rounds", type=int, default=None,
                    help="N: prune-retrain rounds (default 1, the original PackNet; 8 with --policy tolerance)")
     s.add_argument("--candidates", default=None, metavar="S:N,...",

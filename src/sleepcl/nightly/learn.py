@@ -37,6 +37,7 @@ from .night import (DEFAULT_CANDIDATES, WARMUP_STEPS, Candidate, MemberPlan, Tas
                     plan_member, replicate, run_night, start_night, train, val_accuracy, warm_up)
 from .planner import Costs, Phase, margin_for, parse_duration, split_time
 from .policy import capacity_targets, describe_free, make_policy
+from .rhythm import ADAPTIVE, Rhythm
 
 __all__ = ["Request", "learn"]
 
@@ -75,13 +76,21 @@ class Request:
     def auto(self) -> bool:
         return self.schedule == "auto"
 
+    @property
+    def adaptive(self) -> bool:
+        return self.schedule == ADAPTIVE
+
     def check(self) -> None:
         if self.budget is not None and self.epochs is not None:
             raise ValueError("give either --budget (a wall-clock budget) or --epochs/--retrain-epochs (the paper's "
                              "epoch budgets), not both")
         self.budget_s = parse_duration(self.budget) if self.budget is not None else None
-        if not self.auto and self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose uniform, lengthening, cubic or auto")
+        if not self.auto and not self.adaptive and self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose uniform, lengthening, cubic, adaptive or auto")
+        if self.adaptive and self.rounds is not None:
+            raise ValueError("--rounds does not go with --schedule adaptive, which decides each round as the night goes")
+        if self.adaptive and (self.policy == "tolerance" or self.tolerance is not None or self.min_keep is not None):
+            raise ValueError("--schedule adaptive goes with the fixed capacity policy, not --policy tolerance")
         if self.rounds is not None and self.rounds < 1:
             raise ValueError(f"--rounds N must be >= 1, got {self.rounds}")
         if self.auto and self.rounds is not None:
@@ -262,7 +271,7 @@ class _Night:
             self.B = r.retrain_epochs if r.retrain_epochs is not None else defaults["retrain_epochs"]
             if self.E < 0 or self.B < 0 or self.E + self.B == 0:
                 raise ValueError(f"--epochs and --retrain-epochs must be >= 0 and not both 0, got {self.E} and {self.B}")
-            if not r.auto:
+            if not r.auto and not r.adaptive:
                 sleep_schedule(r.schedule, self.B, self.n_rounds)  # the uniform schedule needs B to be a multiple of N
         elif r.retrain_epochs is not None:
             raise ValueError("--retrain-epochs goes with --epochs (epoch budgets), not with --budget")
@@ -272,6 +281,8 @@ class _Night:
         return self.data.steps_per_epoch
 
     def _label(self) -> str:
+        if self.request.adaptive:
+            return "adaptive schedule"
         return "auto schedule" if self.request.auto else f"{self.request.schedule}, N={self.n_rounds}"
 
     # -- 2. plan -------------------------------------------------------------------------------------
@@ -290,6 +301,9 @@ class _Night:
         self.costs = warm_up(self.session, self.data, m, self.classes, self.path, self.keep, self.timings, self.clock)
         self.reserve = self.costs.eval_s + self.costs.save_s + margin_for(r.budget_s)
         n_prunes, n_evals = self.n_rounds, 1 + (self.n_rounds + 1 if self.tolerance else 0)
+        if r.adaptive:  # at most Rhythm.max_rounds prunes, each after an evaluation of the loss
+            n_prunes = Rhythm().max_rounds
+            n_evals = 1 + n_prunes
         if r.auto:
             most = max(c.rounds for c in r.cands)
             n_prunes = sum(c.rounds for c in r.cands) + most
@@ -452,7 +466,9 @@ class _Night:
             "planned_s": (budget_s - margin_for(budget_s)) if budget_s else None, "seconds": None,
             "train_steps": tp.done, "train_planned_steps": tp.first_plan, "train_epochs": tp.done / spe,
             "night_steps": np_.done, "night_planned_steps": np_.first_plan, "night_epochs": np_.done / spe,
-            "steps_per_epoch": spe, "schedule": self.chosen.schedule, "rounds": self.chosen.rounds,
+            "steps_per_epoch": spe, "schedule": self.chosen.schedule,
+            "rounds": self.final_plan.rounds_done if self.final_plan.rhythm is not None else self.chosen.rounds,
+            "rhythm": self.final_plan.rhythm.log if self.final_plan.rhythm is not None else None,
             "round_log": self.final_plan.round_log, "probe": self.probe_log, "replans": tp.replans + np_.replans,
             "val_accuracy": val_acc, "unpruned_val_accuracy": self.unpruned,
             "kept_weights": sum(new.held_counts(t_index).values()), "free_after": new.free_fraction(),
