@@ -52,7 +52,13 @@ def one(job: tuple) -> dict:
 
     torch.set_num_threads(1)
     p, schedule, seed, E, B, files = job
+    # adaptive:look=0.5 or adaptive:target=0.01: the adaptive night with --adaptive-lookahead / --adaptive-target
     name, _, n = schedule.partition(":")
+    options = {}
+    if name == "adaptive" and n:
+        options = {f"adaptive_{'lookahead' if k == 'look' else k}": float(v)
+                   for k, v in (kv.split("=") for kv in n.split(","))}
+        n = ""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "m.st"
@@ -60,7 +66,7 @@ def one(job: tuple) -> dict:
         for k, (train, _) in enumerate(files):
             kw = dict(final_free=p, expected_tasks=5) if k == 0 else {}
             r = learn(model, f"pair{k}", train, epochs=E, retrain_epochs=B, schedule=name,
-                      rounds=int(n) if n else None, seed=seed, threads=1, **kw)
+                      rounds=int(n) if n else None, seed=seed, threads=1, **options, **kw)
             rounds.append(r["rounds"])
         acc = [predict(model, f"pair{k}", test)["accuracy"] for k, (_, test) in enumerate(files)]
     return {"p": p, "schedule": schedule, "seed": seed, "E": E, "B": B, "accuracy": sum(acc) / len(acc),

@@ -73,3 +73,19 @@ def test_adaptive_night_keeps_the_budget_and_ends_on_the_capacity_target(tasks, 
             assert r["total_seconds"] <= 6
     with pytest.raises(ValueError, match="does not go with --schedule adaptive"):
         learn(tmp_path / "n.st", "x", tasks[0]["train"], schedule="adaptive", rounds=4)
+
+
+def test_lookahead_takes_the_longest_round_whose_prune_costs_little_at_once():
+    # pruning to share u adds 2 * u**2 nats at once: from u = 0 with pace 0.25 the tries are 0.5 (0.5 nats), 0.25
+    # (0.125), ...; a lookahead of 0.2 takes 0.25
+    r = Rhythm(lookahead=0.2)
+    tried = []
+
+    def damage(u):
+        tried.append(u)
+        return 0.1 + 2 * u**2
+
+    assert r.next_share(0.1, Fraction(0), final=False, damage=damage) == 0.25
+    assert tried == [0.5, 0.25] and r.pace == 0.25
+    # at the end of the steps the target is reached whatever the damage
+    assert r.next_share(0.1, Fraction(99, 100), final=True, damage=damage) == 1.0

@@ -50,6 +50,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(prune hard early, gently late), adaptive (each round's size from the validation loss the "
                         "last one cost, within the same steps; examples/NIGHTLY.md), auto (probe --candidates on "
                         "validation data, within the same budget, and pick)")
+    s.add_argument("--adaptive-target", type=finite_float, default=0.05, metavar="NATS",
+                   help="with --schedule adaptive: the excess validation loss a round may cost before the next "
+                        "round prunes less far")
+    s.add_argument("--adaptive-lookahead", type=finite_float, default=None, metavar="NATS",
+                   help="with --schedule adaptive: choose each round's size before it is paid, as the longest whose "
+                        "prune (tried on a copy) adds at most NATS of validation loss at once")
     s.add_argument("--rounds", type=int, default=None,
                    help="N: prune-retrain rounds (default 1, the original PackNet; 8 with --policy tolerance)")
     s.add_argument("--candidates", default=None, metavar="S:N,...",
@@ -174,7 +180,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     result = learn(args.model, args.task, args.data, val_data=args.val_data, val_fraction=args.val_fraction,
                    label_column=args.label_column, budget=args.budget, epochs=args.epochs,
                    retrain_epochs=args.retrain_epochs, rounds=args.rounds, schedule=args.schedule,
-                   candidates=candidates, probe_share=args.probe_share, night_share=args.night_share,
+                   candidates=candidates, probe_share=args.probe_share, adaptive_target=args.adaptive_target,
+                   adaptive_lookahead=args.adaptive_lookahead, night_share=args.night_share,
                    max_epochs=args.max_epochs, network=args.network, widths=widths, head=args.head, policy=args.policy,
                    final_free=args.final_free, expected_tasks=args.expected_tasks, tolerance=args.tolerance,
                    min_keep=args.min_keep, lr=args.lr, batch_size=args.batch_size, seed=args.seed,

@@ -56,6 +56,8 @@ class Request:
     schedule: str = "uniform"
     candidates: Sequence[Candidate | str] | None = None
     probe_share: float = 0.3
+    adaptive_target: float = 0.05
+    adaptive_lookahead: float | None = None
     night_share: float = 0.5
     max_epochs: int = 72
     network: str | None = None
@@ -87,6 +89,10 @@ class Request:
         self.budget_s = parse_duration(self.budget) if self.budget is not None else None
         if not self.auto and not self.adaptive and self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose uniform, lengthening, cubic, adaptive or auto")
+        if not 0 < self.adaptive_target < math.inf:
+            raise ValueError(f"--adaptive-target must be a positive number of nats, got {self.adaptive_target}")
+        if self.adaptive_lookahead is not None and not 0 < self.adaptive_lookahead < math.inf:
+            raise ValueError(f"--adaptive-lookahead must be a positive number of nats, got {self.adaptive_lookahead}")
         if self.adaptive and self.rounds is not None:
             raise ValueError("--rounds does not go with --schedule adaptive, which decides each round as the night goes")
         if self.adaptive and (self.policy == "tolerance" or self.tolerance is not None or self.min_keep is not None):
@@ -342,7 +348,9 @@ class _Night:
             self.say(f"  trained {self.train_phase.done} steps ({self.train_phase.done / self.spe:.1f} epochs)")
 
     def _plan(self, c: Candidate, epochs_budget: int | None, session: Any, member: int) -> MemberPlan:
-        mp = plan_member(c, self.held, self.keep, epochs_budget=epochs_budget)
+        mp = plan_member(c, self.held, self.keep, epochs_budget=epochs_budget,
+                         rhythm=Rhythm(target=self.request.adaptive_target, lookahead=self.request.adaptive_lookahead)
+                         if c.schedule == ADAPTIVE else None)
         if self.tolerance:
             mp.reference, mp.tolerance = self.unpruned, self.model.policy["tolerance"]
             mp.best, mp.best_kept = session.members.snapshot(member), session.members.held(member, session.day.owner)

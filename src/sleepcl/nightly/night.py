@@ -144,11 +144,17 @@ def val_accuracy(session: DaySession, member: int, data: TaskData) -> float:
 
 
 @torch.no_grad()
-def val_loss(session: DaySession, member: int, data: TaskData, chunk: int = 4096) -> float:
-    """Mean cross-entropy of one member on the new task's validation data (what the adaptive schedule reads)."""
+def val_loss(session: DaySession, member: int, data: TaskData, chunk: int = 4096,
+             prune_to: dict[str, int] | None = None) -> float:
+    """Mean cross-entropy of one member on the new task's validation data (what the adaptive schedule reads);
+    with ``prune_to``, of a copy of it pruned to those counts now (the member itself is left as it is)."""
     m = session.members
     params = {n: p[member:member + 1] for n, p in m.params.items()}
     buffers = {n: b[member:member + 1] for n, b in m.buffers.items()}
+    if prune_to is not None:
+        owner = {n: o[member:member + 1].clone() for n, o in m.owner.items()}
+        params.update({n: params[n].detach().clone() for n in owner})
+        ownership.prune(params, owner, session.day.owner, 0, prune_to, "layer")
     total = 0.0
     for xs, ys in zip(data.x_val.split(chunk), data.y_val.split(chunk)):
         logits = m.net.logits(params, xs[None], session.day.head_task, buffers=buffers)[0]  # type: ignore[arg-type]
@@ -197,10 +203,11 @@ class MemberPlan:
 
 
 def plan_member(candidate: Candidate, held: dict[str, int], keep: dict[str, int], *,
-                epochs_budget: int | None) -> MemberPlan:
-    """Prune positions and per-layer targets of one candidate schedule, going from ``held`` to ``keep``."""
+                epochs_budget: int | None, rhythm: Rhythm | None = None) -> MemberPlan:
+    """Prune positions and per-layer targets of one candidate schedule, going from ``held`` to ``keep``
+    (``rhythm``: the adaptive schedule's settings, default :class:`Rhythm`'s)."""
     if candidate.schedule == ADAPTIVE:  # the first prune at once, the rest decided as the night goes
-        return MemberPlan(candidate, [Fraction(0)], [], rhythm=Rhythm(), held=dict(held), keep=dict(keep))
+        return MemberPlan(candidate, [Fraction(0)], [], rhythm=rhythm or Rhythm(), held=dict(held), keep=dict(keep))
     if epochs_budget is not None:
         schedule = sleep_schedule(candidate.schedule, epochs_budget, candidate.rounds)
     else:
@@ -240,7 +247,11 @@ def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phas
         one after falls."""
         loss = timed("evaluate", lambda: val_loss(session, m, data))
         at = Fraction(phase.done, max(1, phase.planned))
-        u = plan.rhythm.next_share(loss, at, final=phase.done >= phase.planned)  # type: ignore[union-attr]
+        damage = None
+        if plan.rhythm.lookahead is not None:  # type: ignore[union-attr]
+            damage = lambda u: timed("evaluate", lambda: val_loss(  # noqa: E731
+                session, m, data, prune_to=share_targets(plan.held, plan.keep, u)))
+        u = plan.rhythm.next_share(loss, at, final=phase.done >= phase.planned, damage=damage)  # type: ignore[union-attr]
         plan.targets.append(share_targets(plan.held, plan.keep, u))
         after = plan.rhythm.next_position(at)  # type: ignore[union-attr]
         if after is not None:

@@ -11,6 +11,8 @@ the same step budget:
   the trained network's before the first prune: if the round cost little (excess loss <= ``target``), the next
   round prunes twice as far along the path; if it cost more than twice ``target``, half as far; else as far;
 * each round gets an equal share of the steps left, shared among the rounds the current pace still needs;
+* or, with ``lookahead``, the next round's size is chosen before it is paid: the longest of 2x, 1x, 1/2x, ... the
+  current pace whose prune, tried on a copy, adds at most ``lookahead`` nats of validation loss at once;
 * the night always ends on the capacity target: a round is forced onto it when the pace would need more than
   ``max_rounds`` rounds in all, when a round would get fewer than ``min_share`` of the night's steps, or when the
   night's steps are spent.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Callable
 
 __all__ = ["ADAPTIVE", "Rhythm", "share_targets"]
 
@@ -35,6 +38,7 @@ class Rhythm:
     (fractions of the night's steps) of the prunes so far and of the next one."""
 
     target: float = 0.05          # excess validation loss (nats) a round may cost before the pace slows
+    lookahead: float | None = None  # look-ahead: the loss a prune may add at once (nats), tried on a copy
     first_pace: float = 0.25      # u's step of the first round: the pace of N = 4
     max_rounds: int = 16
     min_share: float = 1 / 32     # the shortest round, as a share of the night's steps
@@ -53,9 +57,15 @@ class Rhythm:
     def done(self) -> bool:
         return self.u >= 1.0
 
-    def next_share(self, loss: float | None, position: Fraction, final: bool) -> float:
+    def next_share(self, loss: float | None, position: Fraction, final: bool,
+                   damage: Callable[[float], float] | None = None) -> float:
         """The path share ``u`` to prune to now, at ``position`` of the night (the validation ``loss`` of the
-        round that ends here; None before the first prune), ``final`` when the night's steps are spent."""
+        round that ends here; None before the first prune), ``final`` when the night's steps are spent.
+
+        With ``lookahead`` (and ``damage``: the validation loss right after pruning to a share, measured on a
+        copy), the pace is instead the longest of twice, once, half, ... the current one (at most five tries)
+        whose prune adds at most ``lookahead`` nats to ``loss`` at once: the round's size from the loss it would
+        cost, before it is paid."""
         rounds = len(self.log)
         if loss is not None and self.reference_loss is not None and rounds:
             excess = loss - self.reference_loss
@@ -66,6 +76,12 @@ class Rhythm:
             self.log[-1].update(loss=loss, excess=excess)
         elif loss is not None and self.reference_loss is None:
             self.reference_loss = loss
+        if self.lookahead is not None and damage is not None and loss is not None and not final:
+            tries = [self.pace * 2.0 / 2**k for k in range(5)]
+            for pace in tries:
+                if damage(min(1.0, self.u + pace)) - loss <= self.lookahead:
+                    break
+            self.pace = pace
         u = min(1.0, self.u + self.pace)
         left = 1 - float(position)
         needed = math.ceil((1.0 - u) / self.pace - 1e-9) if u < 1 else 0  # rounds after this one
