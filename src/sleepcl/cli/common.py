@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
-__all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "ClusterProgressBar", "Progress", "add_cluster_argument",
+__all__ = ["MEMORY_HELP", "STORE_ENV", "THREADS_HELP", "ClusterProgressBar", "PlainProgress", "Progress",
+           "add_cluster_argument",
            "check_writable", "cluster_executor", "console", "default_store", "finite_float", "mean_se", "open_store",
            "positive_int_list", "progress_bar"]
 
@@ -121,12 +122,16 @@ def mean_se(values: Sequence[float]) -> str:
 
 
 class _Bar:
-    """A rich progress bar that exists only when not quiet: entering gives the callback for progress reports
-    (None when quiet). Subclasses say the bar's columns, what it starts with, and how a report moves it."""
+    """A progress display that exists only when not quiet: entering gives the callback for progress reports
+    (None when quiet). On a terminal, a rich progress bar; otherwise (a log file, a pipe, CI), where rich would
+    print one last line cut to the console's width, :class:`PlainProgress`'s whole, timestamped lines.
+    Subclasses say the bar's columns, what it starts with, how a report moves it, and its plain line."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, *, terminal: bool | None = None, stream: Any = None, interval: float = 15.0):
         self.quiet = quiet
         self.bar = None
+        self.plain: PlainProgress | None = None
+        self.terminal, self.stream, self.interval = terminal, stream, interval
 
     def columns(self) -> tuple:
         raise NotImplementedError
@@ -137,9 +142,17 @@ class _Bar:
     def update(self, report: Any) -> None:
         raise NotImplementedError
 
+    def line(self, report: Any) -> tuple[Any, str, int, int | None]:
+        """For plain output: (what a bar stands for, its description, work done, total work)."""
+        raise NotImplementedError
+
     def __enter__(self) -> Callable | None:
         if self.quiet:
             return None
+        terminal = self.terminal if self.terminal is not None else console().is_terminal
+        if not terminal:
+            self.plain = PlainProgress(self.stream, self.interval)
+            return lambda report: self.plain.update(*self.line(report))  # type: ignore[union-attr]
         from rich.progress import Progress as RichProgress
 
         self.bar = RichProgress(*self.columns(), transient=False)
@@ -150,6 +163,59 @@ class _Bar:
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+        if self.plain is not None:
+            self.plain.finish()
+
+
+class PlainProgress:
+    """Progress as whole lines for a log: ``HH:MM:SS description: done/total (pct), elapsed, ETA``, written when
+    a new bar starts, at most every ``interval`` seconds while it moves, and once when it ends; never cut."""
+
+    def __init__(self, stream: Any = None, interval: float = 15.0, clock: Callable[[], float] | None = None):
+        import sys
+        import time
+
+        self.stream = stream if stream is not None else sys.stdout
+        self.interval = interval
+        self.clock = clock or time.monotonic
+        self.key: Any = object()
+        self.last: tuple[str, int, int | None] | None = None
+        self.shown: tuple[str, int, int | None] | None = None  # the last line written
+        self.started = self.printed = 0.0
+
+    def update(self, key: Any, text: str, done: int, total: int | None) -> None:
+        now = self.clock()
+        if key != self.key:
+            self.finish()
+            self.key, self.started, self.printed = key, now, -math.inf
+        self.last = (text, done, total)
+        reached = total is not None and done >= total and (self.shown is None or self.shown[1] < total)
+        if now - self.printed >= self.interval or reached:
+            self._write(text, done, total, now)
+
+    def finish(self) -> None:
+        """Write the last state if it is not the last line written."""
+        if self.last is not None and self.last != self.shown:
+            self._write(*self.last, self.clock())
+        self.last = self.shown = None
+
+    def _write(self, text: str, done: int, total: int | None, now: float) -> None:
+        import time
+
+        elapsed = now - self.started
+        parts = [f"{time.strftime('%H:%M:%S')} {text}"]
+        if total:
+            parts.append(f"{done}/{total} ({done / total:.0%})")
+            parts.append(f"{_clock(elapsed)} elapsed")
+            if 0 < done < total and elapsed >= 1.0:
+                parts.append(f"ETA {_clock(elapsed * (total - done) / done)}")
+        print(", ".join(parts), file=self.stream, flush=True)
+        self.printed, self.shown = now, (text, done, total)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 class Progress(_Bar):
@@ -175,6 +241,11 @@ class Progress(_Bar):
             self.current = pe.index
         self.bar.update(self.task, completed=e.steps_done, description=desc)
 
+    def line(self, pe: Any) -> tuple[Any, str, int, int | None]:
+        e = pe.event
+        return (pe.index, f"population {pe.index + 1}/{pe.count} ({pe.size} members) · task {e.day}/{e.n_days} · "
+                          f"{e.phase} {e.epoch}/{e.epochs} · steps", e.steps_done, e.steps_total)
+
 
 class ClusterProgressBar(_Bar):
     """One bar for all of a command's populations on a cluster: populations and members done, an ETA."""
@@ -192,3 +263,7 @@ class ClusterProgressBar(_Bar):
         desc = (f"cluster: populations {p.populations_done}/{p.populations} ({p.running} running) · "
                 f"members {p.members_done}/{p.members}")
         self.bar.update(self.task, total=p.work, completed=p.work_done, description=desc)
+
+    def line(self, p: Any) -> tuple[Any, str, int, int | None]:
+        return (None, f"cluster: populations {p.populations_done}/{p.populations} ({p.running} running) · members "
+                      f"{p.members_done}/{p.members} · work", p.work_done, p.work)

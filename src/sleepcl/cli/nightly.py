@@ -18,6 +18,7 @@ DATA_HELP = ("a .npz file (arrays x and y), a .csv file (a 'label' column + nume
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from ..models import NETWORKS
+    from ..task_inference import DEFAULT_RULE, RULES
     from .common import MEMORY_HELP, finite_float
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -44,10 +45,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="E: training epochs (epoch budgets, the paper's setting; default without --budget: Table 2)")
     b.add_argument("--retrain-epochs", type=int, default=None, help="B: the night's retraining epochs (with --epochs)")
     s = p.add_argument_group("the night")
-    s.add_argument("--schedule", default="uniform", choices=("uniform", "lengthening", "cubic", "auto"),
+    s.add_argument("--schedule", default="uniform", choices=("uniform", "lengthening", "cubic", "adaptive", "auto"),
                    help="rounds of the night: uniform (the paper's), lengthening (round lengths 1:2:..:N), cubic "
-                        "(prune hard early, gently late), auto (probe --candidates on validation data, within the "
-                        "same budget, and pick)")
+                        "(prune hard early, gently late), adaptive (each round's size from the validation loss the "
+                        "last one cost, within the same steps; examples/NIGHTLY.md), auto (probe --candidates on "
+                        "validation data, within the same budget, and pick)")
+    s.add_argument("--adaptive-target", type=finite_float, default=0.05, metavar="NATS",
+                   help="with --schedule adaptive: the excess validation loss a round may cost before the next "
+                        "round prunes less far")
+    s.add_argument("--adaptive-lookahead", type=finite_float, default=None, metavar="NATS",
+                   help="with --schedule adaptive: choose each round's size before it is paid, as the longest whose "
+                        "prune (tried on a copy) adds at most NATS of validation loss at once")
     s.add_argument("--rounds", type=int, default=None,
                    help="N: prune-retrain rounds (default 1, the original PackNet; 8 with --policy tolerance)")
     s.add_argument("--candidates", default=None, metavar="S:N,...",
@@ -87,13 +95,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the night's history entry as JSON at the end")
     p.set_defaults(func=cmd_learn)
 
-    q = sub.add_parser("predict", help="predict a task's classes with a deployed model", formatter_class=fmt,
-                       description="Predict the classes of task --task for --data (" + DATA_HELP + "). With "
-                                   "--output, write a CSV (row or file, prediction, confidence, label). When the "
-                                   "data has labels, print the accuracy.")
+    q = sub.add_parser("predict", help="predict with a deployed model, told the task or not", formatter_class=fmt,
+                       description="Predict the classes of task --task for --data (" + DATA_HELP + "). Without "
+                                   "--task, infer each sample's task (every task's network answers it, --rule picks "
+                                   "the task) and print the inferred tasks. With --output, write a CSV (row or file, "
+                                   "[task,] prediction, confidence, label). When the data has labels, print the "
+                                   "accuracy; without --task, also the task-inference accuracy and the accuracy over "
+                                   "all classes seen (the class-incremental score), which need each sample's true "
+                                   "task: the labels give it when each is a class of one task, else --true-task.")
     q.add_argument("model", metavar="MODEL")
-    q.add_argument("--task", required=True)
+    q.add_argument("--task", default=None, help="the task of every sample (default: inferred per sample)")
     q.add_argument("--data", required=True, metavar="FILE")
+    q.add_argument("--rule", default=None, choices=RULES,
+                   help=f"without --task: how the task is inferred (default {DEFAULT_RULE}; examples/NIGHTLY.md "
+                        "compares them)")
+    q.add_argument("--true-task", default=None, metavar="NAME",
+                   help="without --task, for scoring only: every sample of --data is of task NAME")
     q.add_argument("--output", default=None, metavar="FILE", help="predictions as CSV")
     q.add_argument("--label-column", default="label")
     q.add_argument("--device", default="cpu")
@@ -163,7 +180,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     result = learn(args.model, args.task, args.data, val_data=args.val_data, val_fraction=args.val_fraction,
                    label_column=args.label_column, budget=args.budget, epochs=args.epochs,
                    retrain_epochs=args.retrain_epochs, rounds=args.rounds, schedule=args.schedule,
-                   candidates=candidates, probe_share=args.probe_share, night_share=args.night_share,
+                   candidates=candidates, probe_share=args.probe_share, adaptive_target=args.adaptive_target,
+                   adaptive_lookahead=args.adaptive_lookahead, night_share=args.night_share,
                    max_epochs=args.max_epochs, network=args.network, widths=widths, head=args.head, policy=args.policy,
                    final_free=args.final_free, expected_tasks=args.expected_tasks, tolerance=args.tolerance,
                    min_keep=args.min_keep, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -189,28 +207,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..nightly.model import predict
 
     out = predict(args.model, args.task, args.data, output=args.output, label_column=args.label_column,
-                  device=args.device, threads=args.threads)
+                  device=args.device, threads=args.threads, rule=args.rule, true_task=args.true_task)
     if args.json:
-        keep = {k: v for k, v in out.items() if k not in ("class_index", "confidence", "logits", "predictions")}
+        keep = {k: v for k, v in out.items() if k not in ("class_index", "confidence", "logits", "predictions",
+                                                          "task_index", "inferred_task")}
         print(json.dumps(keep, indent=2, default=str))
         return 1 if out["output_problem"] else 0
-    counts: dict[Any, int] = {}
-    for p in out["predictions"]:
-        counts[p] = counts.get(p, 0) + 1
-    print(f"task {args.task!r}: {out['n']} predictions ("
-          + ", ".join(f"{c}: {counts.get(c, 0)}" for c in out["classes"]) + ")")
-    if out["accuracy"] is not None:
-        print(f"accuracy {out['accuracy']:.4f} ({round(out['accuracy'] * out['n'])}/{out['n']} labelled samples)")
-        if out["is_validation_data"]:
-            rec = out["recorded_val_accuracy"]
-            same = "the same" if rec is not None and abs(rec - out["accuracy"]) < 1e-12 else "DIFFERENT"
-            print(f"this is the task's validation data: the history records {rec:.4f} ({same})")
+    if args.task is None:
+        _print_inferred(out)
+    else:
+        counts: dict[Any, int] = {}
+        for p in out["predictions"]:
+            counts[p] = counts.get(p, 0) + 1
+        print(f"task {args.task!r}: {out['n']} predictions ("
+              + ", ".join(f"{c}: {counts.get(c, 0)}" for c in out["classes"]) + ")")
+        if out["accuracy"] is not None:
+            print(f"accuracy {out['accuracy']:.4f} ({round(out['accuracy'] * out['n'])}/{out['n']} labelled samples)")
+            if out["is_validation_data"]:
+                rec = out["recorded_val_accuracy"]
+                same = "the same" if rec is not None and abs(rec - out["accuracy"]) < 1e-12 else "DIFFERENT"
+                print(f"this is the task's validation data: the history records {rec:.4f} ({same})")
     if out["output_problem"]:
         print(f"sleepcl predict: error: {out['output_problem']}", file=sys.stderr)
         return 1
     if out["output"]:
         print(f"wrote {out['output']}")
     return 0
+
+
+def _print_inferred(out: dict[str, Any]) -> None:
+    """``predict`` without ``--task``: the inferred tasks, a few samples, and the scores when labelled."""
+    n = out["n"]
+    how = out["rule"] if out["rule_used"] == out["rule"] else \
+        f"{out['rule_used']} (the model keeps no score statistics for {out['rule']}: learnt before them)"
+    print(f"{n} samples, task inferred by {how}: "
+          + ", ".join(f"{t}: {c}" for t, c in out["inferred_counts"].items()))
+    for i in range(min(n, 5)):
+        print(f"  sample {i}: task {out['inferred_task'][i]!r}, class {out['predictions'][i]!r} "
+              f"(confidence {out['confidence'][i]:.3f})")
+    if n > 5:
+        print(f"  ... ({n - 5} more; --output FILE writes them all)")
+    if out["task_accuracy"] is not None:
+        k = lambda a: f"{a:.4f} ({round(a * n)}/{n})"  # noqa: E731
+        print(f"task-inference accuracy {k(out['task_accuracy'])}")
+        print(f"accuracy over all classes seen (task inferred) {k(out['accuracy'])}; told the task "
+              f"{k(out['task_aware_accuracy'])}")
+    elif out["unscored"]:
+        print(f"not scored: {out['unscored']}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

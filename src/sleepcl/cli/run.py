@@ -229,13 +229,17 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
         return list(acc) if n_tasks <= SHOWN_TASKS else [acc[0], acc[-1], min(acc)]
 
     table = Table(title=f"{first['strategy']} on {first['benchmark']} ({first['network']}): final test accuracy per task")
-    for col in ("seed", "p", "N", *shown, "average", "free", "time/member"):
+    # the class-incremental score (task inferred, sleepcl.task_inference) beside the task-aware average
+    untold = any(r.get("class_incremental_accuracy") is not None for r in records)
+    for col in ("seed", "p", "N", *shown, "average", *(["task untold"] if untold else []), "free", "time/member"):
         table.add_column(col, justify="right")
     for r in records:
         c = r["config"]
         per_member = r["timings"]["total"] / r["timings"]["population_size"]
+        ci = r.get("class_incremental_accuracy")
         table.add_row(str(c["seed"]), f"{c['final_free']:g}", str(c["rounds"]),
                       *[f"{a:.4f}" for a in columns(r["final_accuracy"])], f"{r['average_accuracy']:.4f}",
+                      *([f"{ci:.4f}" if ci is not None else "-"] if untold else []),
                       f"{r['free_fraction_after_task'][-1]:.4f}", f"{per_member:.1f}s")
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -244,7 +248,10 @@ def print_summary(records: Sequence[dict[str, Any]]) -> None:
         if len(rs) > 1:
             cols = list(zip(*[columns(r["final_accuracy"]) for r in rs]))
             avg = [r["average_accuracy"] for r in rs]
-            table.add_row("mean±se", f"{p:g}", str(n), *[mean_se(c) for c in cols], mean_se(avg), "", "",
+            cis = [r.get("class_incremental_accuracy") for r in rs]
+            ci_cell = [mean_se([v for v in cis if v is not None]) if all(v is not None for v in cis) else "-"] \
+                if untold else []
+            table.add_row("mean±se", f"{p:g}", str(n), *[mean_se(c) for c in cols], mean_se(avg), *ci_cell, "", "",
                           style="bold")
     console().print(table)
 

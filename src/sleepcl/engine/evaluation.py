@@ -37,7 +37,7 @@ from ..data.split import SplitBenchmark
 from ..strategies import Strategy
 from .members import Members
 
-__all__ = ["EVAL_PARTS", "Evaluator", "task_digests"]
+__all__ = ["EVAL_PARTS", "Evaluator", "MAX_INFERRED_TASKS", "task_digests", "task_inference"]
 
 EVAL_PARTS = ("joint_eval", "eval_cache")
 """The fast-path parts that concern evaluation (:data:`sleepcl.engine.population.FAST_PARTS`): test and
@@ -139,3 +139,55 @@ class Evaluator:
         right = self.members.predict(x, task, weights, self.chunk) == y
         ends = torch.tensor([p.numel() for p in parts]).cumsum(0).tolist()
         return {s: right[:, a:b].sum(1) for s, a, b in zip(splits, [0, *ends[:-1]], ends)}
+
+
+MAX_INFERRED_TASKS = 20
+"""Task inference costs ``T**2`` forward passes of the test data (every task's samples through every task's
+network); longer sequences are not scored (their records hold no task-inference figures)."""
+
+
+@torch.no_grad()
+def task_inference(members: Members, strategy: Strategy, bench: SplitBenchmark, tasks: Sequence[int],
+                   split: str = "test", chunk: int | None = None) -> dict[str, dict[str, Tensor]] | None:
+    """Per rule of :mod:`sleepcl.task_inference`, each member's task-inference and class-incremental accuracy
+    ``(S,)`` on ``split`` of ``tasks``, the task never told: each task's samples go through every task's network
+    and head, the rule picks the task, that task's head the class. The mean over tasks of each task's share, as
+    the task-aware average accuracy is. Calibrated rules standardise by each task's scores on its own
+    validation split. None for more than :data:`MAX_INFERRED_TASKS` tasks."""
+    from ..task_inference import BASE_RULES, RULES, inference_accuracy, score_stats
+
+    tasks = list(tasks)
+    if not tasks or len(tasks) > MAX_INFERRED_TASKS:
+        return None
+    if chunk is None:
+        chunk = max(16, min(2048, 2**22 // members.net.activation_floats))
+    idx = {j: getattr(bench, split)[j] for j in tasks}
+    inputs = {j: bench.inputs(i, task=j) for j, i in idx.items() if i.numel()}
+    if not inputs:
+        return None
+    mask = bench.head_mask().to(members.device)
+    logits = {j: torch.empty(members.size, len(x), len(tasks), bench.head_size, dtype=torch.float32)
+              for j, x in inputs.items()}
+    stats = {rule: torch.zeros(members.size, len(tasks), 2, dtype=torch.float64) for rule in BASE_RULES}
+
+    def run(weights: Mapping[str, Tensor], k: int, x: Tensor) -> Tensor:
+        parts = [members.net.logits(weights, xs.expand(members.size, *xs.shape), k, buffers=members.buffers)
+                 for xs in x.split(chunk)]
+        return torch.cat(parts, 1).masked_fill(~mask[k], float("-inf")).cpu()
+
+    for col, k in enumerate(tasks):
+        weights = strategy.weights_for_task(members.params, members.owner, k)
+        for j, x in inputs.items():
+            logits[j][:, :, col] = run(weights, k, x)
+        val = bench.val[k]
+        own = run(weights, k, bench.inputs(val, task=k)) if val.numel() else logits[k][:, :, col] if k in logits \
+            else None
+        for rule in BASE_RULES:
+            stats[rule][:, col] = score_stats(own, rule) if own is not None else torch.tensor([0.0, 1.0])
+    per_task = []
+    for col, j in enumerate(tasks):
+        if j in inputs:
+            label = bench.labels(idx[j]).cpu()
+            per_task.append(inference_accuracy(logits[j], torch.tensor(col), label, RULES, stats))
+    return {rule: {what: torch.stack([a[rule][what] for a in per_task]).mean(0) for what in ("task", "class_incremental")}
+            for rule in RULES}

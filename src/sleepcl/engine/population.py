@@ -32,7 +32,7 @@ from ..strategies import Batch, Day, get_strategy
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
 from .divergence import nonfinite_members
-from .evaluation import Evaluator
+from .evaluation import Evaluator, task_inference
 from .members import Members
 from .streams import IndexStream, member_seeds, strategy_seed
 
@@ -111,6 +111,9 @@ class MemberResult:
     # Set when the member's weights held NaN or infinite values after a day (engine/divergence.py): the run
     # failed, and its record is never stored.
     diverged: str | None = None
+    # At the end, the task never told (sleepcl.task_inference): per rule, "task" (task-inference accuracy) and
+    # "class_incremental" (task and class right) on the test data, each the mean over tasks. None when not scored.
+    task_inference: dict[str, dict[str, float]] | None = None
 
 
 class Stopped(Exception):
@@ -284,9 +287,13 @@ class Population:
             self.record(results, day, rounds, evaluated)
             if on_day_end is not None:
                 on_day_end(self, i)
+        with run.timed("evaluate"):
+            inferred = task_inference(self.members, self.strategy, self.bench, days[-1].evaluate)
         for m, r in enumerate(results):
             r.layer_free_fraction = self.members.layer_free_fraction(m)
             r.strategy_memory = self.strategy.memory()
+            if inferred is not None:
+                r.task_inference = {rule: {k: float(v[m]) for k, v in acc.items()} for rule, acc in inferred.items()}
             r.timings = {**run.timings, "total": time.perf_counter() - run.started, "population_size": self.size}
         run.report(len(days) - 1, "done", 1, 1)
         return results

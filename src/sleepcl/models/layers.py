@@ -17,6 +17,8 @@ def uniform_(t: Tensor, fan_in: int) -> Tensor:
     Drawn as ``(rand * 2 - 1) * bound`` from torch's global generator: the paper's networks have always been
     initialised this way, so a seed gives the weights it gave before.
     """
+    if t.is_meta:  # a shape-only template has no values to draw; drawing would load torch._dynamo (~1.5 s)
+        return t
     bound = 1.0 / math.sqrt(fan_in)
     with torch.no_grad():
         return t.copy_((torch.rand(t.shape, dtype=t.dtype) * 2 - 1) * bound)

@@ -32,11 +32,12 @@ from ..models import NETWORKS, is_factory
 from ..schedule import SCHEDULES, sleep_schedule
 from ..threads import torch_threads
 from .model import (ModelError, NightlyModel, check_fits, check_night_memory, check_task_name, json_safe, lock_model,
-                    now_iso, prev_path)
+                    now_iso, prev_path, task_score_stats)
 from .night import (DEFAULT_CANDIDATES, WARMUP_STEPS, Candidate, MemberPlan, TaskData, pending_night_costs, pick,
                     plan_member, replicate, run_night, start_night, train, val_accuracy, warm_up)
 from .planner import Costs, Phase, margin_for, parse_duration, split_time
 from .policy import capacity_targets, describe_free, make_policy
+from .rhythm import ADAPTIVE, Rhythm
 
 __all__ = ["Request", "learn"]
 
@@ -55,6 +56,8 @@ class Request:
     schedule: str = "uniform"
     candidates: Sequence[Candidate | str] | None = None
     probe_share: float = 0.3
+    adaptive_target: float = 0.05
+    adaptive_lookahead: float | None = None
     night_share: float = 0.5
     max_epochs: int = 72
     network: str | None = None
@@ -75,13 +78,25 @@ class Request:
     def auto(self) -> bool:
         return self.schedule == "auto"
 
+    @property
+    def adaptive(self) -> bool:
+        return self.schedule == ADAPTIVE
+
     def check(self) -> None:
         if self.budget is not None and self.epochs is not None:
             raise ValueError("give either --budget (a wall-clock budget) or --epochs/--retrain-epochs (the paper's "
                              "epoch budgets), not both")
         self.budget_s = parse_duration(self.budget) if self.budget is not None else None
-        if not self.auto and self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose uniform, lengthening, cubic or auto")
+        if not self.auto and not self.adaptive and self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose uniform, lengthening, cubic, adaptive or auto")
+        if not 0 < self.adaptive_target < math.inf:
+            raise ValueError(f"--adaptive-target must be a positive number of nats, got {self.adaptive_target}")
+        if self.adaptive_lookahead is not None and not 0 < self.adaptive_lookahead < math.inf:
+            raise ValueError(f"--adaptive-lookahead must be a positive number of nats, got {self.adaptive_lookahead}")
+        if self.adaptive and self.rounds is not None:
+            raise ValueError("--rounds does not go with --schedule adaptive, which decides each round as the night goes")
+        if self.adaptive and (self.policy == "tolerance" or self.tolerance is not None or self.min_keep is not None):
+            raise ValueError("--schedule adaptive goes with the fixed capacity policy, not --policy tolerance")
         if self.rounds is not None and self.rounds < 1:
             raise ValueError(f"--rounds N must be >= 1, got {self.rounds}")
         if self.auto and self.rounds is not None:
@@ -123,6 +138,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
     measured costs is refused after the warm-up, the model unchanged.
     """
     t0 = clock() if started is None else started
+    entered = clock()
     request = Request(task, **options)
     request.check()
     path = Path(model_path)
@@ -147,6 +163,9 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
             if policy_changed is not None:
                 model.meta["policy"] = policy_changed
         night = _Night(model, train_set, val_set, val_source, request, path, dev, clock, progress, t0)
+        # Where the budget went before the warm-up: starting Python, torch and sleepcl (from the process start
+        # when the CLI passes it), then reading the model and the data and setting up the night.
+        night.timings.update(startup=entered - t0, load=clock() - entered)
         night.plan()
         night.train()
         night.sleep()
@@ -243,7 +262,7 @@ class _Night:
         self.timings = {"warmup": 0.0, "train": 0.0, "probe": 0.0, "prune": 0.0, "retrain": 0.0, "evaluate": 0.0,
                         "save": 0.0}
         self.session = start_night(model, self.data, len(self.classes), lr=self.lr, device=device,
-                                   seed=self.night_seed)
+                                   seed=self.night_seed, probe=request.auto)
         self.costs, self.reserve, self.deadline = Costs(step_s=0.0), 0.0, None
         self.probe_log: dict[str, Any] | None = None
         self.probe_session = None
@@ -258,7 +277,7 @@ class _Night:
             self.B = r.retrain_epochs if r.retrain_epochs is not None else defaults["retrain_epochs"]
             if self.E < 0 or self.B < 0 or self.E + self.B == 0:
                 raise ValueError(f"--epochs and --retrain-epochs must be >= 0 and not both 0, got {self.E} and {self.B}")
-            if not r.auto:
+            if not r.auto and not r.adaptive:
                 sleep_schedule(r.schedule, self.B, self.n_rounds)  # the uniform schedule needs B to be a multiple of N
         elif r.retrain_epochs is not None:
             raise ValueError("--retrain-epochs goes with --epochs (epoch budgets), not with --budget")
@@ -268,6 +287,8 @@ class _Night:
         return self.data.steps_per_epoch
 
     def _label(self) -> str:
+        if self.request.adaptive:
+            return "adaptive schedule"
         return "auto schedule" if self.request.auto else f"{self.request.schedule}, N={self.n_rounds}"
 
     # -- 2. plan -------------------------------------------------------------------------------------
@@ -286,6 +307,9 @@ class _Night:
         self.costs = warm_up(self.session, self.data, m, self.classes, self.path, self.keep, self.timings, self.clock)
         self.reserve = self.costs.eval_s + self.costs.save_s + margin_for(r.budget_s)
         n_prunes, n_evals = self.n_rounds, 1 + (self.n_rounds + 1 if self.tolerance else 0)
+        if r.adaptive:  # at most Rhythm.max_rounds prunes, each after an evaluation of the loss
+            n_prunes = Rhythm().max_rounds
+            n_evals = 1 + n_prunes
         if r.auto:
             most = max(c.rounds for c in r.cands)
             n_prunes = sum(c.rounds for c in r.cands) + most
@@ -324,7 +348,9 @@ class _Night:
             self.say(f"  trained {self.train_phase.done} steps ({self.train_phase.done / self.spe:.1f} epochs)")
 
     def _plan(self, c: Candidate, epochs_budget: int | None, session: Any, member: int) -> MemberPlan:
-        mp = plan_member(c, self.held, self.keep, epochs_budget=epochs_budget)
+        mp = plan_member(c, self.held, self.keep, epochs_budget=epochs_budget,
+                         rhythm=Rhythm(target=self.request.adaptive_target, lookahead=self.request.adaptive_lookahead)
+                         if c.schedule == ADAPTIVE else None)
         if self.tolerance:
             mp.reference, mp.tolerance = self.unpruned, self.model.policy["tolerance"]
             mp.best, mp.best_kept = session.members.snapshot(member), session.members.held(member, session.day.owner)
@@ -410,12 +436,16 @@ class _Night:
         te = self.clock()
         new = self._result_model()
         t_index = len(self.model.tasks)
-        val_acc = new.accuracy(t_index, self.val_set.x, self.y_val)
+        val_logits = new.logits(t_index, self.val_set.x)
+        val_acc = float((val_logits.argmax(1).numpy() == self.y_val).mean())
         self.timings["evaluate"] += self.clock() - te
         entry = self._history_entry(new, t_index, val_acc, policy_changed)
+        # The task's own scores on its validation data: what calibrated task inference (predict without --task)
+        # measures its answers against.
         new.meta["tasks"].append({"name": self.request.task, "owner": t_index + 1, "classes": self.classes,
                                   "n_train": len(self.train_set), "n_val": len(self.val_set), "val_accuracy": val_acc,
-                                  "kept_weights": entry["kept_weights"], "night": entry["night"], "learnt": now_iso()})
+                                  "kept_weights": entry["kept_weights"], "night": entry["night"], "learnt": now_iso(),
+                                  "score_stats": task_score_stats(val_logits)})
         ts = self.clock()
         entry["seconds"] = ts - self.t0  # time to the save; the save itself is measured below and reported
         new.meta["history"].append(json_safe(entry))
@@ -444,7 +474,9 @@ class _Night:
             "planned_s": (budget_s - margin_for(budget_s)) if budget_s else None, "seconds": None,
             "train_steps": tp.done, "train_planned_steps": tp.first_plan, "train_epochs": tp.done / spe,
             "night_steps": np_.done, "night_planned_steps": np_.first_plan, "night_epochs": np_.done / spe,
-            "steps_per_epoch": spe, "schedule": self.chosen.schedule, "rounds": self.chosen.rounds,
+            "steps_per_epoch": spe, "schedule": self.chosen.schedule,
+            "rounds": self.final_plan.rounds_done if self.final_plan.rhythm is not None else self.chosen.rounds,
+            "rhythm": self.final_plan.rhythm.log if self.final_plan.rhythm is not None else None,
             "round_log": self.final_plan.round_log, "probe": self.probe_log, "replans": tp.replans + np_.replans,
             "val_accuracy": val_acc, "unpruned_val_accuracy": self.unpruned,
             "kept_weights": sum(new.held_counts(t_index).values()), "free_after": new.free_fraction(),

@@ -714,9 +714,11 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
             "memory (--max-memory)")
 
 
-def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path | None = None,
-            label_column: str = "label", device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """Predict the classes of task ``task`` for ``data`` (a path, ``(x, y)`` or a Dataset).
+def predict(model_path: str | Path, task: str | None, data: Any, *, output: str | Path | None = None,
+            label_column: str = "label", device: str = "cpu", threads: int | None = None,
+            rule: str | None = None, true_task: str | None = None) -> dict[str, Any]:
+    """Predict the classes of task ``task`` for ``data`` (a path, ``(x, y)`` or a Dataset); with ``task=None``,
+    infer each sample's task first (:func:`predict_any_task`).
 
     Writes ``output`` (CSV: ``row`` or ``file``, ``prediction``, ``confidence`` and ``label`` when the data has
     labels) if given. Returns the predictions (class labels), the class indices, the accuracy (labelled data
@@ -725,6 +727,11 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     """
     from ..data.user import DataFormatError, fingerprint, load_data
 
+    if task is None:
+        return predict_any_task(model_path, data, output=output, label_column=label_column, device=device,
+                                threads=threads, rule=rule, true_task=true_task)
+    if rule is not None or true_task is not None:
+        raise ValueError("--rule and --true-task go with predicting without --task (the task inferred)")
     if output is not None:
         check_writable(Path(output), "--output", "predictions.csv")
     model = NightlyModel.load(model_path)
@@ -734,10 +741,8 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     check_night_memory(model, data, label_column=label_column, purpose="predicting")  # data is read on the CPU
     ds = load_data(data, label_column=label_column)
     check_fits(model, ds)
-    from ..runs.runner import resolve_device
-
     with torch_threads(threads):
-        logits = model.logits(j, ds.x, resolve_device(device) if device != "cpu" else "cpu")
+        logits = model.logits(j, ds.x, _device(device))
     probs = torch.softmax(logits.double(), 1)
     index = logits.argmax(1).numpy()
     preds = [classes[i] for i in index.tolist()]
@@ -765,17 +770,123 @@ def predict(model_path: str | Path, task: str, data: Any, *, output: str | Path 
     return out
 
 
-def predictions_csv(ds: Any, preds: list, confidence: np.ndarray) -> bytes:
-    """The CSV ``predict --output`` writes: ``row`` or ``file``, ``prediction``, ``confidence`` (and ``label``)."""
+def _device(device: str) -> Any:
+    if device == "cpu":
+        return "cpu"
+    from ..runs.runner import resolve_device
+
+    return resolve_device(device)
+
+
+def task_score_stats(logits: Tensor) -> dict[str, list[float]]:
+    """What a task keeps for calibrated task inference: per base rule of :mod:`sleepcl.task_inference`, the mean
+    and std of its score on its own validation samples, from its logits ``(n, classes)`` on them."""
+    from ..task_inference import BASE_RULES, score_stats
+
+    return {rule: [float(v) for v in score_stats(logits, rule)] for rule in BASE_RULES}
+
+
+def predict_any_task(model_path: str | Path, data: Any, *, output: str | Path | None = None,
+                     label_column: str = "label", device: str = "cpu", threads: int | None = None,
+                     rule: str | None = None, true_task: str | None = None) -> dict[str, Any]:
+    """Predict without being told the task: every task's network answers each sample, ``rule``
+    (:mod:`sleepcl.task_inference`, default its ``DEFAULT_RULE``) picks the sample's task, that task's head its
+    class. Calibrated rules use each task's ``score_stats`` (kept by the night that learnt it; a model from
+    before them is read with the rule's uncalibrated form, and ``rule_used`` says so).
+
+    With labels, the true task of each sample is ``true_task`` (every sample is of that task) or, when each
+    label is a class of exactly one task, that task; the result then holds ``task_accuracy`` (inferred task
+    right), ``accuracy`` (task and class right: the class-incremental score, over all classes seen) and
+    ``task_aware_accuracy`` (the class right when told the true task). Labels that leave the task open (a class
+    of several tasks, as in Permuted tasks) without ``true_task`` give predictions but no scores
+    (``unscored`` says why).
+    """
+    from ..data.user import DataFormatError, load_data
+    from ..task_inference import DEFAULT_RULE, check_rule, infer
+
+    rule = check_rule(rule or DEFAULT_RULE)
+    if output is not None:
+        check_writable(Path(output), "--output", "predictions.csv")
+    model = NightlyModel.load(model_path)
+    if not model.tasks:
+        raise ModelError(f"{model_path}: the model has no task yet; run `sleepcl learn` first")
+    names = [t["name"] for t in model.tasks]
+    told = model.task_index(true_task) if true_task is not None else None
+    ds = load_data(data, label_column=label_column)
+    check_fits(model, ds)
+    T, width = len(names), max(len(t["classes"]) for t in model.tasks)
+    with torch_threads(threads):
+        logits = torch.full((len(ds), T, width), float("-inf"))
+        for k in range(T):
+            out_k = model.logits(k, ds.x, _device(device))
+            logits[:, k, :out_k.shape[1]] = out_k
+    stats_list = [t.get("score_stats") for t in model.tasks]
+    base = rule.removesuffix("-z")
+    stats = torch.tensor([s[base] for s in stats_list], dtype=torch.float64) \
+        if rule != base and all(s and base in s for s in stats_list) else None
+    rule_used = rule if rule == base or stats is not None else base
+    task_idx, class_idx = infer(logits, rule, stats)
+    probs = torch.softmax(logits.double(), -1)
+    confidence = probs[torch.arange(len(ds)), task_idx, class_idx].numpy()
+    tasks_out = [names[k] for k in task_idx.tolist()]
+    preds = [model.tasks[k]["classes"][c] for k, c in zip(task_idx.tolist(), class_idx.tolist())]
+    counts = {n: 0 for n in names}
+    for n in tasks_out:
+        counts[n] += 1
+    out: dict[str, Any] = {"task": None, "rule": rule, "rule_used": rule_used, "n": len(ds), "tasks": names,
+                           "inferred_task": tasks_out, "inferred_counts": counts, "predictions": preds,
+                           "task_index": task_idx.numpy(), "class_index": class_idx.numpy(), "confidence": confidence,
+                           "accuracy": None, "task_accuracy": None, "task_aware_accuracy": None, "true_task": true_task,
+                           "unscored": None, "output": None, "output_problem": None}
+    if ds.y is not None:
+        labels = ds.y.tolist()
+        owners: dict[Any, list[int]] = {}
+        for k, t in enumerate(model.tasks):
+            for c in t["classes"]:
+                owners.setdefault(c, []).append(k)
+        if told is not None:
+            lookup = {c: i for i, c in enumerate(model.tasks[told]["classes"])}
+            unknown = sorted({v for v in labels if v not in lookup}, key=str)
+            if unknown:
+                raise DataFormatError(f"{ds.source}: labels {unknown[:10]} are not classes of task {true_task!r} "
+                                      f"(its classes: {model.tasks[told]['classes']})")
+            truth_task = np.full(len(ds), told)
+        else:
+            unknown = sorted({v for v in labels if v not in owners}, key=str)
+            if unknown:
+                raise DataFormatError(f"{ds.source}: labels {unknown[:10]} are classes of no task of the model "
+                                      f"(tasks: {', '.join(names)})")
+            shared = sorted({v for v in labels if len(owners[v]) > 1}, key=str)
+            truth_task = None if shared else np.array([owners[v][0] for v in labels])
+            if shared:
+                out["unscored"] = (f"labels {shared[:10]} are classes of several tasks, so the labels do not say "
+                                   "each sample's task; give --true-task NAME when every sample is of one task")
+        if truth_task is not None:
+            truth_class = np.array([model.tasks[k]["classes"].index(v) for k, v in zip(truth_task.tolist(), labels)])
+            right_task = task_idx.numpy() == truth_task
+            out["task_accuracy"] = float(right_task.mean())
+            out["accuracy"] = float((right_task & (class_idx.numpy() == truth_class)).mean())
+            aware = logits[torch.arange(len(ds)), torch.as_tensor(truth_task)].argmax(-1).numpy()
+            out["task_aware_accuracy"] = float((aware == truth_class).mean())
+    if output is not None:
+        where, out["output_problem"] = write_or_keep(Path(output), predictions_csv(ds, preds, confidence, tasks_out))
+        out["output"] = str(where)
+    return out
+
+
+def predictions_csv(ds: Any, preds: list, confidence: np.ndarray, tasks: list[str] | None = None) -> bytes:
+    """The CSV ``predict --output`` writes: ``row`` or ``file``, (``task``, the inferred one, without
+    ``--task``), ``prediction``, ``confidence`` (and ``label``)."""
     import csv
     import io
 
     f = io.StringIO(newline="")
     w = csv.writer(f)
     key = "file" if ds.names is not None else "row"
-    w.writerow([key, "prediction", "confidence"] + (["label"] if ds.y is not None else []))
+    w.writerow([key] + (["task"] if tasks is not None else []) + ["prediction", "confidence"]
+               + (["label"] if ds.y is not None else []))
     for i, (p, c) in enumerate(zip(preds, confidence.tolist())):
-        row = [ds.names[i] if ds.names is not None else i, p, f"{c:.6f}"]
+        row = [ds.names[i] if ds.names is not None else i] + ([tasks[i]] if tasks is not None else []) + [p, f"{c:.6f}"]
         if ds.y is not None:
             row.append(ds.y[i].item() if hasattr(ds.y[i], "item") else ds.y[i])
         w.writerow(row)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..engine import ownership
+from ..engine.adam import fused_adam_available
 from ..engine.day import DaySession
 from ..engine.members import Members
 from ..engine.streams import IndexStream
@@ -33,13 +34,14 @@ from ..schedule import SCHEDULES, night_targets, sleep_schedule
 from ..strategies import Day, get_strategy
 from .model import NightlyModel, write_scratch
 from .planner import Costs, Phase, due, night_positions, relative_schedule
+from .rhythm import ADAPTIVE, Rhythm, share_targets
 
 __all__ = ["DEFAULT_CANDIDATES", "NIGHT_PARTS", "Candidate", "MemberPlan", "TaskData", "plan_member", "run_night",
            "start_night", "train"]
 
 Progress = Callable[[str], None]
 WARMUP_STEPS = 8
-# The engine's fast-path parts a night uses; Adam is torch's foreach one, whose moments a probe can copy.
+# The engine's fast-path parts a night uses (and fused_adam, except with a probe: start_night).
 NIGHT_PARTS = frozenset({"stacked_kernels", "skip_full_masks", "no_untrained_grads"})
 
 
@@ -50,7 +52,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.schedule}:{self.rounds}"
+        return ADAPTIVE if self.schedule == ADAPTIVE else f"{self.schedule}:{self.rounds}"
 
     @classmethod
     def parse(cls, text: str) -> "Candidate":
@@ -100,13 +102,20 @@ class TaskData:
 # -- the day ------------------------------------------------------------------------------------------------
 
 def start_night(model: NightlyModel, data: TaskData, n_classes: int, *, lr: float, device: torch.device,
-                seed: int) -> DaySession:
-    """The model, about to learn a new task of ``n_classes`` classes, as a day of PackNet on the engine."""
+                seed: int, probe: bool = False) -> DaySession:
+    """The model, about to learn a new task of ``n_classes`` classes, as a day of PackNet on the engine.
+
+    Adam is the engine's fused one (:class:`~sleepcl.engine.adam.MemberAdam`, as ``sleepcl run`` trains) where
+    it runs, except for a night with a probe (``probe``), whose copies take torch's Adam moments
+    (:func:`replicate`). torch's Adam also costs a short night its first use: it imports ``torch._dynamo``
+    (1.5-2 s on a loaded 2-core machine; benchmarks/README.md, "Start-up")."""
     members = model.members(n_classes, device, seed)
     t = len(model.tasks)
     day = Day(owner=t + 1, pool=(t,), head_task=t, steps_per_epoch=data.steps_per_epoch, train_epochs=0,
               night_epochs=0, evaluate=(t,), capacity_step=t + 1)
-    return DaySession(members, get_strategy("packnet"), day, t, lr, parts=NIGHT_PARTS, adam="foreach")
+    fused = not probe and fused_adam_available(device)
+    return DaySession(members, get_strategy("packnet"), day, t, lr,
+                      parts=NIGHT_PARTS | ({"fused_adam"} if fused else set()), adam="fused" if fused else "foreach")
 
 
 def step(session: DaySession, data: TaskData) -> None:
@@ -132,6 +141,25 @@ def val_accuracy(session: DaySession, member: int, data: TaskData) -> float:
                   {n: b[member:member + 1] for n, b in m.buffers.items()}, {}, m.random)
     right = one.correct(data.x_val, data.y_val, session.day.head_task, chunk=4096)  # type: ignore[arg-type]
     return int(right[0]) / max(1, len(data.x_val))
+
+
+@torch.no_grad()
+def val_loss(session: DaySession, member: int, data: TaskData, chunk: int = 4096,
+             prune_to: dict[str, int] | None = None) -> float:
+    """Mean cross-entropy of one member on the new task's validation data (what the adaptive schedule reads);
+    with ``prune_to``, of a copy of it pruned to those counts now (the member itself is left as it is)."""
+    m = session.members
+    params = {n: p[member:member + 1] for n, p in m.params.items()}
+    buffers = {n: b[member:member + 1] for n, b in m.buffers.items()}
+    if prune_to is not None:
+        owner = {n: o[member:member + 1].clone() for n, o in m.owner.items()}
+        params.update({n: params[n].detach().clone() for n in owner})
+        ownership.prune(params, owner, session.day.owner, 0, prune_to, "layer")
+    total = 0.0
+    for xs, ys in zip(data.x_val.split(chunk), data.y_val.split(chunk)):
+        logits = m.net.logits(params, xs[None], session.day.head_task, buffers=buffers)[0]  # type: ignore[arg-type]
+        total += float(torch.nn.functional.cross_entropy(logits.double(), ys, reduction="sum"))
+    return total / max(1, len(data.x_val))
 
 
 def replicate(session: DaySession, size: int, seeds: Sequence[int]) -> DaySession:
@@ -166,11 +194,20 @@ class MemberPlan:
     best: dict[str, Any] | None = None  # tolerance: snapshot of the accepted state
     best_kept: int | None = None
     best_accuracy: float | None = None
+    rhythm: Rhythm | None = None        # the adaptive schedule: positions and targets decided as the night goes
+    held: dict[str, int] = field(default_factory=dict)
+    keep: dict[str, int] = field(default_factory=dict)
+
+    def prunes_left(self) -> int:
+        return self.rhythm.rounds_left() if self.rhythm is not None else len(self.targets) - self.rounds_done
 
 
 def plan_member(candidate: Candidate, held: dict[str, int], keep: dict[str, int], *,
-                epochs_budget: int | None) -> MemberPlan:
-    """Prune positions and per-layer targets of one candidate schedule, going from ``held`` to ``keep``."""
+                epochs_budget: int | None, rhythm: Rhythm | None = None) -> MemberPlan:
+    """Prune positions and per-layer targets of one candidate schedule, going from ``held`` to ``keep``
+    (``rhythm``: the adaptive schedule's settings, default :class:`Rhythm`'s)."""
+    if candidate.schedule == ADAPTIVE:  # the first prune at once, the rest decided as the night goes
+        return MemberPlan(candidate, [Fraction(0)], [], rhythm=rhythm or Rhythm(), held=dict(held), keep=dict(keep))
     if epochs_budget is not None:
         schedule = sleep_schedule(candidate.schedule, epochs_budget, candidate.rounds)
     else:
@@ -205,15 +242,33 @@ def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phas
         if acc >= plan.reference - plan.tolerance - 1e-12 and (plan.best_kept is None or kept <= plan.best_kept):
             plan.best, plan.best_kept, plan.best_accuracy = members.snapshot(m), kept, acc
 
+    def adapt(m: int, plan: MemberPlan) -> None:
+        """The adaptive schedule's next prune: how far, from the loss of the round that ends now; then where the
+        one after falls."""
+        loss = timed("evaluate", lambda: val_loss(session, m, data))
+        at = Fraction(phase.done, max(1, phase.planned))
+        damage = None
+        if plan.rhythm.lookahead is not None:  # type: ignore[union-attr]
+            damage = lambda u: timed("evaluate", lambda: val_loss(  # noqa: E731
+                session, m, data, prune_to=share_targets(plan.held, plan.keep, u)))
+        u = plan.rhythm.next_share(loss, at, final=phase.done >= phase.planned, damage=damage)  # type: ignore[union-attr]
+        plan.targets.append(share_targets(plan.held, plan.keep, u))
+        after = plan.rhythm.next_position(at)  # type: ignore[union-attr]
+        if after is not None:
+            plan.positions.append(after)
+
     def prunes_due() -> None:
         for m, plan in enumerate(plans):
             while due(plan.positions, plan.rounds_done, phase.done, phase.planned):
                 round_end(m)
+                if plan.rhythm is not None:
+                    adapt(m, plan)
                 timed("prune", lambda: session.prune(m, plan.targets[plan.rounds_done]))
                 plan.rounds_done += 1
                 plan.round_log.append({"round": plan.rounds_done, "at_step": phase.done, "kept": members.held(m, owner)})
                 if progress and len(plans) == 1:
-                    progress(f"  round {plan.rounds_done}/{len(plan.targets)}: pruned at step {phase.done} "
+                    of = "" if plan.rhythm is not None else f"/{len(plan.targets)}"
+                    progress(f"  round {plan.rounds_done}{of}: pruned at step {phase.done} "
                              f"to {members.held(m, owner)} weights")
 
     t_start = clock()
@@ -234,9 +289,9 @@ def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phas
 
 def pending_night_costs(plans: Sequence[MemberPlan], costs: Costs, final_evals: int = 0) -> float:
     """Seconds of prunes and evaluations still to come in a night."""
-    prunes = sum(len(p.targets) - p.rounds_done for p in plans)
-    evals = sum(len(p.targets) - p.rounds_done + (1 if p.tolerance is not None else 0) for p in plans
-                if p.tolerance is not None)
+    prunes = sum(p.prunes_left() for p in plans)
+    evals = sum(p.prunes_left() + (1 if p.tolerance is not None else 0) for p in plans
+                if p.tolerance is not None or p.rhythm is not None)
     return prunes * costs.prune_s + (evals + final_evals) * costs.eval_s
 
 

@@ -81,6 +81,7 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
         "average_accuracy": average_accuracy(a),
         "forgetting": forgetting(a),
         "backward_transfer": backward_transfer(a),
+        **inference_fields(result.task_inference),
         "free_fraction_after_task": result.free_fraction_after_task,
         "free_fraction_after_round": result.free_fraction_after_round,
         "layer_free_fraction": result.layer_free_fraction,
@@ -91,6 +92,19 @@ def make_record(result: MemberResult, env: dict[str, Any]) -> dict[str, Any]:
     if result.strategy_memory:  # what the strategy stores beyond the network (ER's buffer); absent when nothing
         record["strategy_memory"] = result.strategy_memory
     return record
+
+
+def inference_fields(inferred: dict[str, dict[str, float]] | None) -> dict[str, Any]:
+    """The task-never-told scores of a record (none when not scored: records without them, older ones
+    included, read as "not measured"): the default rule's task-inference and class-incremental accuracy, and
+    every rule's under ``task_inference``."""
+    from ..task_inference import DEFAULT_RULE
+
+    if not inferred:
+        return {}
+    return {"task_inference_accuracy": inferred[DEFAULT_RULE]["task"],
+            "class_incremental_accuracy": inferred[DEFAULT_RULE]["class_incremental"],
+            "task_inference": {"default_rule": DEFAULT_RULE, **inferred}}
 
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")

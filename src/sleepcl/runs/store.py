@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is loaded by to_dataframe, not by every command that opens a store
+    import pandas as pd
 
 from ..files import atomic_open
 
@@ -69,6 +70,7 @@ _METRIC_COLUMNS = (
     "average_accuracy",
     "forgetting",
     "backward_transfer",
+    "class_incremental_accuracy",
     "final_free_fraction",
     "created",
 )
@@ -269,6 +271,7 @@ def _record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         average_accuracy=rec.get("average_accuracy"),
         forgetting=rec.get("forgetting"),
         backward_transfer=rec.get("backward_transfer"),
+        class_incremental_accuracy=rec.get("class_incremental_accuracy"),  # None for records from before it
         final_free_fraction=free[-1],
         created=rec.get("created"),
     )
@@ -477,6 +480,8 @@ class RunStore:
         (last entry of ``free_fraction_after_task``), ``created``; ``acc_task_1..T`` (final
         accuracy per task); ``time_<key>`` for every entry of ``timings``.
         """
+        import pandas as pd
+
         rows = [_record_row(r) for r in self._iter_records(filters)]
         if not rows:
             return pd.DataFrame(columns=["config_hash", *_METRIC_COLUMNS])

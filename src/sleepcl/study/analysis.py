@@ -153,6 +153,8 @@ def runs_table(records: Sequence[Mapping[str, Any]], experiments: Mapping[str, S
         row["config_hash"] = r["config_hash"]
         row["experiments"] = ";".join(experiments.get(r["config_hash"], ()))
         row["average_accuracy"] = float(r["average_accuracy"])
+        if r.get("class_incremental_accuracy") is not None:  # the task never told (records from before lack it)
+            row["class_incremental_accuracy"] = float(r["class_incremental_accuracy"])
         row.update({f"acc_task_{j}": float(a) for j, a in enumerate(r["final_accuracy"], start=1)})
         row.update({f"free_after_task_{j}": float(f)
                     for j, f in enumerate(r.get("free_fraction_after_task") or [], start=1)})
@@ -160,10 +162,11 @@ def runs_table(records: Sequence[Mapping[str, Any]], experiments: Mapping[str, S
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*RUN_COLUMNS, "average_accuracy"])
+    scores = ["average_accuracy", *(["class_incremental_accuracy"] if "class_incremental_accuracy" in df else [])]
     config_keys = [k for k in df.columns if not k.startswith(("acc_task_", "free_after_task_"))
-                   and k not in RUN_COLUMNS and k != "average_accuracy"]
+                   and k not in RUN_COLUMNS and k not in scores]
     varying = [k for k in config_keys if df[k].astype(str).nunique() > 1]
-    metrics = ["average_accuracy", *sorted((k for k in df.columns if k.startswith("acc_task_")), key=_task_index),
+    metrics = [*scores, *sorted((k for k in df.columns if k.startswith("acc_task_")), key=_task_index),
                *sorted((k for k in df.columns if k.startswith("free_after_task_")), key=_task_index)]
     df = df[[*RUN_COLUMNS, *varying, *metrics]]
     return df.sort_values(["strategy", "final_free", "rounds", "schedule", "retrain_epochs", "seed", "config_hash"],
