@@ -165,16 +165,17 @@ which would only give identical runs under different identities."""
 
 
 def check_night_options(args: argparse.Namespace) -> None:
-    from ..strategies import STRATEGIES
+    from ..strategies import strategy_class
 
-    if STRATEGIES[args.strategy].prunes:
+    night = getattr(args, "night", None) or strategy_class(args.strategy).default_night()
+    if night == "rounds":
         return
     given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in NIGHT_OPTIONS.items()
              if str(getattr(args, k, v)).replace(" ", "") != v]
     if given:
-        raise ValueError(f"{', '.join(given)}: {args.strategy} does not prune, so it has no night, no final free "
-                         "fraction and no rounds; these options would only give identical runs under different "
-                         "identities. Drop them (or choose a strategy that prunes: packnet, memory, multinet)")
+        raise ValueError(f"{', '.join(given)}: {args.strategy} has no night here, so no final free fraction and no "
+                         "rounds; these options would only give identical runs under different identities. Drop "
+                         "them, or give it a night with --night rounds")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
