@@ -16,8 +16,8 @@ interval is the jackknife-t (:func:`sleepcl.study.stats.jackknife_t`): each seed
 accuracy refitted as a non-decreasing function of log(1 - p) and inverted at PackNet's mean
 (:func:`sleepcl.study.matching.fit_monotone`, :func:`~sleepcl.study.matching.invert_monotone`, the monotone fit
 the main study uses), the estimate +- t(n - 1) times the delete-one standard error. The percentile bootstrap this
-study used before covered about 70% at 3 seeds in benchmarks/interval_coverage.py's simulation of this study; the
-jackknife-t stays near 95%. A seed whose removal puts a target off the fitted range leaves the interval unbounded on
+study used before covered 71% at 3 seeds in benchmarks/interval_coverage.py's simulation of this study's slopes;
+the jackknife-t 95%. A seed whose removal puts a target off the fitted range leaves the interval unbounded on
 that side (counted in the report); a point estimate off the range is reported as unmatched and left out of the trend.
 
 Runs live in the results store like any other (:func:`sleepcl.runs.runner.run_configs`), so an interrupted study

@@ -159,11 +159,11 @@ def selection_for(seeds: Sequence[int], pairs: int) -> Selection:
 # Why jackknife-t. The study's ratios (compression from the monotone fit, its growth over p, its slope over T) are
 # smooth-ish functions of a few seeds' runs, with 3, 5 or 10 seeds. benchmarks/interval_coverage.py simulates exactly
 # that setting (per-seed accuracies drawn around a committed report's means with its seed spread, rounded to the
-# test set's accuracy step) and measures the coverage of four intervals for each quantity. The percentile bootstrap
-# covers 70-80% at 3 seeds (a resample of 3 seeds takes at most 10 distinct values), BCa is no better there, and the
-# per-seed t on log ratios misses its target (a mean of per-seed ratios is not the ratio of means); the jackknife-t
-# interval -- the estimate +- t(n-1) times the delete-one-seed jackknife standard error -- stays within a few points
-# of 95% at 3, 5 and 10 seeds. The table is in benchmarks/README.md, with the command that printed it.
+# test set's accuracy step) and measures each interval's coverage: the percentile bootstrap covers 71-75% at 3 seeds
+# (a resample of 3 seeds takes at most 10 distinct values), BCa and the studentized bootstrap are hardly better, and
+# the t on per-seed ratios estimates a mean of per-seed ratios, not the ratio of means; the jackknife-t interval --
+# the estimate +- t(n-1) times the delete-one-seed jackknife standard error -- covers 93-97% (pooled) at 3, 5 and 10
+# seeds. The tables are in benchmarks/README.md, with the commands that printed them.
 
 
 @dataclass(frozen=True)
