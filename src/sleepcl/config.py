@@ -148,7 +148,8 @@ class RunConfig:
         for name in ("epochs", "retrain_epochs"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= MAX_EPOCHS:
-                bad(f"--{name.replace('_', '-')} must lie in 0..{MAX_EPOCHS:,} (the paper trains 72), got {value:,}")
+                bad(f"--{name.replace('_', '-')} must be >= 0 and at most {MAX_EPOCHS:,} (the paper trains 72), "
+                    f"got {value:,}")
         if self.epochs == 0 and self.retrain_epochs == 0:
             bad("--epochs and --retrain-epochs are both 0: nothing would be trained")
         if self.retrain_epochs is not None:

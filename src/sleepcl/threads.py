@@ -22,8 +22,8 @@ def check_threads(n: int | None) -> None:
     import os
 
     if n is not None and not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"--threads must lie in 1..{MAX_THREADS:,} (this machine has {os.cpu_count()} cores), got "
-                         f"{n:,}")
+        raise ValueError(f"--threads must be >= 1 and at most {MAX_THREADS:,} (this machine has {os.cpu_count()} "
+                         f"cores), got {n:,}")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..config import FLOAT32_MAX, paper_defaults
+from ..config import FLOAT32_MAX, MAX_EPOCHS, paper_defaults
 from ..data.user import DataFormatError, Dataset, fingerprint, load_data, split_validation
 from ..models import NETWORKS, is_factory
 from ..schedule import SCHEDULES, sleep_schedule
@@ -110,6 +110,9 @@ class Request:
                 raise ValueError(f"{name} must lie strictly between 0 and 1, got {v}")
         if self.max_epochs < 1:
             raise ValueError(f"--max-epochs must be >= 1, got {self.max_epochs}")
+        for flag, v in (("--epochs", self.epochs), ("--retrain-epochs", self.retrain_epochs)):
+            if v is not None and not 0 <= v <= MAX_EPOCHS:
+                raise ValueError(f"{flag} must be >= 0 and at most {MAX_EPOCHS:,} (the paper trains 72), got {v:,}")
         check_task_name(self.task)
         if self.network is not None and self.network not in NETWORKS and not is_factory(self.network):
             raise ValueError(f"unknown network {self.network!r}; choose one of {', '.join(NETWORKS)} or give a "
