@@ -198,12 +198,15 @@ class Population:
                 x = bench.inputs(batch, task=t)
             yield x, bench.labels(batch), t if t is not None else bench.tasks(batch)
 
-    def data_pass(self, day: Day) -> Iterator[Batch]:
-        """The day's training data once, in order, the same batches for every member (for what a strategy
+    def data_pass(self, day: Day, mixed: bool = False) -> Iterator[Batch]:
+        """The day's training data once, in order (``mixed``: in one fixed shuffled order, so that every batch
+        mixes the classes, for norm-layer statistics), the same batches for every member (for what a strategy
         computes at the end of a day, such as EWC's Fisher information; the members' own streams stay as
         they are)."""
         bench = self.bench
         pool = torch.cat([bench.train[t] for t in day.pool])
+        if mixed:
+            pool = pool[torch.randperm(pool.numel(), generator=torch.Generator().manual_seed(0)).to(pool.device)]
         bs, s, t = self.configs[0].batch_size, self.size, day.head_task
         for start in range(0, pool.numel(), bs):
             idx = pool[start:start + bs]
@@ -266,7 +269,7 @@ class Population:
                     self.run_epoch(session, streams, pool)
                 run.epoch_done(i, "train", e + 1, day)
             rounds = self.night(i, session, held, streams, pool, run)
-            session.finish(self.data_pass(day))
+            session.finish(self.data_pass(day), self.data_pass(day, mixed=True))
             evaluated = None
             if evaluation_day(i, len(days), self.configs[0].eval_every):
                 run.report(i, "evaluate", 0, 1)

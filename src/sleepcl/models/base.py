@@ -74,6 +74,8 @@ class Network:
     name: str = "network"
     prunable: tuple[str, ...] = ()
     per_task: frozenset[str] = frozenset()
+    # Norm layers that keep running statistics (BatchNorm): see :mod:`sleepcl.engine.norms`.
+    statistics_layers: tuple[str, ...] = ()
     class_counts: tuple[int, ...] | None = None
 
     def __init__(self, input_shape: Sequence[int], n_tasks: int, head_size: int):
