@@ -166,3 +166,98 @@ def random_in_eval_net(input_shape):
 def test_randomness_sleepcl_cannot_give_a_member_is_refused_before_training(factory, message):
     with pytest.raises(ValueError, match=message):
         build_network(f"test_any_model:{factory}", (1, 16, 16), n_tasks=2)
+
+
+# -- a member is its solo run, whatever the thread count ----------------------------------------------------
+
+def layernorm_mlp(input_shape=(1, 16, 16), num_classes=2):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 64), nn.LayerNorm(64), nn.ReLU(),
+                         nn.Linear(64, 64), nn.LayerNorm(64), nn.ReLU(), nn.Linear(64, num_classes))
+
+
+def groupnorm_net(input_shape=(1, 16, 16), num_classes=2):
+    return nn.Sequential(nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+@pytest.mark.parametrize("factory", ["bn_net", "layernorm_mlp", "groupnorm_net"])
+def test_a_member_with_norm_layers_is_its_solo_run_at_any_thread_count(digits16, factory):
+    """Sums over the batch (batch statistics, the gradients of a norm layer's affine parameters) round differently
+    with the number of threads that share them; a network with norm layers computes every member on one thread."""
+    from sleepcl.threads import torch_threads
+
+    configs = [RunConfig(seed=s, **_small(f"test_any_model:{factory}", epochs=1, retrain_epochs=1, rounds=1,
+                                          final_free=0.5)) for s in (0, 1)]
+    with torch_threads(2):
+        solo = Population(configs[1:], digits16)
+        solo.fit()
+    with torch_threads(1):
+        whole = Population(configs, digits16)
+        whole.fit()
+    for n in solo.params:
+        assert torch.equal(solo.params[n][0], whole.params[n][1]), n
+
+
+# -- every weight matrix is owned, and --explain says so before training ------------------------------------
+
+class Tokens(nn.Module):
+    """Pixels as 16 grey levels, each level a learnt vector: an nn.Embedding over an image."""
+
+    def __init__(self, input_shape, num_classes, shared=()):
+        super().__init__()
+        self.embed = nn.Embedding(16, 12)
+        self.mix = nn.Parameter(torch.randn(12, 12) / 12 ** 0.5)  # a plain nn.Parameter matrix
+        self.fc = nn.Linear(12, num_classes)
+        self.sleepcl_shared = list(shared)
+
+    def forward(self, x):
+        levels = (x.flatten(1) * 4 + 8).long().clamp(0, 15)
+        return self.fc(torch.relu(self.embed(levels).mean(1) @ self.mix))
+
+
+def embedding_net(input_shape=(1, 16, 16), num_classes=2):
+    return Tokens(input_shape, num_classes)
+
+
+def embedding_net_shared(input_shape=(1, 16, 16), num_classes=2):
+    return Tokens(input_shape, num_classes, shared=["embed.*"])
+
+
+def test_attention_embedding_and_plain_parameter_matrices_are_owned_and_pruned(digits16):
+    net = build_network("test_any_model:transformer", (1, 16, 16), n_tasks=3, per_task_norm=True)
+    assert {"encoder.layers.0.self_attn.in_proj_weight", "pos", "embed.weight"} <= set(net.prunable)
+    assert not any("norm" in n or n.endswith("bias") for n in net.prunable)
+    assert set(build_network("test_any_model:embedding_net", (1, 16, 16), 3).prunable) == {"embed.weight", "mix"}
+    assert build_network("test_any_model:embedding_net_shared", (1, 16, 16), 3).prunable == ("mix",)
+    pop = Population([RunConfig(seed=0, **_small("test_any_model:transformer", epochs=1, retrain_epochs=1,
+                                                 rounds=1, final_free=0.6))], digits16)
+    kept = {}
+
+    def after(p: Population, day: int) -> None:
+        if day == 0:
+            kept.update({n: (o == 1, p.params[n].detach().clone()) for n, o in p.owner.items()})
+
+    [r] = pop.fit(on_day_end=after)
+    for name, (mask, before) in kept.items():  # task 1's part of every owned matrix stays bit-identical
+        assert mask.any() and torch.equal(pop.params[name].detach()[mask], before[mask]), name
+    assert abs(r.free_fraction_after_task[-1] - 0.6) < 1e-3
+    assert float((pop.owner["encoder.layers.0.self_attn.in_proj_weight"] == 0).double().mean()) > 0.5
+
+
+def test_a_shared_mark_that_matches_nothing_is_refused():
+    with pytest.raises(ValueError, match="sleepcl_shared names 'embedding', which matches no parameter"):
+        from sleepcl.models.module import ModuleNetwork
+        ModuleNetwork(lambda: Tokens((1, 16, 16), 2, shared=["embedding"]), (1, 16, 16), 3, 2)
+
+
+def test_explain_lists_every_parameter_and_its_role_before_any_training(no_training, capsys, monkeypatch):
+    from sleepcl.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["run", "--benchmark", "mnist-5k", "--model", "test_any_model:transformer", "--explain"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    assert "owned, pruned, frozen" in rows["encoder.layers.0.self_attn.in_proj_weight"]
+    assert "per task" in rows["encoder.layers.0.norm1.weight"]
+    assert "shared, task 1" in rows["embed.bias"]
+    assert "head" in rows["head.weight"]

@@ -29,6 +29,7 @@ from ..data.split import SplitBenchmark
 from ..models import build_network
 from ..schedule import SleepSchedule, night_targets, sleep_schedule
 from ..strategies import Batch, Day, get_strategy
+from ..threads import torch_threads
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
 from .evaluation import Evaluator
@@ -248,7 +249,7 @@ class Population:
             on_day_end: Callable[["Population", int], None] | None = None) -> list[MemberResult]:
         """Learn every day of the strategy (training, then the night), evaluating after each."""
         try:
-            with _allow_tf32(self.tf32):
+            with _allow_tf32(self.tf32), torch_threads(1 if self.net.thread_sensitive(self.device) else None):
                 return self._fit(progress, on_day_end)
         finally:
             for p in self.params.values():  # the fast path turns off gradients of frozen parameters

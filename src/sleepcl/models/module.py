@@ -6,7 +6,12 @@ template, with the member's own slice of the stacked parameters and buffers:
 
 * **the classifier** (the module named by ``head``, else the last ``nn.Linear``) is replaced by one head per task
   (:class:`~sleepcl.models.layers.TaskHeads`): what reached the classifier are the features;
-* **prunable**: the weight of every other ``Linear`` and convolution;
+* **prunable** (owned by a task, pruned and freed): every weight matrix of the trunk, that is every parameter of
+  two or more dimensions outside the norm layers: the weights of ``Linear`` and convolution layers, and as well
+  ``nn.MultiheadAttention``'s ``in_proj_weight``, ``nn.Embedding`` tables and a model's own ``nn.Parameter``
+  matrices (a positional embedding, say). A model marks parameters to keep shared instead with an attribute
+  ``sleepcl_shared`` on the module its factory returns: parameter names or glob patterns (``["pos",
+  "embed.*"]``). ``sleepcl run --model X --explain`` lists every parameter and what it is, before any training;
 * **norm layers** (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm): under a strategy that freezes
   (PackNet), each task has its own copy of their affine parameters and running statistics, as the original
   PackNet code kept per-dataset BatchNorm: the new task's copy starts from the previous task's, trains with the
@@ -34,6 +39,7 @@ layer whose buffers change in training (its state would drift under old tasks).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import random as python_random
 import threading
 from typing import Callable, Iterator, Mapping, Sequence
@@ -49,6 +55,8 @@ from .layers import GeneratorDropout, TaskHeads
 __all__ = ["NORM_LAYERS", "PRUNABLE_LAYERS", "ModuleNetwork"]
 
 PRUNABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+# Where a model lists the parameters (names or glob patterns) it wants shared rather than owned and pruned.
+SHARED_ATTRIBUTE = "sleepcl_shared"
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
                                             *([nn.RMSNorm] if hasattr(nn, "RMSNorm") else []))
 TRIAL_BATCH = 2
@@ -77,13 +85,15 @@ class ModuleNetwork(Network):
         if any(n.startswith("head.") for n in names):
             raise ValueError(f"{name}: a parameter of the trunk is called head.*, the name sleepcl gives the per-task "
                              "heads; rename that layer, or name it as the classifier with head=...")
-        self.prunable = tuple(f"{path}.weight" for path, m in self.trunk.named_modules()
-                              if isinstance(m, PRUNABLE_LAYERS) and f"{path}.weight" in names)
+        self.norm_layers = {path for path, m in self.trunk.named_modules() if isinstance(m, NORM_LAYERS)}
+        self.marked_shared = _marked_shared(template, names, name)
+        self.prunable = tuple(n for n, p in names.items() if p.dim() >= 2 and n not in self.marked_shared
+                              and n.rpartition(".")[0] not in self.norm_layers)
         if not self.prunable:
             raise ValueError(f"{name}: no Linear or convolution besides the classifier ({self._head_path}): sleepcl "
-                             "owns, prunes and frees the weights of Linear and convolution layers, so the model needs "
-                             "at least one")
-        self.norm_layers = {path for path, m in self.trunk.named_modules() if isinstance(m, NORM_LAYERS)}
+                             "owns, prunes and frees the weight matrices of the trunk (Linear, convolution, attention, "
+                             "embedding weights), so the model needs at least one"
+                             + (f" that it does not mark shared ({SHARED_ATTRIBUTE})" if self.marked_shared else ""))
         self.statistics_layers = tuple(path for path, m in self.trunk.named_modules()
                                        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
                                        and m.running_mean is not None)
@@ -179,6 +189,11 @@ class ModuleNetwork(Network):
             with _drawing_from(random.generators[s]) if drawing else contextlib.nullcontext():  # type: ignore[union-attr]
                 out.append(functional_call(self.trunk, state, (xs,), strict=True))
         return torch.stack(out)
+
+    def thread_sensitive(self, device: torch.device) -> bool:
+        # Norm layers sum over the batch (batch statistics; in backward, their affine parameters' gradients), and
+        # torch's CPU kernels split such sums over the threads: other threads, other rounding.
+        return device.type == "cpu" and bool(self.norm_layers)
 
     @contextlib.contextmanager
     def gathering_statistics(self) -> Iterator[Callable[[int], None]]:
@@ -340,6 +355,24 @@ def _draws_from_default_generator(trunk: nn.Module, input_shape: tuple[int, ...]
         for d in dropouts:
             d.generator = None
     return draws
+
+
+def _marked_shared(model: nn.Module, names: Mapping[str, Tensor], name: str) -> frozenset[str]:
+    """The parameters the model's ``sleepcl_shared`` attribute names (names or glob patterns)."""
+    marks = getattr(model, SHARED_ATTRIBUTE, ())
+    if isinstance(marks, str):
+        marks = (marks,)
+    if not isinstance(marks, (list, tuple, set, frozenset)) or not all(isinstance(m, str) for m in marks):
+        raise ValueError(f"{name}: {SHARED_ATTRIBUTE} must be a list of parameter names or glob patterns, "
+                         f"got {marks!r}")
+    shared = set()
+    for mark in marks:
+        hit = {n for n in names if fnmatch.fnmatchcase(n, mark)}
+        if not hit:
+            raise ValueError(f"{name}: {SHARED_ATTRIBUTE} names {mark!r}, which matches no parameter of the trunk "
+                             f"(parameters: {', '.join(names)})")
+        shared |= hit
+    return frozenset(shared)
 
 
 def _check_parameters(trunk: nn.Module, name: str) -> None:
