@@ -99,6 +99,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="cpu")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    q.add_argument("--model", "--network", dest="network", default=None, metavar="MODULE:FACTORY",
+                   help="for a model of your own network: its factory (the one the model file names, or where it is "
+                        "now); sleepcl imports a factory only when it is given here")
     q.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("inspect", help="show a deployed model: tasks, free capacity, history",
@@ -189,7 +192,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..nightly.model import predict
 
     out = predict(args.model, args.task, args.data, output=args.output, label_column=args.label_column,
-                  device=args.device, threads=args.threads)
+                  device=args.device, threads=args.threads, factory=args.network)
     if args.json:
         keep = {k: v for k, v in out.items() if k not in ("class_index", "confidence", "logits", "predictions")}
         print(json.dumps(keep, indent=2, default=str))
