@@ -261,3 +261,64 @@ def test_explain_lists_every_parameter_and_its_role_before_any_training(no_train
     assert "per task" in rows["encoder.layers.0.norm1.weight"]
     assert "shared, task 1" in rows["embed.bias"]
     assert "head" in rows["head.weight"]
+
+
+# -- what the engine cannot take apart is refused naming the fix ---------------------------------------------
+
+def log_softmax_net(input_shape=(1, 16, 16), num_classes=2):
+    return nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, num_classes), nn.LogSoftmax(1))
+
+
+class ClassifierFirst(nn.Module):
+    """The classifier registered before the last hidden layer (its forward uses them in the other order)."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(16, 2)
+        self.hidden = nn.Linear(256, 16)
+
+    def forward(self, x):
+        return self.classifier(torch.relu(self.hidden(x.flatten(1))))
+
+
+def classifier_first(input_shape=(1, 16, 16)):
+    return ClassifierFirst()
+
+
+def test_a_layer_after_the_classifier_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"computes something after its classifier 3 \(4 \(LogSoftmax\)\).*not needed"):
+        build_network("test_any_model:log_softmax_net", (1, 16, 16), n_tasks=2)
+
+
+def test_a_classifier_registered_first_is_refused_naming_head_and_works_with_it():
+    with pytest.raises(ValueError, match="name it with --head LAYER"):
+        build_network("test_any_model:classifier_first", (1, 16, 16), n_tasks=2)
+    net = build_network("test_any_model:classifier_first", (1, 16, 16), n_tasks=2, head="classifier")
+    assert net.prunable == ("hidden.weight",)
+
+
+def test_grey_images_reach_a_users_conv_net_with_one_channel(tmp_path):
+    from sleepcl.nightly import learn
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(64, 16, 16)).astype(np.uint8)  # (n, H, W): grey images without a channel axis
+    y = np.arange(64) % 2
+    x[y == 1, 4:8, 4:8] = 255
+    np.savez(tmp_path / "grey.npz", x=x, y=y)
+    r = learn(tmp_path / "m.st", "a", tmp_path / "grey.npz", network="test_any_model:bn_net", epochs=1,
+              retrain_epochs=1, rounds=1, batch_size=16, final_free=0.5, threads=1)
+    assert r["val_accuracy"] >= 0.5
+
+
+def test_torchvision_beside_a_torch_it_was_not_built_for_is_imported_for_its_models(tmp_path):
+    """torchvision from PyPI beside the CPU build of torch stops at `operator torchvision::nms does not exist`;
+    a user's file that imports it is loaded all the same (the models need none of the operators)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    (tmp_path / "vision.py").write_text("import torchvision\n\ndef net(num_classes=2):\n"
+                                        "    return torchvision.models.resnet18(num_classes=num_classes)\n")
+    from sleepcl.models import load_factory
+
+    assert callable(load_factory(f"{tmp_path / 'vision.py'}:net"))

@@ -117,6 +117,7 @@ def test_an_edit_that_keeps_the_architecture_loads_with_a_notice_and_a_moved_fac
     assert len(NightlyModel.load(path, f"{moved}:net").tasks) == 2
 
 
+@pytest.mark.filterwarnings("ignore:.*source file changed")
 def test_an_edit_that_changes_the_architecture_is_refused_naming_the_code(made, tasks):
     path, factory, source = made
     source.write_text(FACTORY.replace("nn.Linear(784, 32), nn.ReLU(), nn.Linear(32,", "nn.Linear(784, 48), nn.ReLU(), "

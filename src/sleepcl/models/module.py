@@ -102,7 +102,8 @@ class ModuleNetwork(Network):
         self.buffer_names = tuple(n for n, _ in self.trunk.named_buffers())
         self.per_task = frozenset(n for n in (*self.param_names, *self.buffer_names)
                                   if per_task_norm and n.rpartition(".")[0] in self.norm_layers)
-        self._activation_floats = _check_trunk(self.trunk, self.input_shape, features, name)
+        self._activation_floats = _check_trunk(self.trunk, self.input_shape, features, name, self._head_path,
+                                               chosen=head is not None)
         # Whether training draws from torch's default generator (random layers other than nn.Dropout).
         self.uses_global_random = _draws_from_default_generator(self.trunk, self.input_shape, self._dropouts, name)
         self.vmap = vmap and not self._dropouts and not self.uses_global_random
@@ -384,32 +385,56 @@ def _check_parameters(trunk: nn.Module, name: str) -> None:
             raise ValueError(f"{name}: parameter {path} is {p.dtype}; sleepcl trains floating-point parameters")
 
 
-def _check_trunk(trunk: nn.Module, input_shape: tuple[int, ...], features: int, name: str) -> int:
-    """Run the trunk once (eval mode) on a small batch; return the widest activation per sample (floats)."""
-    widest = [features]
+def _check_trunk(trunk: nn.Module, input_shape: tuple[int, ...], features: int, name: str, head_path: str,
+                 chosen: bool) -> int:
+    """Run the trunk once (eval mode) on a small batch; return the widest activation per sample (floats).
 
-    def measure(_m: nn.Module, _inp: object, out: object) -> None:
+    Refuses a trunk that fails (naming ``--head`` when the classifier was guessed), whose output is not what reached
+    the classifier (layers after it, such as a LogSoftmax, would act on the features), or not ``(batch,
+    features)``."""
+    widest = [features]
+    after: list[str] = []  # leaf layers that ran after the classifier's place
+    reached: list[Tensor] = []
+    paths = {m: p for p, m in trunk.named_modules()}
+
+    def measure(m: nn.Module, _inp: object, out: object) -> None:
         if isinstance(out, Tensor) and out.dim() > 0:
             widest[0] = max(widest[0], out.numel() // out.shape[0])
+        if isinstance(m, _Features):
+            reached.append(out)  # type: ignore[arg-type]
+        elif reached:
+            after.append(f"{paths[m]} ({type(m).__name__})")
 
     hooks = [m.register_forward_hook(measure) for m in trunk.modules() if not list(m.children())]
     trunk.eval()
     x = torch.zeros(TRIAL_BATCH, *input_shape)
+    layers = ", ".join(p for p, m in trunk.named_modules() if p and isinstance(m, PRUNABLE_LAYERS))
+    guess = "" if chosen else (f"; sleepcl took its last nn.Linear, {head_path}, for the classifier: if the classifier "
+                               f"is another layer, name it with --head LAYER (its Linear layers: {layers})")
     try:
         with torch.no_grad():
             out = trunk(x)
     except Exception as e:
         raise ValueError(f"{name}: the model without its classifier failed on a batch of shape {tuple(x.shape)}: "
                          f"{type(e).__name__}: {e}; the model must take inputs of shape (batch, "
-                         f"{', '.join(map(str, input_shape))})") from e
+                         f"{', '.join(map(str, input_shape))}){guess}") from e
     finally:
         for h in hooks:
             h.remove()
+    same = isinstance(out, Tensor) and out.shape == reached[-1].shape and torch.equal(out, reached[-1]) \
+        if reached else True
+    if after or not same:
+        ran = f" ({', '.join(after)})" if after else ""
+        raise ValueError(f"{name}: the model computes something after its classifier {head_path}{ran}; sleepcl "
+                         "replaces the classifier by one head per task and takes what reached it as the features, "
+                         "so what comes after it would act on the features instead. Return the classifier's output "
+                         "as it is (sleepcl trains with cross-entropy on the scores: a LogSoftmax or Softmax is not "
+                         "needed)" + (guess or "; or name another layer with --head"))
     if not isinstance(out, Tensor) or tuple(out.shape) != (TRIAL_BATCH, features):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"{name}: what reaches the classifier is {got}, not (batch, {features}); the classifier must "
-                         "be the model's last step, applied to (batch, features); if it is another layer, name it "
-                         "with head=...")
+                         "be the model's last step, applied to (batch, features)"
+                         + (guess or "; if it is another layer, name it with --head"))
     return max(widest[0], int(torch.tensor(input_shape).prod()))
 
 

@@ -465,8 +465,9 @@ def _task_rows(v: Tensor, rows: int) -> Tensor:
 
 
 def net_input_shape(network: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What the network sees: the VGG takes ``(C, H, W)``, so grey ``(H, W)`` samples get one channel."""
-    if network == "vgg" and len(shape) == 2:
+    """What the network sees: grey ``(H, W)`` images get one channel, ``(1, H, W)``, as the built-in benchmarks
+    give them (a conv net takes ``(C, H, W)``; the built-in MLP flattens whatever it gets)."""
+    if network != "mlp" and len(shape) == 2:
         return (1, *shape)
     return tuple(shape)
 
@@ -496,7 +497,8 @@ def check_consistent(meta: dict[str, Any], net: Network, shapes: dict[str, tuple
     """
     n_tasks = len(meta["tasks"])
     inp = tuple(meta["input"]["shape"])
-    if tuple(meta["network"]["net_input_shape"]) != net_input_shape(meta["network"]["name"], inp):
+    stored = tuple(meta["network"]["net_input_shape"])
+    if stored != net_input_shape(meta["network"]["name"], inp) and stored != inp:  # (H, W): files made before
         return (f"network.net_input_shape {meta['network']['net_input_shape']} does not fit input.shape "
                 f"{list(inp)}")
     for name, shape in shapes.items():
@@ -794,16 +796,37 @@ def write_predictions(path: Path, ds: Any, preds: list, confidence: np.ndarray) 
     return atomic_write_bytes(path, predictions_csv(ds, preds, confidence))
 
 
+def _check_without_network(meta: dict[str, Any], tensors: dict[str, Tensor], source: str) -> None:
+    """:func:`check_consistent` with the network's shapes taken from the file itself (its trunk tensors, the
+    features its heads take): what can be checked without importing the factory that built it."""
+    from types import SimpleNamespace
+
+    def group(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    trunk, owner = group("trunk/"), group("owner/")
+    heads = [(tensors.get(f"head/{j + 1}/weight"), tensors.get(f"head/{j + 1}/bias")) for j in range(len(meta["tasks"]))]
+    widths = [w.shape[-1] for w, _ in heads if w is not None and w.dim() == 2]
+    stand_in = SimpleNamespace(prunable=tuple(owner), feature_dim=widths[0] if widths else 0)
+    problem = None if owner and set(owner) <= set(trunk) else "its owner maps are missing or name no trunk weight"
+    problem = problem or check_consistent(meta, stand_in, {n: tuple(v.shape) for n, v in trunk.items()},  # type: ignore[arg-type]
+                                          trunk, owner, heads, tensors)
+    if problem is not None:
+        raise damaged(source, problem)
+
+
 def inspect(model_path: str | Path) -> dict[str, Any]:
     """Everything ``sleepcl inspect`` shows: tasks, free capacity per layer and overall, file size, history."""
     p = Path(model_path)
     if not p.exists() or p.is_dir():
         NightlyModel.load(p)  # the same messages as every command's
-    meta, tensors = _read(p.read_bytes(), str(p))  # the network is not built: a user's factory is not imported
+    meta, tensors = _read(p.read_bytes(), str(p))
+    if not is_factory(meta["network"]["name"]):
+        NightlyModel.from_bytes(p.read_bytes(), str(p))  # a built-in network: checked whole
+    else:  # a user's factory is not imported: the tensors are checked against the metadata and one another
+        _check_without_network(meta, tensors, str(p))
     n_tasks = len(meta["tasks"])
     owners = {k[len("owner/"):]: v for k, v in tensors.items() if k.startswith("owner/")}
-    if not owners or any(v.dtype != torch.uint8 or (v.numel() and int(v.max()) > n_tasks) for v in owners.values()):
-        raise damaged(str(p), "its owner maps are missing, not uint8, or give weights to tasks it does not have")
     layers = []
     for name, o in owners.items():
         n, free = o.numel(), int((o == ownership.FREE).sum())
