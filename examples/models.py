@@ -38,10 +38,14 @@ def import_torchvision():  # type: ignore[no-untyped-def]
     return torchvision
 
 
-def resnet18(num_classes: int = 10) -> nn.Module:
-    """torchvision's ResNet-18, unchanged (BatchNorm, 11.2 M parameters); on 32x32 images its 7x7 stem and max-pool
-    leave 8x8 maps after the stem, as is common in continual-learning benchmarks that reuse it as is."""
-    return import_torchvision().models.resnet18(num_classes=num_classes)
+def resnet18(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 (BatchNorm, 11.2 M parameters), its first convolution taking the images' channels
+    (grey images: one); on 32x32 images its 7x7 stem and max-pool leave 8x8 maps after the stem, as is common in
+    continual-learning benchmarks that reuse it as is."""
+    model = import_torchvision().models.resnet18(num_classes=num_classes)
+    if input_shape[0] != 3:
+        model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
 
 
 def mlp(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 2) -> nn.Module:

@@ -408,9 +408,10 @@ def _check_trunk(trunk: nn.Module, input_shape: tuple[int, ...], features: int, 
     hooks = [m.register_forward_hook(measure) for m in trunk.modules() if not list(m.children())]
     trunk.eval()
     x = torch.zeros(TRIAL_BATCH, *input_shape)
-    layers = ", ".join(p for p, m in trunk.named_modules() if p and isinstance(m, PRUNABLE_LAYERS))
-    guess = "" if chosen else (f"; sleepcl took its last nn.Linear, {head_path}, for the classifier: if the classifier "
-                               f"is another layer, name it with --head LAYER (its Linear layers: {layers})")
+    linear = [p for p, m in trunk.named_modules() if p and isinstance(m, nn.Linear)]
+    guess = "" if chosen or not linear else (
+        f"; sleepcl took the model's last nn.Linear, {head_path}, for the classifier: if the classifier is another "
+        f"layer, name it with --head LAYER (its other Linear layers: {', '.join(linear)})")
     try:
         with torch.no_grad():
             out = trunk(x)
