@@ -61,3 +61,13 @@ def small_convnet(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int =
         nn.Conv2d(c, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, num_classes))
+
+
+def convnet(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 2) -> nn.Module:
+    """A conv net with BatchNorm after each of its two 32-channel convolutions (about 10 k weights): wide enough that every
+    task keeps a working network at p = 0.9 over five tasks, where ``small_convnet``'s first layer keeps 3 weights."""
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(128, num_classes))

@@ -30,11 +30,15 @@ from .layers import GeneratorDropout, TaskHeads
 from .module import ModuleNetwork
 from .paper import PaperMLP, PaperVGG, StackedMLP, StackedVGG
 
-__all__ = ["NETWORKS", "GeneratorDropout", "allow_torchvision_without_operators", "MemberRandom", "ModuleNetwork", "Network", "Params", "PaperMLP",
+__all__ = ["GENERIC_PATH_VERSION", "NETWORKS", "GeneratorDropout", "allow_torchvision_without_operators", "MemberRandom", "ModuleNetwork", "Network", "Params", "PaperMLP",
            "PaperVGG", "TaskHeads", "build_network", "factory_digest", "is_factory", "load_factory",
            "paper_network"]
 
 NETWORKS = ("mlp", "vgg")
+# Part of the identity of a run of a user's model (RunConfig.hash): raised when what the generic path computes for
+# the same model and config changes, so that the results store does not serve runs made before. 2: BatchNorm
+# statistics recomputed after pruning, random layers on the member's stream, every weight matrix owned.
+GENERIC_PATH_VERSION = 2
 _PAPER = {"mlp": (PaperMLP, StackedMLP), "vgg": (PaperVGG, StackedVGG)}
 
 
