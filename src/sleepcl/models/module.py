@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import random as python_random
-import threading
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -49,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .base import Buffers, MemberRandom, Network, Params, seeded
+from .base import _INIT_LOCK, Buffers, MemberRandom, Network, Params, seeded
 from .layers import GeneratorDropout, TaskHeads
 
 __all__ = ["NORM_LAYERS", "PRUNABLE_LAYERS", "ModuleNetwork"]
@@ -60,9 +59,10 @@ SHARED_ATTRIBUTE = "sleepcl_shared"
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
                                             *([nn.RMSNorm] if hasattr(nn, "RMSNorm") else []))
 TRIAL_BATCH = 2
-# Held while a member's forward draws from torch's default generator set to the member's stream: groups of members
-# side by side in threads take turns, so no member draws from another's stream.
-_DEFAULT_GENERATOR_LOCK = threading.Lock()
+# Held while a member's forward draws from torch's default generator set to the member's stream (and while a
+# member's initial weights are drawn, :func:`~.base.seeded`): groups of members side by side in threads take turns,
+# so no member draws from another's stream.
+_DEFAULT_GENERATOR_LOCK = _INIT_LOCK
 
 
 class ModuleNetwork(Network):
