@@ -71,7 +71,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n = p.add_argument_group("network (chosen on the first night)")
     n.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
                    help=f"{' or '.join(NETWORKS)} (default mlp), or your own model: a function returning an nn.Module, "
-                        "as package.module:function or path/to/file.py:function (see examples/NIGHTLY.md)")
+                        "as package.module:function or path/to/file.py:function (see examples/NIGHTLY.md); give it "
+                        "again on later nights (the one the file names, or where it is now): a model file's factory "
+                        "is imported only when given")
     n.add_argument("--head", default=None, metavar="LAYER",
                    help="with --model: the model's classifier layer, replaced by one head per task (default: its "
                         "last nn.Linear)")
