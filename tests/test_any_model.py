@@ -322,3 +322,25 @@ def test_torchvision_beside_a_torch_it_was_not_built_for_is_imported_for_its_mod
     from sleepcl.models import load_factory
 
     assert callable(load_factory(f"{tmp_path / 'vision.py'}:net"))
+
+
+def test_sleepcl_learn_recomputes_the_nights_batchnorm_statistics_for_the_pruned_network(tmp_path):
+    """The saved running statistics of the night's task are the mean batch statistics of its training data through
+    the weights the night ended with (before: an average gathered mostly before pruning)."""
+    from sleepcl.nightly import NightlyModel, learn
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(96, 1, 16, 16)).astype(np.uint8)
+    y = np.arange(96) % 2
+    x[y == 1, :, 4:8, 4:8] = 255
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "val.npz", x=x[:32], y=y[:32])
+    factory = "test_any_model:bn_net"
+    learn(tmp_path / "m.st", "a", tmp_path / "train.npz", val_data=tmp_path / "val.npz", network=factory, epochs=1,
+          retrain_epochs=2, rounds=2, batch_size=16, final_free=0.9, threads=1)
+    model = NightlyModel.load(tmp_path / "m.st", factory)
+    inputs = model.normalise(x)
+    w, b = model.trunk["0.weight"], model.trunk["0.bias"]
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0))
+    means = [nn.functional.conv2d(inputs[i], w, b, padding=1).mean((0, 2, 3)) for i in order.split(16)]
+    assert torch.allclose(model.buffers["1.running_mean"][0], torch.stack(means).mean(0), atol=1e-5)
