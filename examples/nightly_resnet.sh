@@ -33,17 +33,18 @@ night() {  # night TASK [FLAGS]: one `sleepcl learn` on the task's image folders
     local task=$1; shift
     echo; echo "== night: $task (budget $BUDGET)"
     $SLEEPCL learn "$MODEL" --task "$task" --data "$DATA/${task}_train" --val-data "$DATA/${task}_val" \
-        --budget "$BUDGET" --threads "$THREADS" --final-free 0.5 --expected-tasks 2 --quiet "$@"
+        --budget "$BUDGET" --threads "$THREADS" --final-free 0.5 --expected-tasks 2 --quiet --model "$FACTORY" "$@"
 }
+FACTORY="$HERE/models.py:resnet18"  # given to every command: sleepcl imports a model file's factory only when asked
 
-night tshirt-trouser --model "$HERE/models.py:resnet18"
-$SLEEPCL predict "$MODEL" --task tshirt-trouser --data "$DATA/tshirt-trouser_val" --output "$WORK/before.csv" --threads "$THREADS"
+night tshirt-trouser
+$SLEEPCL predict "$MODEL" --task tshirt-trouser --data "$DATA/tshirt-trouser_val" --output "$WORK/before.csv" --threads "$THREADS" --model "$FACTORY"
 night pullover-dress
-$SLEEPCL predict "$MODEL" --task tshirt-trouser --data "$DATA/tshirt-trouser_val" --output "$WORK/after.csv" --threads "$THREADS"
+$SLEEPCL predict "$MODEL" --task tshirt-trouser --data "$DATA/tshirt-trouser_val" --output "$WORK/after.csv" --threads "$THREADS" --model "$FACTORY"
 if cmp -s "$WORK/before.csv" "$WORK/after.csv"; then
     echo "task tshirt-trouser predicts exactly as before night 2 (same predictions and confidences)"
 else
     echo "FAILED: task tshirt-trouser's predictions changed in night 2" >&2; exit 1
 fi
-$SLEEPCL predict "$MODEL" --task pullover-dress --data "$DATA/pullover-dress_val" --threads "$THREADS"
+$SLEEPCL predict "$MODEL" --task pullover-dress --data "$DATA/pullover-dress_val" --threads "$THREADS" --model "$FACTORY"
 $SLEEPCL inspect "$MODEL"

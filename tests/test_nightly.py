@@ -427,15 +427,15 @@ def test_a_users_model_with_batchnorm_across_nights(tasks, tmp_path):
     path = tmp_path / "conv.st"
     common = dict(epochs=3, retrain_epochs=2, rounds=2, batch_size=32, lr=3e-3, final_free=0.5, threads=1)
     learn(path, "task0", files[0]["train"], val_data=files[0]["val"], network=factory, **common)
-    before = predict(path, "task0", files[0]["val"])
-    r2 = learn(path, "task1", files[1]["train"], val_data=files[1]["val"], **common)
-    after = predict(path, "task0", files[0]["val"])
+    before = predict(path, "task0", files[0]["val"], factory=factory)
+    r2 = learn(path, "task1", files[1]["train"], val_data=files[1]["val"], network=factory, **common)
+    after = predict(path, "task0", files[0]["val"], factory=factory)
     assert np.array_equal(before["logits"], after["logits"])
-    m = NightlyModel.load(path)
+    m = NightlyModel.load(path, factory)
     assert m.meta["network"]["name"] == factory and "1.running_mean" in m.per_task
     assert m.buffers["1.running_mean"].shape == (2, 16) and m.trunk["1.weight"].shape == (2, 16)
     assert not torch.equal(m.buffers["1.running_mean"][0], m.buffers["1.running_mean"][1])
-    assert predict(path, "task1", files[1]["val"])["accuracy"] == r2["val_accuracy"] > 0.8
+    assert predict(path, "task1", files[1]["val"], factory=factory)["accuracy"] == r2["val_accuracy"] > 0.8
     for name, n in m.layer_sizes().items():
         assert m.free_counts()[name] == round(n * free_after_task(2, 5, 0.5)), name
 
@@ -453,8 +453,8 @@ def test_auto_schedule_and_tolerance_with_a_users_batchnorm_model(tasks, tmp_pat
     common = dict(epochs=1, retrain_epochs=4, batch_size=32, lr=3e-3, threads=1, schedule="auto",
                   candidates=["uniform:1", "uniform:2"])
     learn(path, "a", files[0], network=factory, final_free=0.5, **common)
-    before = predict(path, "a", files[0])["logits"]
-    r = learn(path, "b", files[1], policy="tolerance", tolerance=0.2, **common)
+    before = predict(path, "a", files[0], factory=factory)["logits"]
+    r = learn(path, "b", files[1], network=factory, policy="tolerance", tolerance=0.2, **common)
     assert r["probe"]["chosen"] in ("uniform:1", "uniform:2") and r["probe"]["steps"] > 0
-    assert np.array_equal(before, predict(path, "a", files[0])["logits"])
-    assert NightlyModel.load(path).buffers["1.running_mean"].shape[0] == 2
+    assert np.array_equal(before, predict(path, "a", files[0], factory=factory)["logits"])
+    assert NightlyModel.load(path, factory).buffers["1.running_mean"].shape[0] == 2

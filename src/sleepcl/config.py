@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from .data.datasets import DATASETS
 from .data.split import BENCHMARKS, canonical_task_spec, check_tasks, parse_benchmark
-from .models import NETWORKS, factory_digest, is_factory
+from .models import GENERIC_PATH_VERSION, NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import NIGHTS, get_strategy, is_strategy_spec, strategy_class, strategy_digest
 
@@ -200,6 +200,7 @@ class RunConfig:
                 del d[name]
         if is_factory(d["network"]):
             d["model_source"] = factory_digest(d["network"])
+            d["generic_path"] = GENERIC_PATH_VERSION  # what the generic path computes changed: stored runs are stale
         if is_strategy_spec(d["strategy"]):
             d["strategy_source"] = strategy_digest(d["strategy"])
         return d

@@ -79,7 +79,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     n = p.add_argument_group("network (chosen on the first night)")
     n.add_argument("--model", "--network", dest="network", default=None, metavar="NETWORK",
                    help=f"{' or '.join(NETWORKS)} (default mlp), or your own model: a function returning an nn.Module, "
-                        "as package.module:function or path/to/file.py:function (see examples/NIGHTLY.md)")
+                        "as package.module:function or path/to/file.py:function (see examples/NIGHTLY.md); give it "
+                        "again on later nights (the one the file names, or where it is now): a model file's factory "
+                        "is imported only when given")
     n.add_argument("--head", default=None, metavar="LAYER",
                    help="with --model: the model's classifier layer, replaced by one head per task (default: its "
                         "last nn.Linear)")
@@ -116,6 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="cpu")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    q.add_argument("--model", "--network", dest="network", default=None, metavar="MODULE:FACTORY",
+                   help="for a model of your own network: its factory (the one the model file names, or where it is "
+                        "now); sleepcl imports a factory only when it is given here")
     q.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("inspect", help="show a deployed model: tasks, free capacity, history",
@@ -207,7 +212,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..nightly.model import predict
 
     out = predict(args.model, args.task, args.data, output=args.output, label_column=args.label_column,
-                  device=args.device, threads=args.threads, rule=args.rule, true_task=args.true_task)
+                  device=args.device, threads=args.threads, rule=args.rule, true_task=args.true_task,
+                  factory=args.network)
     if args.json:
         keep = {k: v for k, v in out.items() if k not in ("class_index", "confidence", "logits", "predictions",
                                                           "task_index", "inferred_task")}

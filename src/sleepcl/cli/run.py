@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -124,6 +125,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help=THREADS_HELP)
     add_cluster_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--explain", action="store_true",
+                   help="print every parameter of the network and what the strategy does with it (owned and "
+                        "pruned, per task, shared, classifier), then stop before any training")
     p.set_defaults(func=cmd_run)
 
 
@@ -189,6 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_threads(args.threads)
     configs = run_configs_from_args(args)
+    if args.explain:
+        return explain_network(configs[0], args.data_dir, args.download)
     max_memory = parse_size(args.max_memory) if args.max_memory else None
     output = Path(args.output) if args.output else None
     if output is not None:
@@ -211,6 +217,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"sleepcl run: error: {problem}", file=sys.stderr)
         return 1
     print(f"wrote {len(records)} records to {where}")
+    return 0
+
+
+def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
+    """``run --explain``: the network's parameters and their roles under the run's strategy, nothing trained."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..engine.population import head_size
+    from ..models import build_network
+    from ..models.base import ROLES
+    from ..runs.runner import BenchmarkCache
+    from ..strategies import get_strategy
+
+    strategy = get_strategy(config.strategy, config.strategy_options)
+    data = BenchmarkCache(data_dir, download)
+    data.check([config])
+    bench = data.get(config)
+    net = build_network(config.network, bench.input_shape, bench.n_tasks, head_size(bench), config.widths,
+                        per_task_norm=strategy.freezes, head=config.head, class_counts=bench.n_classes)
+    rows = net.roles(prunes=strategy.prunes, freezes=strategy.freezes,
+                     trains_shared_later=strategy.trains_shared(1))
+    table = Table(title=f"{config.network} under {config.strategy} on {config.benchmark} "
+                        f"({bench.n_tasks} tasks, input {tuple(bench.input_shape)})")
+    table.add_column("parameter", overflow="fold")
+    table.add_column("shape")
+    table.add_column("values", justify="right")
+    table.add_column("role")
+    for name, shape, role in rows:
+        table.add_row(name, "x".join(map(str, shape)) or "()", f"{math.prod(shape):,}", role)
+    console = Console()
+    console.print(table)
+    used = {word for _, _, role in rows for word in role.split(", ")}
+    for word, meaning in ROLES.items():
+        if word in used:
+            console.print(f"  {word}: {meaning}", highlight=False)
+    owned = sum(math.prod(shape) for name, shape, _ in rows if name in net.prunable)
+    total = sum(math.prod(shape) for name, shape, _ in rows if not name.startswith("head."))
+    console.print(f"{owned:,} of the trunk's {total:,} values are owned ({owned / max(1, total):.1%}). A model keeps "
+                  "parameters shared by listing their names (or glob patterns) in a `sleepcl_shared` attribute of "
+                  "the module its factory returns.", highlight=False)
     return 0
 
 

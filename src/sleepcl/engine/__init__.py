@@ -7,6 +7,7 @@ module                    one idea
                           weights bit-identical (masks, a fresh optimizer, moments cleared at prunes)
 :mod:`.population`        the study's engine: days, nights and evaluation of S runs at once
 :mod:`.members`           the stacked state of S members: parameters, buffers, owner maps, generators
+:mod:`.norms`             norm-layer statistics recomputed for the pruned network (BN recalibration)
 :mod:`.ownership`         who owns each weight, and pruning by magnitude to exact counts
 :mod:`.adam`              Adam that updates each member exactly as alone (the fast path's)
 :mod:`.streams`           each member's seeds and shuffled data order

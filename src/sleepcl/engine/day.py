@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..strategies import Batch, Day, GradientSource, Step, Strategy
 from ..strategies.base import cross_entropy
-from . import ownership
+from . import norms, ownership
 from .adam import MemberAdam
 from .members import Members
 
@@ -155,10 +155,14 @@ class DaySession:
         if isinstance(self.optimizer, MemberAdam):
             self.optimizer.member_pruned(member)
 
-    def finish(self, batches: Iterable[Batch] = ()) -> None:
-        """End the day: the strategy's :meth:`~Strategy.end_of_day` (with the day's data, for those that use it),
+    def finish(self, batches: Iterable[Batch] = (), norm_batches: Iterable[Batch] = ()) -> None:
+        """End the day: under a strategy that prunes, the norm layers' running statistics recomputed for the
+        pruned network on ``norm_batches`` (the day's data in an order that mixes its classes: :mod:`.norms`);
+        the strategy's :meth:`~Strategy.end_of_day` (with the day's data ``batches``, for those that use it);
         then every parameter takes gradients again."""
         try:
+            if self.strategy.prunes:
+                norms.recalibrate(self.members, norm_batches, self.day.owner - 1 if self.members.net.per_task else None)
             self.strategy.end_of_day(self.day, self.members.params, GradientSource(batches, self.gradients))
         finally:
             for p in self.members.params.values():

@@ -29,6 +29,7 @@ from ..data.split import SplitBenchmark
 from ..models import build_network
 from ..schedule import SleepSchedule, night_targets, sleep_schedule
 from ..strategies import Batch, Day, get_strategy
+from ..threads import torch_threads
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
 from .divergence import nonfinite_members
@@ -208,12 +209,15 @@ class Population:
                 x = bench.inputs(batch, task=t)
             yield x, bench.labels(batch), t if t is not None else bench.tasks(batch)
 
-    def data_pass(self, day: Day) -> Iterator[Batch]:
-        """The day's training data once, in order, the same batches for every member (for what a strategy
+    def data_pass(self, day: Day, mixed: bool = False) -> Iterator[Batch]:
+        """The day's training data once, in order (``mixed``: in one fixed shuffled order, so that every batch
+        mixes the classes, for norm-layer statistics), the same batches for every member (for what a strategy
         computes at the end of a day, such as EWC's Fisher information; the members' own streams stay as
         they are)."""
         bench = self.bench
         pool = torch.cat([bench.train[t] for t in day.pool])
+        if mixed:
+            pool = pool[torch.randperm(pool.numel(), generator=torch.Generator().manual_seed(0)).to(pool.device)]
         bs, s, t = self.configs[0].batch_size, self.size, day.head_task
         for start in range(0, pool.numel(), bs):
             idx = pool[start:start + bs]
@@ -255,7 +259,7 @@ class Population:
             on_day_end: Callable[["Population", int], None] | None = None) -> list[MemberResult]:
         """Learn every day of the strategy (training, then the night), evaluating after each."""
         try:
-            with _allow_tf32(self.tf32):
+            with _allow_tf32(self.tf32), torch_threads(1 if self.net.thread_sensitive(self.device) else None):
                 return self._fit(progress, on_day_end)
         finally:
             for p in self.params.values():  # the fast path turns off gradients of frozen parameters
@@ -276,7 +280,7 @@ class Population:
                     self.run_epoch(session, streams, pool)
                 run.epoch_done(i, "train", e + 1, day)
             rounds = self.night(i, session, held, streams, pool, run)
-            session.finish(self.data_pass(day))
+            session.finish(self.data_pass(day), self.data_pass(day, mixed=True))
             for m, name in nonfinite_members(self.members.params, self.members.buffers).items():
                 results[m].diverged = results[m].diverged or f"after task {i + 1}, {name} held NaN or infinite values"
             evaluated = None

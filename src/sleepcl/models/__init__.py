@@ -31,11 +31,15 @@ from .layers import GeneratorDropout, TaskHeads
 from .module import ModuleNetwork
 from .paper import PaperMLP, PaperVGG, StackedMLP, StackedVGG
 
-__all__ = ["NETWORKS", "GeneratorDropout", "MemberRandom", "ModuleNetwork", "Network", "Params", "PaperMLP",
+__all__ = ["GENERIC_PATH_VERSION", "NETWORKS", "GeneratorDropout", "allow_torchvision_without_operators", "MemberRandom", "ModuleNetwork", "Network", "Params", "PaperMLP",
            "PaperVGG", "TaskHeads", "build_network", "factory_digest", "is_factory", "load_factory",
            "paper_network"]
 
 NETWORKS = ("mlp", "vgg")
+# Part of the identity of a run of a user's model (RunConfig.hash): raised when what the generic path computes for
+# the same model and config changes, so that the results store does not serve runs made before. 2: BatchNorm
+# statistics recomputed after pruning, random layers on the member's stream, every weight matrix owned.
+GENERIC_PATH_VERSION = 2
 _PAPER = {"mlp": (PaperMLP, StackedMLP), "vgg": (PaperVGG, StackedVGG)}
 
 
@@ -62,8 +66,18 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     try:
         module = _import(where)
     except Exception as e:
-        raise ValueError(f"--model {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name and "
-                         "that it is importable (pip install it, or run from the folder that holds it)") from e
+        if not _torchvision_operators_failed(e):
+            raise ValueError(f"--model {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name "
+                             "and that it is importable (pip install it, or run from the folder that holds it)") from e
+        try:  # torchvision beside a torch it was not built for: its models load without the missing operators
+            allow_torchvision_without_operators()
+            module = _import(where)
+        except Exception as again:
+            raise ValueError(
+                f"--model {spec!r}: importing {where!r} stops in torchvision ({type(again).__name__}: {again}): the "
+                "installed torchvision was built for another torch than this one (a CUDA wheel beside the CPU build "
+                "of torch, say). Install the pair that belongs together, e.g. pip install torch==2.13.0 "
+                "torchvision==0.28.0 from the same index") from again
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -72,6 +86,29 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     if not callable(factory):
         raise ValueError(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a function returning a model")
     return factory  # type: ignore[return-value]
+
+
+def _torchvision_operators_failed(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and "torchvision::" in str(e) and "does not exist" in str(e)
+
+
+def allow_torchvision_without_operators() -> None:
+    """Let ``import torchvision`` through beside a torch its compiled operators do not fit.
+
+    The torchvision wheel links its operators (nms and the like) against one torch build; beside another (the CPU
+    build of torch, say) they cannot load, and ``import torchvision`` stops at registering shapes for two of them
+    (``torchvision::nms``, ``torchvision::qnms``). The models need none of those operators: declaring the two lets
+    the import through, and they stay unavailable.
+    """
+    import torch
+
+    for op in ("nms", "qnms"):
+        try:
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:
+            pass  # declared already
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]  # the half-imported package
 
 
 def _import(where: str):  # type: ignore[no-untyped-def]
@@ -84,7 +121,11 @@ def _import(where: str):  # type: ignore[no-untyped-def]
                 raise ImportError(f"no Python file at {path}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]  # a failed import is not kept half-done
+                raise
         return sys.modules[name]
     try:
         return importlib.import_module(where)

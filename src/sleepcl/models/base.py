@@ -6,13 +6,14 @@ on the same stacked tensors whatever the architecture.
 
 Which weights are which (the same for every network, the paper's and the user's):
 
-* **prunable**: every weight of a ``Linear`` or convolution of the trunk. Each has an owner (see
-  :mod:`sleepcl.engine.ownership`) and is pruned and freed;
+* **prunable**: every weight matrix of the trunk (``Linear``, convolution, attention and embedding weights, a
+  model's own matrices; see :mod:`.module`). Each has an owner (see :mod:`sleepcl.engine.ownership`) and is
+  pruned and freed;
 * **heads** (``head.weight`` ``(S, T, O, F)``, ``head.bias`` ``(S, T, O)``): one output layer per task, owned by
   that task alone, never pruned, not counted in the free fraction;
 * **per-task** parameters and buffers (norm layers under a strategy that freezes): a task axis after the member
   axis, one copy per task, so a norm layer's statistics and affine parameters never change for an old task;
-* **shared**: everything else (biases, norm layers under strategies that do not freeze, any other parameter).
+* **shared**: everything else (biases, norm layers under strategies that do not freeze, what a model marks shared).
   A strategy that freezes trains them on the first task only (PackNet's rule for biases: a bias cannot be split
   between tasks, and freezing it keeps old tasks exact).
 """
@@ -32,6 +33,18 @@ Params = dict[str, Tensor]
 Buffers = dict[str, Tensor]
 
 _INIT_LOCK = threading.Lock()
+# What the words of :meth:`Network.roles` mean.
+ROLES = {
+    "owned": "each weight belongs to one task (the owner map); a task answers with its own and earlier tasks' weights",
+    "pruned": "the night frees the smallest-magnitude weights of the day's task to the capacity schedule",
+    "frozen": "a kept weight never changes again (bit for bit)",
+    "per task": "one copy per task (axis after the member axis); a new task's copy starts from the previous one's",
+    "shared": "one copy for every task",
+    "task 1": "trained with the first task only, then frozen (PackNet's rule for biases)",
+    "statistics": "a norm layer's running statistics",
+    "recomputed": "recomputed on the day's training data for the pruned network at the end of each night",
+    "head": "the classifier, replaced by one head per task: its task's alone, never pruned",
+}
 T = TypeVar("T")
 
 
@@ -74,6 +87,8 @@ class Network:
     name: str = "network"
     prunable: tuple[str, ...] = ()
     per_task: frozenset[str] = frozenset()
+    # Norm layers that keep running statistics (BatchNorm): see :mod:`sleepcl.engine.norms`.
+    statistics_layers: tuple[str, ...] = ()
     class_counts: tuple[int, ...] | None = None
 
     def __init__(self, input_shape: Sequence[int], n_tasks: int, head_size: int):
@@ -104,6 +119,34 @@ class Network:
     def describe(self) -> str:
         """One line for logs and records."""
         return self.name
+
+    def roles(self, *, prunes: bool, freezes: bool, trains_shared_later: bool) -> list[tuple[str, tuple[int, ...], str]]:
+        """Every parameter and buffer of a member: its name, shape (per member; per-task ones with their task axis)
+        and its role (a key of :data:`ROLES`) under a strategy that ``prunes``, ``freezes`` and trains shared
+        parameters after the first task or not (``trains_shared_later``)."""
+        params, buffers = self.member_state(0)
+        out = []
+        for n, p in params.items():
+            if n.startswith("head."):
+                role = "head"
+            elif n in self.prunable:
+                role = ("owned, pruned" if prunes else "owned") + (", frozen" if freezes else "")
+            elif n in self.per_task:
+                role = "per task"
+            else:
+                role = "shared" + ("" if trains_shared_later else ", task 1")
+            out.append((n, tuple(p.shape), role))
+        for n, b in buffers.items():
+            stats = n.rpartition(".")[0] in self.statistics_layers
+            role = ("per task" if n in self.per_task else "shared") + (", statistics" if stats else "")
+            out.append((n, tuple(b.shape), role + (", recomputed" if stats and prunes else "")))
+        return out
+
+    def thread_sensitive(self, device: torch.device) -> bool:
+        """Whether what a member computes on ``device`` depends on the number of intra-op threads (sums over the
+        batch that threads share and round differently): such a network computes on one thread, so that a member
+        is the same alone or in a population whatever ``--threads`` is."""
+        return False
 
     # -- shared by every network ------------------------------------------------------------------------
 

@@ -177,7 +177,7 @@ def learn(model_path: str | os.PathLike, task: str, data: Any, *, val_data: Any 
 
 def _open_model(path: Path, request: Request) -> NightlyModel | None:
     """The model at ``path``, or None for a new one; refuses a task name in use and a change of network."""
-    model = NightlyModel.load(path) if path.exists() else None
+    model = NightlyModel.load(path, factory=request.network) if path.exists() else None
     if model is None and prev_path(path).exists():
         raise ModelError(f"{path} is missing but {prev_path(path)} exists: restore it (cp {prev_path(path)} "
                          f"{path}) or choose another model path; not starting a new model over it")
@@ -187,7 +187,7 @@ def _open_model(path: Path, request: Request) -> NightlyModel | None:
         raise ModelError(f"the model already has a task called {request.task!r} (tasks: "
                          f"{', '.join(t['name'] for t in model.tasks)}); choose a new name")
     spec = model.meta["network"]
-    if request.network is not None and request.network != spec["name"]:
+    if request.network is not None and request.network != spec["name"] and model.factory != request.network:
         raise ValueError(f"the model is a {spec['name']} network; --network is chosen when a model is created")
     if request.widths is not None and list(request.widths) != list(spec["widths"]):
         raise ValueError(f"the model's widths are {spec['widths']}; --widths is chosen when a model is created")

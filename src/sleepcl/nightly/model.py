@@ -17,11 +17,18 @@
 
 The safetensors header's ``__metadata__`` holds ``format`` (``sleepcl-nightly``), ``version`` and
 ``sleepcl``: a JSON document with the network spec (a built-in network and its widths, or a user's model
-factory ``package.module:function``, with a digest of its source file and the names of its per-task tensors),
+factory ``package.module:function``, with the names of its per-task tensors, the digest of its architecture
+(every parameter's and buffer's name, shape and dtype: the model's identity) and a digest of the factory's source
+file, kept as information: an edit of the factory that keeps the architecture loads, with a notice),
 the input spec (sample shape, ``uint8`` or
 ``float32``, normalisation), the capacity policy, the training settings, the tasks (name, owner index,
 class list, sizes, validation accuracy) and the history of nights. Being one file, tensors and metadata
 are replaced together.
+
+**A user's model runs the user's code**, so a model file whose network is a factory is read only when the user
+asks for that code: ``--model`` on the command line (the factory the file names, or where it is now), else the
+file is refused before anything is imported; ``sleepcl inspect`` reads the metadata and tensors without building
+the network at all.
 
 **Saving** is atomic: the new file is written to a temporary file in the same folder, flushed and
 fsync'ed, the current file is hard-linked (or copied) to ``MODEL.prev``, and the temporary file is
@@ -33,12 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
 import shutil
 import stat
 import struct
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +60,7 @@ from torch import Tensor
 from ..engine import ownership
 from ..engine.members import Members
 from ..files import atomic_write_bytes, check_writable, temporary_in, temporary_pid, write_or_keep
-from ..models import Network, build_network, factory_digest, is_factory
+from ..models import Network, build_network, factory_digest, is_factory, load_factory
 from ..models.base import MemberRandom
 from ..runs.memory import format_bytes
 from ..threads import torch_threads
@@ -111,6 +120,8 @@ class NightlyModel:
     std: Tensor = field(default_factory=lambda: torch.ones(1))
     buffers: dict[str, Tensor] = field(default_factory=dict)
     strategy: dict[str, Tensor] = field(default_factory=dict)  # the strategy's state (module doc: strategy/<name>)
+    # The factory the user allowed to build a user model's network (not stored: asked for on every command).
+    factory: str | None = field(default=None, compare=False)
 
     # -- construction --------------------------------------------------------------------------------
 
@@ -123,10 +134,12 @@ class NightlyModel:
         spec: dict[str, Any] = {"name": network, "widths": list(widths or ()), "net_input_shape": list(net_shape)}
         if is_factory(network):
             spec.update(source=factory_digest(network), head=head)
-        net = _build(spec, n_tasks=1, head_size=2)
+        net = _build(spec, n_tasks=1, head_size=2, factory=network)
         params, buffers = net.member_state(int(seed))
         spec["widths"] = list(getattr(net, "widths", widths or ()))
         spec["per_task"] = sorted(net.per_task)
+        if is_factory(network):
+            spec["architecture"] = architecture_digest(net)
         trunk = {k: v.contiguous() for k, v in params.items() if not k.startswith("head.")}
         owner = {name: torch.zeros_like(trunk[name], dtype=torch.uint8) for name in net.prunable}
         meta = {
@@ -137,14 +150,15 @@ class NightlyModel:
         }
         return cls(meta, trunk, owner, [], torch.as_tensor(mean, dtype=torch.float32).contiguous(),
                    torch.as_tensor(std, dtype=torch.float32).contiguous(),
-                   {k: v.contiguous() for k, v in buffers.items()})
+                   {k: v.contiguous() for k, v in buffers.items()}, factory=network if is_factory(network) else None)
 
     # -- description ---------------------------------------------------------------------------------
 
     def network(self, n_tasks: int = 1, class_counts: list[int] | None = None) -> Network:
         """The model's network with ``n_tasks`` heads (of as many outputs as the most classes any task has)."""
         counts = class_counts or [2] * n_tasks
-        return _build(self.meta["network"], n_tasks=n_tasks, head_size=max(counts), class_counts=counts)
+        return _build(self.meta["network"], n_tasks=n_tasks, head_size=max(counts), class_counts=counts,
+                      factory=self.factory)
 
     @property
     def per_task(self) -> frozenset[str]:
@@ -243,7 +257,8 @@ class NightlyModel:
                             {k: v.cpu().contiguous() for k, v in state["owner"].items()}, heads, self.mean, self.std,
                             {k: v.cpu().contiguous() for k, v in state["buffers"].items()},
                             self.strategy if strategy is None else
-                            {k: v[member].detach().cpu().contiguous() for k, v in strategy.items()})
+                            {k: v[member].detach().cpu().contiguous() for k, v in strategy.items()},
+                            factory=self.factory)
 
     @torch.no_grad()
     def logits(self, task_position: int, x: np.ndarray | Tensor, device: torch.device | str = "cpu",
@@ -312,26 +327,16 @@ class NightlyModel:
         return Path(path)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "model") -> "NightlyModel":
+    def from_bytes(cls, data: bytes, source: str = "model", factory: str | None = None) -> "NightlyModel":
         """The model in ``data``, checked whole: the metadata against its schema (:mod:`.schema`) and the tensors
-        against the metadata (:func:`check_consistent`); a file that fails is refused as damaged."""
-        from safetensors.torch import load
+        against the metadata (:func:`check_consistent`); a file that fails is refused as damaged.
 
-        meta = _parse_metadata(data, source)
-        problem = validate_meta(meta)
-        if problem is not None:
-            raise damaged(source, f"metadata {problem}")
-        try:
-            tensors = load(data)
-        except Exception as e:  # safetensors raises its own error types
-            raise damaged(source, f"the tensors cannot be read: {e}") from e
+        ``factory``: for a model of a user's factory, the factory the user allows to build it (the one the file
+        names, or where it is now); without it such a file is refused before any code is imported. The network
+        it builds must have the file's architecture."""
+        meta, tensors = _read(data, source)
         spec = meta["network"]
-        try:
-            net = _build(spec, n_tasks=1, head_size=2)
-        except ModelError:
-            raise
-        except ValueError as e:
-            raise damaged(source, f"network: {e}") from None
+        net = _build(spec, n_tasks=1, head_size=2, factory=factory, source=source)
         params, bufs = net.member_state(0)
         per_task = frozenset(spec.get("per_task", ()))
         rows = max(1, len(meta["tasks"]))
@@ -349,16 +354,22 @@ class NightlyModel:
                  for j in range(len(meta["tasks"]))]
         problem = check_consistent(meta, net, shapes, trunk, owner, heads, tensors) or \
             _check_buffers(buffer_shapes, buffers, {n: v.dtype for n, v in bufs.items()})
+        if problem is not None and is_factory(spec["name"]) and "architecture" not in spec \
+                and spec.get("source") != factory_digest(factory or spec["name"]):
+            raise ModelError(f"{factory or spec['name']} builds another network than the one in {source} ({problem}); "
+                             "its source changed since the model was made: restore the code that made it")
         if problem is not None:
             raise damaged(source, problem)
         # the network's own order (safetensors stores tensors in its own order)
         trunk = {name: trunk[name] for name in shapes}
         owner = {name: owner[name] for name in net.prunable}
         buffers = {name: buffers[name] for name in buffer_shapes}
-        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers, group("strategy/"))
+        return cls(meta, trunk, owner, heads, tensors["input/mean"], tensors["input/std"], buffers, group("strategy/"),
+                   factory=factory if is_factory(spec["name"]) else None)
 
     @classmethod
-    def load(cls, path: str | Path) -> "NightlyModel":
+    def load(cls, path: str | Path, factory: str | None = None) -> "NightlyModel":
+        """The model file at ``path`` (``factory``: see :meth:`from_bytes`)."""
         p = Path(path)
         if not p.exists():
             prev = prev_path(p)
@@ -366,7 +377,7 @@ class NightlyModel:
             raise ModelError(f"no model at {p}{hint}")
         if p.is_dir():
             raise ModelError(f"{p} is a folder, not a model file")
-        return cls.from_bytes(p.read_bytes(), str(p))
+        return cls.from_bytes(p.read_bytes(), str(p), factory)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -380,6 +391,21 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if n > 100_000_000:
             raise ModelError(f"{p}: not a sleepcl model (bad header)")
         return _parse_metadata(head + f.read(n), str(p))
+
+
+def _read(data: bytes, source: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A model file's metadata (checked against the schema) and tensors, read without building its network."""
+    from safetensors.torch import load
+
+    meta = _parse_metadata(data, source)
+    problem = validate_meta(meta)
+    if problem is not None:
+        raise damaged(source, f"metadata {problem}")
+    try:
+        tensors = load(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise damaged(source, f"the tensors cannot be read: {e}") from e
+    return meta, tensors
 
 
 def _parse_metadata(data: bytes, source: str) -> dict[str, Any]:
@@ -408,14 +434,47 @@ def _parse_metadata(data: bytes, source: str) -> dict[str, Any]:
     return meta
 
 
-def _build(spec: dict[str, Any], *, n_tasks: int, head_size: int, class_counts: list[int] | None = None) -> Network:
-    """The network a model file's spec names (per-task norm layers: the nightly always freezes)."""
+def architecture_digest(net: Network) -> str:
+    """sha256 (16 hex digits) of a network's architecture: every trunk parameter's and buffer's name, shape (one
+    task's: per-task tensors without their task axis) and dtype. A model file's identity: the factory that made
+    it may be edited or moved as long as it builds this."""
+    params, buffers = net.member_state(0)
+    rows = sorted((kind, n, list(v.shape[1:] if n in net.per_task else v.shape), str(v.dtype))
+                  for kind, group in (("param", params), ("buffer", buffers)) for n, v in group.items()
+                  if not n.startswith("head."))
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def _build(spec: dict[str, Any], *, n_tasks: int, head_size: int, class_counts: list[int] | None = None,
+           factory: str | None = None, source: str = "the model") -> Network:
+    """The network a model file's spec names (per-task norm layers: the nightly always freezes).
+
+    A user's factory is imported only when the user gave one (``factory``: the one the spec names or where it is
+    now); it must build the spec's architecture. An edited factory source is a notice, not an error."""
     name = spec["name"]
-    if is_factory(name) and spec.get("source") and factory_digest(name) != spec["source"]:
-        raise ModelError(f"the model was made with another version of {name} (its source file changed since); "
-                         "restore that code, or start a new model file")
-    return build_network(name, spec["net_input_shape"], n_tasks, head_size, spec.get("widths") or None,
-                         per_task_norm=True, head=spec.get("head"), class_counts=class_counts)
+    if is_factory(name):
+        if factory is None:
+            raise ModelError(f"{source} was made with the model factory {name}; reading it would import and run that "
+                             f"code, which sleepcl does only when asked: give --model {name} (or where that factory is "
+                             "now) to allow it. `sleepcl inspect` shows the model without it")
+        if not is_factory(factory):
+            raise ModelError(f"{source} was made with the model factory {name}, not the built-in {factory}")
+        try:
+            load_factory(factory)
+        except ValueError as e:
+            raise ModelError(f"{source} needs its model factory, which is missing: {e}. The file is not damaged: put "
+                             "the factory's code back, or give --model with where it is now") from None
+        if spec.get("source") and factory_digest(factory) != spec["source"]:
+            warnings.warn(f"{factory}: its source file changed since {source} was made; the network it builds is "
+                          "checked against the file's architecture", stacklevel=2)
+        name = factory
+    net = build_network(name, spec["net_input_shape"], n_tasks, head_size, spec.get("widths") or None,
+                        per_task_norm=True, head=spec.get("head"), class_counts=class_counts)
+    if is_factory(name) and spec.get("architecture") and architecture_digest(net) != spec["architecture"]:
+        raise ModelError(f"{name} builds another network than the one in {source} (other parameter or buffer names, "
+                         "shapes or dtypes): its code changed since the model was made; restore the code that made "
+                         "it, or give --model with the factory that did")
+    return net
 
 
 def _task_rows(v: Tensor, rows: int) -> Tensor:
@@ -426,8 +485,9 @@ def _task_rows(v: Tensor, rows: int) -> Tensor:
 
 
 def net_input_shape(network: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What the network sees: the VGG takes ``(C, H, W)``, so grey ``(H, W)`` samples get one channel."""
-    if network == "vgg" and len(shape) == 2:
+    """What the network sees: grey ``(H, W)`` images get one channel, ``(1, H, W)``, as the built-in benchmarks
+    give them (a conv net takes ``(C, H, W)``; the built-in MLP flattens whatever it gets)."""
+    if network != "mlp" and len(shape) == 2:
         return (1, *shape)
     return tuple(shape)
 
@@ -457,7 +517,8 @@ def check_consistent(meta: dict[str, Any], net: Network, shapes: dict[str, tuple
     """
     n_tasks = len(meta["tasks"])
     inp = tuple(meta["input"]["shape"])
-    if tuple(meta["network"]["net_input_shape"]) != net_input_shape(meta["network"]["name"], inp):
+    stored = tuple(meta["network"]["net_input_shape"])
+    if stored != net_input_shape(meta["network"]["name"], inp) and stored != inp:  # (H, W): files made before
         return (f"network.net_input_shape {meta['network']['net_input_shape']} does not fit input.shape "
                 f"{list(inp)}")
     for name, shape in shapes.items():
@@ -716,7 +777,7 @@ def check_night_memory(model: NightlyModel | None, data: Any, val_data: Any = No
 
 def predict(model_path: str | Path, task: str | None, data: Any, *, output: str | Path | None = None,
             label_column: str = "label", device: str = "cpu", threads: int | None = None,
-            rule: str | None = None, true_task: str | None = None) -> dict[str, Any]:
+            rule: str | None = None, true_task: str | None = None, factory: str | None = None) -> dict[str, Any]:
     """Predict the classes of task ``task`` for ``data`` (a path, ``(x, y)`` or a Dataset); with ``task=None``,
     infer each sample's task first (:func:`predict_any_task`).
 
@@ -729,12 +790,12 @@ def predict(model_path: str | Path, task: str | None, data: Any, *, output: str 
 
     if task is None:
         return predict_any_task(model_path, data, output=output, label_column=label_column, device=device,
-                                threads=threads, rule=rule, true_task=true_task)
+                                threads=threads, rule=rule, true_task=true_task, factory=factory)
     if rule is not None or true_task is not None:
         raise ValueError("--rule and --true-task go with predicting without --task (the task inferred)")
     if output is not None:
         check_writable(Path(output), "--output", "predictions.csv")
-    model = NightlyModel.load(model_path)
+    model = NightlyModel.load(model_path, factory)
     j = model.task_index(task)
     info = model.tasks[j]
     classes = info["classes"]
@@ -788,7 +849,8 @@ def task_score_stats(logits: Tensor) -> dict[str, list[float]]:
 
 def predict_any_task(model_path: str | Path, data: Any, *, output: str | Path | None = None,
                      label_column: str = "label", device: str = "cpu", threads: int | None = None,
-                     rule: str | None = None, true_task: str | None = None) -> dict[str, Any]:
+                     rule: str | None = None, true_task: str | None = None,
+                     factory: str | None = None) -> dict[str, Any]:
     """Predict without being told the task: every task's network answers each sample, ``rule``
     (:mod:`sleepcl.task_inference`, default its ``DEFAULT_RULE``) picks the sample's task, that task's head its
     class. Calibrated rules use each task's ``score_stats`` (kept by the night that learnt it; a model from
@@ -807,11 +869,12 @@ def predict_any_task(model_path: str | Path, data: Any, *, output: str | Path | 
     rule = check_rule(rule or DEFAULT_RULE)
     if output is not None:
         check_writable(Path(output), "--output", "predictions.csv")
-    model = NightlyModel.load(model_path)
+    model = NightlyModel.load(model_path, factory)
     if not model.tasks:
         raise ModelError(f"{model_path}: the model has no task yet; run `sleepcl learn` first")
     names = [t["name"] for t in model.tasks]
     told = model.task_index(true_task) if true_task is not None else None
+    check_night_memory(model, data, label_column=label_column, purpose="predicting")  # data is read on the CPU
     ds = load_data(data, label_column=label_column)
     check_fits(model, ds)
     T, width = len(names), max(len(t["classes"]) for t in model.tasks)
@@ -899,25 +962,52 @@ def write_predictions(path: Path, ds: Any, preds: list, confidence: np.ndarray) 
     return atomic_write_bytes(path, predictions_csv(ds, preds, confidence))
 
 
+def _check_without_network(meta: dict[str, Any], tensors: dict[str, Tensor], source: str) -> None:
+    """:func:`check_consistent` with the network's shapes taken from the file itself (its trunk tensors, the
+    features its heads take): what can be checked without importing the factory that built it."""
+    from types import SimpleNamespace
+
+    def group(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    trunk, owner = group("trunk/"), group("owner/")
+    heads = [(tensors.get(f"head/{j + 1}/weight"), tensors.get(f"head/{j + 1}/bias")) for j in range(len(meta["tasks"]))]
+    widths = [w.shape[-1] for w, _ in heads if w is not None and w.dim() == 2]
+    stand_in = SimpleNamespace(prunable=tuple(owner), feature_dim=widths[0] if widths else 0)
+    problem = None if owner and set(owner) <= set(trunk) else "its owner maps are missing or name no trunk weight"
+    problem = problem or check_consistent(meta, stand_in, {n: tuple(v.shape) for n, v in trunk.items()},  # type: ignore[arg-type]
+                                          trunk, owner, heads, tensors)
+    if problem is not None:
+        raise damaged(source, problem)
+
+
 def inspect(model_path: str | Path) -> dict[str, Any]:
     """Everything ``sleepcl inspect`` shows: tasks, free capacity per layer and overall, file size, history."""
     p = Path(model_path)
-    model = NightlyModel.load(p)
-    sizes, free = model.layer_sizes(), model.free_counts()
+    if not p.exists() or p.is_dir():
+        NightlyModel.load(p)  # the same messages as every command's
+    meta, tensors = _read(p.read_bytes(), str(p))
+    if not is_factory(meta["network"]["name"]):
+        NightlyModel.from_bytes(p.read_bytes(), str(p))  # a built-in network: checked whole
+    else:  # a user's factory is not imported: the tensors are checked against the metadata and one another
+        _check_without_network(meta, tensors, str(p))
+    n_tasks = len(meta["tasks"])
+    owners = {k[len("owner/"):]: v for k, v in tensors.items() if k.startswith("owner/")}
     layers = []
-    for name, n in sizes.items():
-        o = model.owner[name]
-        layers.append({"name": name, "weights": n, "free": free[name], "free_fraction": free[name] / n,
-                       "per_task": [int((o == j + 1).sum()) for j in range(len(model.tasks))]})
-    total = sum(sizes.values())
+    for name, o in owners.items():
+        n, free = o.numel(), int((o == ownership.FREE).sum())
+        layers.append({"name": name, "weights": n, "free": free, "free_fraction": free / max(1, n),
+                       "per_task": [int((o == j + 1).sum()) for j in range(n_tasks)]})
+    total = sum(layer["weights"] for layer in layers)
     tasks = []
-    for j, t in enumerate(model.tasks):
-        kept = sum(model.held_counts(j).values())
-        tasks.append({**t, "kept_weights": kept, "kept_fraction": kept / total})
+    for j, t in enumerate(meta["tasks"]):
+        kept = sum(layer["per_task"][j] for layer in layers)
+        tasks.append({**t, "kept_weights": kept, "kept_fraction": kept / max(1, total)})
+    free_total = sum(layer["free"] for layer in layers)
     prev = prev_path(p)
     return {"path": str(p), "file_bytes": p.stat().st_size, "file_size": human_size(p.stat().st_size),
-            "previous": str(prev) if prev.exists() else None, "format": model.meta["format"],
-            "version": model.meta["version"], "created": model.meta["created"], "updated": model.meta["updated"],
-            "network": model.meta["network"], "input": model.meta["input"], "policy": model.policy,
-            "training": model.meta["training"], "tasks": tasks, "layers": layers, "weights": total,
-            "free": sum(free.values()), "free_fraction": sum(free.values()) / total, "history": model.history}
+            "previous": str(prev) if prev.exists() else None, "format": meta["format"],
+            "version": meta["version"], "created": meta["created"], "updated": meta["updated"],
+            "network": meta["network"], "input": meta["input"], "policy": meta["policy"],
+            "training": meta["training"], "tasks": tasks, "layers": layers, "weights": total,
+            "free": free_total, "free_fraction": free_total / max(1, total), "history": meta["history"]}

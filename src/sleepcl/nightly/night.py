@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..engine import ownership
 from ..engine.adam import fused_adam_available
+from ..engine import norms, ownership
 from ..engine.day import DaySession
 from ..engine.members import Members
 from ..engine.streams import IndexStream
@@ -89,6 +90,13 @@ class TaskData:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.x) / self.batch_size))
 
+    def passes(self, size: int) -> list[tuple[Tensor, Tensor, None]]:
+        """The training samples once, in one fixed shuffled order (every batch mixing the classes), as batches for
+        ``size`` members (for norm-layer statistics)."""
+        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(0)).to(self.x.device)
+        return [(self.x[i].expand(size, *self.x[i].shape), self.y[i].expand(size, len(i)), None)
+                for i in order.split(self.batch_size)]
+
     def batch(self) -> tuple[Tensor, Tensor]:
         """The next batch of the endless shuffled stream (indices drawn an epoch at a time)."""
         if self.buffer is None or self.used >= len(self.buffer):
@@ -139,6 +147,7 @@ def val_accuracy(session: DaySession, member: int, data: TaskData) -> float:
     m = session.members
     one = Members(m.net, {n: p[member:member + 1] for n, p in m.params.items()},
                   {n: b[member:member + 1] for n, b in m.buffers.items()}, {}, m.random)
+    recalibrate(one, data, session.day.head_task)  # type: ignore[arg-type]
     right = one.correct(data.x_val, data.y_val, session.day.head_task, chunk=4096)  # type: ignore[arg-type]
     return int(right[0]) / max(1, len(data.x_val))
 
@@ -160,6 +169,11 @@ def val_loss(session: DaySession, member: int, data: TaskData, chunk: int = 4096
         logits = m.net.logits(params, xs[None], session.day.head_task, buffers=buffers)[0]  # type: ignore[arg-type]
         total += float(torch.nn.functional.cross_entropy(logits.double(), ys, reduction="sum"))
     return total / max(1, len(data.x_val))
+def recalibrate(members: Members, data: TaskData, task: int) -> None:
+    """The members' norm-layer statistics of ``task`` recomputed on its training data with the weights they have
+    now (:mod:`sleepcl.engine.norms`; training never reads them, so this changes answers, not training)."""
+    if members.net.statistics_layers:
+        norms.recalibrate(members, data.passes(members.size), task)
 
 
 def replicate(session: DaySession, size: int, seeds: Sequence[int]) -> DaySession:
@@ -284,6 +298,7 @@ def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phas
         round_end(m)  # the last round's retrained state
         if plan.best is not None:
             members.restore(m, plan.best)
+    recalibrate(members, data, session.day.head_task)  # type: ignore[arg-type]
     timings["retrain"] += clock() - t_start
 
 
