@@ -25,9 +25,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..engine import ownership
-from ..engine.adam import fused_adam_available
 from ..engine import norms, ownership
+from ..engine.adam import fused_adam_available
 from ..engine.day import DaySession
 from ..engine.members import Members
 from ..engine.streams import IndexStream
