@@ -526,3 +526,26 @@ def test_damaged_data_files_are_named_for_what_is_wrong(tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("a,b,label\n1,,0\n2,3,1\n")
     with pytest.raises(DataFormatError, match="column 'b', row 2: the cell is empty"):
         load_data(tmp_path / "empty.csv")
+
+
+HUGE = '''
+from torch import nn
+
+
+def huge(input_shape=(1, 28, 28), num_classes=2):
+    """About 1e9 parameters: 4 GB of weights, some 39 GB to train one member."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 40000), nn.ReLU(), nn.Linear(40000, 25000), nn.ReLU(),
+                         nn.Linear(25000, num_classes))
+'''
+
+
+def test_a_model_too_large_for_one_member_is_refused_before_it_is_built(tmp_path):
+    """Sized on the meta device: the process, capped at 3 GiB of address space, never holds its 4 GB of weights."""
+    (tmp_path / "huge.py").write_text(HUGE)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+            "from sleepcl.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "run", "--model", f"{tmp_path / 'huge.py'}:huge", "--tasks", "2",
+                        "--epochs", "1", "--no-store", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "builds 1,031,475,002 parameters" in p.stderr and "nothing was built" in p.stderr
+    assert "Traceback" not in p.stderr

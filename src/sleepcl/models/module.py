@@ -75,6 +75,7 @@ class ModuleNetwork(Network):
         one each; on CPU no faster, and members then agree with their solo runs to float rounding only)."""
         super().__init__(input_shape, n_tasks, head_size)
         self.name, self._build, self._head_path = name, build, head
+        _check_size_before_building(build, name)
         template = seeded(0, lambda: _call_factory(build, name))
         self.trunk, self._head_path, features = _split_classifier(template, head, name, n_tasks, head_size)
         self._head_shape = (self.n_tasks, self.head_size, features)
@@ -225,6 +226,30 @@ class ModuleNetwork(Network):
 
 
 # -- taking the model apart --------------------------------------------------------------------------------
+
+def _check_size_before_building(build: Callable[[], nn.Module], name: str) -> None:
+    """Refuse a model too large for even one member on this machine before any of its weights exist: the factory
+    is called once on the meta device (shapes only, no memory, no random draws) and sized by the estimate that
+    sizes populations (:func:`sleepcl.runs.memory.member_bytes`, activations left out) plus the template copy.
+    A factory that cannot build on the meta device (it loads weights from a file, say) is sized once built."""
+    from ..runs.memory import available_bytes, format_bytes, member_bytes
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), contextlib.redirect_stdout(None):
+            model = build()
+        shapes = {n: tuple(t.shape) for n, t in (*model.named_parameters(), *model.named_buffers())}
+    except (Exception, SystemExit):
+        return
+    owned = [n for n, t in model.named_parameters() if t.dim() >= 2]
+    need = member_bytes(shapes, owned, batch_size=1, activation_floats=0) + 4 * sum(
+        t.numel() for t in (*model.parameters(), *model.buffers()))
+    available, where = available_bytes("cpu")
+    if need > available:
+        params = sum(t.numel() for t in model.parameters())
+        raise ValueError(f"the model factory {name} builds {params:,} parameters: one member needs about "
+                         f"{format_bytes(need)} to train (weights, gradients, Adam's moments, masks), more than the "
+                         f"{format_bytes(available)} there is ({where}); nothing was built. Make the model smaller")
+
 
 def _call_factory(build: Callable[[], nn.Module], name: str) -> nn.Module:
     try:
