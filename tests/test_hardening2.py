@@ -378,7 +378,7 @@ class NaNOut(nn.Module):
         self.head = nn.Linear(16, 2)
 
     def forward(self, x):
-        return self.head(torch.relu(self.fc(x.flatten(1)))) * float("nan")
+        return self.head(torch.relu(self.fc(x.flatten(1))) * float("nan"))  # NaN features, nothing after the head
 
 
 def nan_outputs():

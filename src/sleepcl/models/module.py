@@ -375,7 +375,7 @@ def _draws_from_default_generator(trunk: nn.Module, input_shape: tuple[int, ...]
                                          "its answers would change from one evaluation to the next. Draw them only "
                                          "when self.training is true (nn.Dropout and its kind do)")
                     draws = draws or moved
-                if isinstance(outs[0], Tensor) and not torch.equal(outs[0], outs[1]):
+                if isinstance(outs[0], Tensor) and not _same_values(outs[0], outs[1]):
                     raise ValueError(f"{name}: the model gives different outputs for the same input from the same "
                                      f"random state ({'training' if training else 'evaluation'} mode): its randomness "
                                      "comes from somewhere sleepcl cannot seed per member, so runs would not be "
@@ -386,6 +386,12 @@ def _draws_from_default_generator(trunk: nn.Module, input_shape: tuple[int, ...]
         for d in dropouts:
             d.generator = None
     return draws
+
+
+def _same_values(a: Tensor, b: Tensor) -> bool:
+    """Bit for bit the same, NaN where NaN: the model checks compare a model with itself, and a model whose outputs
+    are NaN is not the checks' business (a run of it fails as diverged, engine/divergence.py)."""
+    return a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
 
 
 def _marked_shared(model: nn.Module, names: Mapping[str, Tensor], name: str) -> frozenset[str]:
@@ -452,8 +458,7 @@ def _check_trunk(trunk: nn.Module, input_shape: tuple[int, ...], features: int, 
     finally:
         for h in hooks:
             h.remove()
-    same = isinstance(out, Tensor) and out.shape == reached[-1].shape and torch.equal(out, reached[-1]) \
-        if reached else True
+    same = isinstance(out, Tensor) and _same_values(out, reached[-1]) if reached else True
     if after or not same:
         ran = f" ({', '.join(after)})" if after else ""
         raise ValueError(f"{name}: the model computes something after its classifier {head_path}{ran}; sleepcl "
