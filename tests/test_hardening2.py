@@ -549,3 +549,14 @@ def test_a_model_too_large_for_one_member_is_refused_before_it_is_built(tmp_path
     assert p.returncode == 2, p.stderr[-2000:]
     assert "builds 1,031,475,002 parameters" in p.stderr and "nothing was built" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_text_file_given_as_data_is_named_an_unknown_format(tmp_path, capsys):
+    """``--data README.md`` names the file's format and the formats there are (not "no data")."""
+    from sleepcl.cli import main
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert main(["learn", str(tmp_path / "m.st"), "--task", "t", "--data", str(readme), *LEARN]) == 2
+    err = capsys.readouterr().err
+    assert "unknown data format 'README.md' (suffix '.md')" in err and "use a .npz file" in err
+    assert not (tmp_path / "m.st").exists() and not (tmp_path / "m.st.lock").exists()
