@@ -35,6 +35,21 @@ def add_cluster_argument(p: Any) -> None:
     p.add_argument("--cluster", default=None, type=cluster_address, metavar="ADDRESS|auto|local", help=CLUSTER_HELP)
 
 
+def add_report_study_options(p: Any, report: str) -> None:
+    """The options of a study command that trains what the store lacks and writes one report folder
+    (``sleepcl sequences``, ``sleepcl paradigms``): where runs are kept and the report goes, how they train."""
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
+    p.add_argument("--out", default=None, metavar="DIR", help=f"report folder (default docs/results/{report}/)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--max-population", type=int, default=None,
+                   help="split populations larger than this (less memory; finer-grained resume)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
+    p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
+    p.add_argument("--no-report", action="store_true", help="train only")
+
+
 def cluster_address(text: str) -> str:
     """argparse type of ``--cluster``: auto, local, or HOST:PORT with a port in 1..65535."""
     import argparse

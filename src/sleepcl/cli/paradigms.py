@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import MEMORY_HELP, THREADS_HELP
+from .common import add_report_study_options
 
 __all__ = ["add_parser"]
 
@@ -30,17 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmark", default="mnist-5k",
                    help="the Split benchmark (fashion-mnist: the quick preset only, with E = 1, B = 4)")
     p.add_argument("--seeds", default=None, help="replace the preset's seeds, e.g. 0-4")
-    p.add_argument("--store", default=None, metavar="FILE",
-                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="report folder (default docs/results/<benchmark>-paradigms-<preset>/)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    p.add_argument("--max-population", type=int, default=None,
-                   help="split populations larger than this (less memory; finer-grained resume)")
-    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
-    p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
-    p.add_argument("--no-report", action="store_true", help="train only")
+    add_report_study_options(p, "<benchmark>-paradigms-<preset>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_paradigms)
 

@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import MEMORY_HELP, THREADS_HELP
+from .common import add_report_study_options
 
 __all__ = ["add_parser"]
 
@@ -38,17 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "seconds-long smoke test")
     p.add_argument("--tasks", default=None, metavar="T,T,...", help="replace the preset's sequence lengths")
     p.add_argument("--seeds", default=None, help="replace the preset's seeds, e.g. 0-4")
-    p.add_argument("--store", default=None, metavar="FILE",
-                   help="results store (SQLite); default $SLEEPCL_STORE or ~/.cache/sleepcl/runs.sqlite")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="report folder (default docs/results/<benchmark>-sequences-<preset>/)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    p.add_argument("--max-population", type=int, default=None,
-                   help="split populations larger than this (less memory; finer-grained resume)")
-    p.add_argument("--max-memory", default=None, metavar="SIZE", help=MEMORY_HELP)
-    p.add_argument("--no-train", action="store_true", help="only write the report, from the runs already stored")
-    p.add_argument("--no-report", action="store_true", help="train only")
+    add_report_study_options(p, "<benchmark>-sequences-<preset>")
     p.add_argument("--from-runs-csv", default=None, metavar="FILE",
                    help="write the report from a report's runs.csv (its runs' full records not kept); trains nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
