@@ -21,7 +21,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -32,7 +32,7 @@ from .module import ModuleNetwork
 from .paper import PaperMLP, PaperVGG, StackedMLP, StackedVGG
 
 __all__ = ["GENERIC_PATH_VERSION", "NETWORKS", "GeneratorDropout", "allow_torchvision_without_operators", "MemberRandom", "ModuleNetwork", "Network", "Params", "PaperMLP",
-           "PaperVGG", "TaskHeads", "build_network", "factory_digest", "is_factory", "load_factory",
+           "PaperVGG", "TaskHeads", "build_network", "factory_digest", "is_factory", "load_factory", "load_spec",
            "paper_network"]
 
 NETWORKS = ("mlp", "vgg")
@@ -59,33 +59,42 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
     A module that is not importable as it stands is looked for in the current folder too (as ``python -m`` would),
     so ``--model mymodels:net`` works from the folder that holds ``mymodels.py``.
     """
+    factory = load_spec(spec, "--model", f"a built-in network ({', '.join(NETWORKS)}) or a factory as "
+                                         "package.module:function (or path/to/file.py:function)")
+    if not callable(factory):
+        attr = spec.rpartition(":")[2]
+        raise ValueError(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a function returning a model")
+    return factory  # type: ignore[return-value]
+
+
+def load_spec(spec: str, flag: str, usage: str) -> Any:
+    """What a user's ``where:name`` spec names (``where`` a ``path/to/file.py`` or a module, ``name`` a dotted
+    attribute): the one resolution of ``--model`` and ``--strategy``. ValueError naming ``flag``, the problem and the
+    fix; ``usage`` says what the flag takes."""
     where, _, attr = spec.rpartition(":")
     if not where or not attr:
-        raise ValueError(f"--model {spec!r}: give a built-in network ({', '.join(NETWORKS)}) or a factory as "
-                         "package.module:function (or path/to/file.py:function)")
+        raise ValueError(f"{flag} {spec!r}: give {usage}")
     try:
         module = _import(where)
     except Exception as e:
         if not _torchvision_operators_failed(e):
-            raise ValueError(f"--model {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name "
+            raise ValueError(f"{flag} {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name "
                              "and that it is importable (pip install it, or run from the folder that holds it)") from e
         try:  # torchvision beside a torch it was not built for: its models load without the missing operators
             allow_torchvision_without_operators()
             module = _import(where)
         except Exception as again:
             raise ValueError(
-                f"--model {spec!r}: importing {where!r} stops in torchvision ({type(again).__name__}: {again}): the "
+                f"{flag} {spec!r}: importing {where!r} stops in torchvision ({type(again).__name__}: {again}): the "
                 "installed torchvision was built for another torch than this one (a CUDA wheel beside the CPU build "
                 "of torch, say). Install the pair that belongs together, e.g. pip install torch==2.13.0 "
                 "torchvision==0.28.0 from the same index") from again
-    factory = module
+    found = module
     for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ValueError(f"--model {spec!r}: {where!r} has no {attr!r}")
-    if not callable(factory):
-        raise ValueError(f"--model {spec!r}: {attr!r} is a {type(factory).__name__}, not a function returning a model")
-    return factory  # type: ignore[return-value]
+        found = getattr(found, part, None)
+        if found is None:
+            raise ValueError(f"{flag} {spec!r}: {where!r} has no {attr!r}")
+    return found
 
 
 def _torchvision_operators_failed(e: BaseException) -> bool:

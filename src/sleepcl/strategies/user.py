@@ -28,24 +28,13 @@ def is_strategy_spec(name: str) -> bool:
 
 def load_strategy(spec: str) -> type[Strategy]:
     """The :class:`Strategy` subclass ``spec`` names; ValueError naming the problem and the fix otherwise."""
-    from ..models import _import  # the model factory's resolution, so that both specs are found the same way
+    from ..models import load_spec  # the model factory's resolution, so that both specs are found the same way
 
-    where, _, attr = spec.rpartition(":")
-    if not where or not attr:
-        raise ValueError(f"--strategy {spec!r}: give a registered strategy or a class as path/to/file.py:Class "
-                         "(or package.module:Class)")
-    try:
-        module = _import(where)
-    except Exception as e:
-        raise ValueError(f"--strategy {spec!r}: cannot import {where!r} ({type(e).__name__}: {e}); check the name "
-                         "and that it is importable (pip install it, or run from the folder that holds it)") from e
-    cls = module
-    for part in attr.split("."):
-        cls = getattr(cls, part, None)
-        if cls is None:
-            raise ValueError(f"--strategy {spec!r}: {where!r} has no {attr!r}")
+    cls = load_spec(spec, "--strategy", "a registered strategy or a class as path/to/file.py:Class (or "
+                                        "package.module:Class)")
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ValueError(f"--strategy {spec!r}: {attr!r} is not a subclass of sleepcl.strategies.Strategy")
+        raise ValueError(f"--strategy {spec!r}: {spec.rpartition(':')[2]!r} is not a subclass of "
+                         "sleepcl.strategies.Strategy")
     return cls
 
 
