@@ -50,6 +50,22 @@ def add_report_study_options(p: Any, report: str) -> None:
     p.add_argument("--no-report", action="store_true", help="train only")
 
 
+def report_study_command(head: list[str], args: Any, value_flags: Sequence[str]) -> str:
+    """The command line that reproduces a report study's invocation: ``head``, then every option of
+    ``value_flags`` that was given, ``--device`` unless auto, and ``--no-train`` / ``--no-report``."""
+    import shlex
+
+    parts = list(head)
+    for flag in value_flags:
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    parts += [flag for flag in ("--no-train", "--no-report") if getattr(args, flag[2:].replace("-", "_"))]
+    return shlex.join(parts)
+
+
 def cluster_address(text: str) -> str:
     """argparse type of ``--cluster``: auto, local, or HOST:PORT with a port in 1..65535."""
     import argparse

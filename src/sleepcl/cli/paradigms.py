@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from pathlib import Path
 
-from .common import add_report_study_options
+from .common import add_report_study_options, report_study_command
 
 __all__ = ["add_parser"]
 
@@ -37,17 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this invocation (every option that differs from its default)."""
-    parts = ["sleepcl", "paradigms", "--preset", args.preset]
+    head = ["sleepcl", "paradigms", "--preset", args.preset]
     if args.benchmark != "mnist-5k":
-        parts += ["--benchmark", args.benchmark]
-    for flag in ("seeds", "store", "out", "threads", "max_population", "max_memory"):
-        value = getattr(args, flag)
-        if value is not None:
-            parts += ["--" + flag.replace("_", "-"), str(value)]
-    if args.device != "auto":
-        parts += ["--device", args.device]
-    parts += [flag for flag in ("--no-train", "--no-report") if getattr(args, flag[2:].replace("-", "_"))]
-    return shlex.join(parts)
+        head += ["--benchmark", args.benchmark]
+    return report_study_command(head, args, ("seeds", "store", "out", "threads", "max_population", "max_memory"))
 
 
 def cmd_paradigms(args: argparse.Namespace) -> int:

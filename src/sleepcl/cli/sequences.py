@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from pathlib import Path
 
-from .common import add_report_study_options
+from .common import add_report_study_options, report_study_command
 
 __all__ = ["add_parser"]
 
@@ -47,15 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this invocation (every option that differs from its default)."""
-    parts = ["sleepcl", "sequences", "--preset", args.preset]
-    for flag in ("tasks", "seeds", "store", "out", "threads", "max_population", "max_memory", "from_runs_csv"):
-        value = getattr(args, flag)
-        if value is not None:
-            parts += ["--" + flag.replace("_", "-"), str(value)]
-    if args.device != "auto":
-        parts += ["--device", args.device]
-    parts += [flag for flag in ("--no-train", "--no-report") if getattr(args, flag[2:].replace("-", "_"))]
-    return shlex.join(parts)
+    return report_study_command(["sleepcl", "sequences", "--preset", args.preset], args,
+                                ("tasks", "seeds", "store", "out", "threads", "max_population", "max_memory",
+                                 "from_runs_csv"))
 
 
 def cmd_sequences(args: argparse.Namespace) -> int:

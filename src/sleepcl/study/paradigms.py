@@ -47,6 +47,7 @@ from ..runs.runner import run_configs
 from ..runs.store import RunStore
 from .analysis import mean_se, records_frame
 from .matching import MatchResult, match_by_monotone_fit
+from .report import md_table
 from .run import RecordLookup
 from .stats import ALPHA, Comparison, compare_by_seed
 
@@ -282,11 +283,6 @@ def _f(v: float, digits: int = 3) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
-
-
 def _bench_flag(s: ParadigmSettings) -> str:
     return "" if s.benchmark == "mnist-5k" else f" --benchmark {s.benchmark}"
 
@@ -308,7 +304,7 @@ def accuracy_table(s: ParadigmSettings, a: ParadigmAnalysis) -> str:
                 m, se, k = mean_se(g[g.p == p].accuracy)
                 cells.append(f"{_f(m, 4)} ± {_f(se, 4)} ({k})" if k else "–")
             rows.append([PARADIGMS[st][1], f"N = {n}", *cells])
-    return _table(rows, ["strategy", "night", *[f"p = {p:g}" for p in s.grid]])
+    return md_table(rows, ["strategy", "night", *[f"p = {p:g}" for p in s.grid]])
 
 
 def no_night_table(s: ParadigmSettings, a: ParadigmAnalysis) -> str:
@@ -323,7 +319,7 @@ def no_night_table(s: ParadigmSettings, a: ParadigmAnalysis) -> str:
         m, se, k = mean_se(g.accuracy)
         rows.append([PARADIGMS[st][1], f"{_f(m, 4)} ± {_f(se, 4)} ({k})",
                      *[a.pruning[(st, p)].describe() if (st, p) in a.pruning else "–" for p in s.grid]])
-    return _table(rows, ["strategy", "no night: accuracy", *[f"N = {max(s.rounds)} at p = {p:g} minus no night"
+    return md_table(rows, ["strategy", "no night: accuracy", *[f"N = {max(s.rounds)} at p = {p:g} minus no night"
                                                              for p in s.grid]])
 
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from ..data.split import load_split_benchmark
 from ..files import atomic_open, atomic_write_bytes
 from ..runs.store import RunStore
+from .report import md_table
 from .run import RecordLookup
 from .sequences import BASELINES, CONFIDENCE, SEQUENCE_STRATEGIES, SequenceAnalysis, SequenceSettings, analyse, \
     analyse_frame, read_costs, sequence_configs
@@ -40,11 +41,6 @@ def default_out_dir(s: SequenceSettings) -> Path:
 
 def _f(v: float, digits: int = 3) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
 
 
 def reproduce(s: SequenceSettings) -> str:
@@ -183,7 +179,7 @@ def _scale(s: SequenceSettings, a: SequenceAnalysis) -> list[str]:
                      _f(r.evaluate_seconds_per_task, 3), r.population_size,
                      f"{_f(r.peak_rss_mb, 0)} ({_f(r.start_rss_mb, 0)})", pool])
     every = ", ".join(f"{max(1, t // s.evaluations)} (T = {t})" for t in s.tasks)
-    return [_table(rows, ["T", "strategy", *[f"accuracy at p = {p:g}" for p in s.matching_ps], "seconds per member",
+    return [md_table(rows, ["T", "strategy", *[f"accuracy at p = {p:g}" for p in s.matching_ps], "seconds per member",
                           "training s/task", "evaluation s/task", "population", "peak RSS MB (at start)",
                           "training pool on the last day"]), "",
             "Wall-clock seconds on a machine shared with other jobs move with its load; "
@@ -302,7 +298,7 @@ def _match_table(a: SequenceAnalysis) -> str:
                      _f(m.p_match, 5) if m.matched else "off the grid",
                      _f(m.compression, 2) if m.matched else m.bound().replace(">=", "≥").replace("<=", "≤"), interval,
                      f"{m.censored_high} / {m.censored_low}"])
-    return _table(rows, ["baseline", "PackNet p", "T", "PackNet accuracy (mean ± s.e.)", "p'", "compression",
+    return md_table(rows, ["baseline", "PackNet p", "T", "PackNet accuracy (mean ± s.e.)", "p'", "compression",
                          "interval", "seeds off the grid when left out (high / low)"])
 
 
@@ -319,4 +315,4 @@ def _accuracy_table(s: SequenceSettings, a: SequenceAnalysis) -> str:
                 else:
                     cells.append("–")
             rows.append([t, f"{p:g}", *cells])
-    return _table(rows, ["T", "p", *[f"{LABELS[st]} (mean ± s.e.)" for st in SEQUENCE_STRATEGIES]])
+    return md_table(rows, ["T", "p", *[f"{LABELS[st]} (mean ± s.e.)" for st in SEQUENCE_STRATEGIES]])
