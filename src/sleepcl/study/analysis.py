@@ -200,6 +200,16 @@ class PruningResult:
     loaded: Loaded
     table: pd.DataFrame          # strategy, p, mean, se, n, error, seeds
     gap: pd.DataFrame            # p, packnet, best baseline, gap (baseline - packnet)
+    # The same runs with the task never told (the record's class_incremental_accuracy: the task inferred, then
+    # the class), as ``table``; empty when the runs predate the score.
+    untold: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def untold_table(loaded: Loaded, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean, s.e. and seeds of the class-incremental score per group of ``keys``, over the runs that have it."""
+    score = {r["config_hash"]: r.get("class_incremental_accuracy") for r in loaded.records}
+    df = loaded.frame.assign(accuracy=loaded.frame["config_hash"].map(score))
+    return summarize(df[df["accuracy"].notna()].astype({"accuracy": float}), keys)
 
 
 def analyse_pruning(s: StudySettings, lookup: RecordLookup) -> PruningResult:
@@ -218,7 +228,11 @@ def analyse_pruning(s: StudySettings, lookup: RecordLookup) -> PruningResult:
         base = {b: float(at[b]["mean"].iloc[0]) for b in s.baselines}
         rows.append({"p": p, "packnet": pn, **base, **{f"gap_{b}": v - pn for b, v in base.items()},
                      "gap_best": max(base.values()) - pn})
-    return PruningResult(loaded, table, pd.DataFrame(rows))
+    untold = untold_table(loaded, ["strategy", "p"])
+    if not untold.empty:
+        untold = untold.sort_values(["strategy", "p"], key=lambda c: c.map(order) if c.name == "strategy" else c)
+        untold = untold.reset_index(drop=True)
+    return PruningResult(loaded, table, pd.DataFrame(rows), untold)
 
 
 # --------------------------------------------------------------------------------------------- Table 1

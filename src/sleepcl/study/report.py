@@ -27,6 +27,7 @@ from ..config import PAPER_DEFAULTS
 from ..files import atomic_open, atomic_write_bytes
 from ..runs.records import write_records
 from ..runs.store import RunStore
+from ..task_inference import DEFAULT_RULE
 from . import analysis as an
 from . import claims as cl
 from . import paper
@@ -209,7 +210,7 @@ def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> s
         cells.append(_fmt(float(g["gap_best"].iloc[0])) if not g.empty else "–")
         rows.append(cells)
     header = ["p", *[f"{_label(st)} mean ± s.e." for st in s.strategies], "best baseline − PackNet"]
-    table_md = md_table(rows, header)
+    table_md = md_table(rows, header) + _untold(s, res.untold, w)
     w.md("pruning", table_md)
     if not t.empty:
         fig, axes = _new_figure()
@@ -229,6 +230,20 @@ def _pruning(s: StudySettings, res: an.PruningResult, w: _Writer, cmd: str) -> s
     return (f"Each strategy trained on the {s.n_tasks} tasks with the capacity schedule of Algorithm 2 ending at "
             f"free fraction p; seeds {_seeds(s.seeds)}." + _missing_note(res.loaded, cmd)
             + ("\n![accuracy against p](pruning.png)\n\n" if not t.empty else "\n") + table_md)
+
+
+def _untold(s: StudySettings, untold: pd.DataFrame, w: _Writer) -> str:
+    """Figure 1's runs again with the task never told (absent for runs from before the score was recorded)."""
+    if untold.empty:
+        return ""
+    w.csv("pruning_untold", untold)
+    by = {(r.strategy, r.p): r for r in untold.itertuples()}
+    rows = [[f"{p:g}", *[_pm(r.mean, r.se) if (r := by.get((st, p))) else "–" for st in s.strategies]]
+            for p in s.pruning_grid]
+    return ("\nThe same runs with the task never told: each test sample's task inferred (rule "
+            f"`{DEFAULT_RULE}`, `sleepcl predict` without `--task`), then its class; the score counts a sample right "
+            "when both are (the class-incremental score over all classes seen):\n\n"
+            + md_table(rows, ["p", *[f"{_label(st)} task untold, mean ± s.e." for st in s.strategies]]))
 
 
 def _matching(s: StudySettings, res: an.MatchingResult, w: _Writer, cmd: str) -> str:
