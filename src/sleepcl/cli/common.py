@@ -66,6 +66,16 @@ def report_study_command(head: list[str], args: Any, value_flags: Sequence[str])
     return shlex.join(parts)
 
 
+def check_report_folder(out: Path, write: bool = True) -> None:
+    """Refuse a report folder that is a file, or (``write``) one that cannot be written, before anything trains."""
+    from ..files import check_writable
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report")
+    if write:
+        check_writable(out / "report.md", "--out", "report.md")
+
+
 def cluster_address(text: str) -> str:
     """argparse type of ``--cluster``: auto, local, or HOST:PORT with a port in 1..65535."""
     import argparse

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_report_study_options, report_study_command
+from .common import add_report_study_options, check_report_folder, report_study_command
 
 __all__ = ["add_parser"]
 
@@ -44,25 +44,20 @@ def _command(args: argparse.Namespace) -> str:
 
 def cmd_paradigms(args: argparse.Namespace) -> int:
     from ..config import parse_int_list
-    from ..files import check_writable
     from ..runs.memory import parse_size
     from ..runs.runner import resolve_device
     from ..study.paradigms import default_out_dir, paradigm_configs, paradigm_settings, run_paradigms, \
         write_paradigms_report
-    from ..threads import torch_threads
+    from ..threads import check_threads, torch_threads
     from .common import Progress, console, open_store
 
     s = paradigm_settings(args.preset, args.benchmark).with_seeds(parse_int_list(args.seeds, "--seeds") if args.seeds else None)
     for c in paradigm_configs(s)[:1]:
         c.resolved()
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out is not None else default_out_dir(s)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the report")
-    if not args.no_report:
-        check_writable(out / "report.md", "--out", "report.md")
+    check_report_folder(out, write=not args.no_report)
     store = open_store(args.store, read_only=args.no_train)
     con = console()
     started = time.perf_counter()

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_report_study_options, report_study_command
+from .common import add_report_study_options, check_report_folder, report_study_command
 
 __all__ = ["add_parser"]
 
@@ -53,12 +53,11 @@ def _command(args: argparse.Namespace) -> str:
 
 def cmd_sequences(args: argparse.Namespace) -> int:
     from ..config import parse_int_list
-    from ..files import check_writable
     from ..runs.memory import parse_size
     from ..runs.runner import resolve_device
     from ..study.sequences import run_sequences, sequence_configs, sequence_settings
     from ..study.sequences_report import COSTS_FILE, default_out_dir, write_sequences_report
-    from ..threads import torch_threads
+    from ..threads import check_threads, torch_threads
     from .common import Progress, console, open_store
 
     tasks = parse_int_list(args.tasks, "--tasks") if args.tasks else None
@@ -66,14 +65,10 @@ def cmd_sequences(args: argparse.Namespace) -> int:
     s = sequence_settings(args.preset).with_overrides(tasks, seeds)
     for c in sequence_configs(s, s.tasks[-1])[:1] + sequence_configs(s, s.tasks[0])[:1]:
         c.resolved()  # refuses a T the benchmark or the owner map cannot hold, before anything else
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out is not None else default_out_dir(s)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the report")
-    if not args.no_report:
-        check_writable(out / "report.md", "--out", "report.md")
+    check_report_folder(out, write=not args.no_report)
     if args.from_runs_csv is not None and not Path(args.from_runs_csv).is_file():
         raise ValueError(f"--from-runs-csv {args.from_runs_csv}: no such file")
     store = None if args.from_runs_csv else open_store(args.store, read_only=args.no_train)

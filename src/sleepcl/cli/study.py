@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import MEMORY_HELP, THREADS_HELP, add_cluster_argument
+from .common import MEMORY_HELP, THREADS_HELP, add_cluster_argument, check_report_folder
 from ..study.experiments import EXPERIMENTS, PRESETS
 
 __all__ = ["add_parsers"]
@@ -101,13 +101,9 @@ def _store(args: argparse.Namespace, read_only: bool):
 
 def _check_out(args: argparse.Namespace, s) -> None:
     """Refuse a report folder that cannot be written before anything is trained."""
-    from ..files import check_writable
     from ..study.report import default_out_dir
 
-    out = Path(args.out) if args.out is not None else default_out_dir(s.benchmark, s.preset, s.network)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the report")
-    check_writable(out / "report.md", "--out", "report.md")
+    check_report_folder(Path(args.out) if args.out is not None else default_out_dir(s.benchmark, s.preset, s.network))
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -132,13 +128,12 @@ def _command(args: argparse.Namespace) -> str:
 def cmd_study(args: argparse.Namespace) -> int:
     from .common import cluster_executor, console, progress_bar
     from ..runs.runner import resolve_device
-    from ..threads import torch_threads
     from ..study.report import write_report
+    from ..threads import check_threads, torch_threads
     from ..study.run import run_study
 
     s = _settings(args)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_threads(args.threads)
     from ..runs.memory import parse_size
 
     max_memory = parse_size(args.max_memory) if args.max_memory else None

@@ -149,11 +149,16 @@ def _import(where: str):  # type: ignore[no-untyped-def]
 def factory_digest(spec: str) -> str:
     """sha256 (16 hex digits) of the source file that defines the factory: part of a run's identity, so that a
     stored run of a model is not served once the model's code has changed."""
-    factory = load_factory(spec)
+    return defining_file_digest(load_factory(spec))
+
+
+def defining_file_digest(obj: Any) -> str:
+    """sha256 (16 hex digits) of the source file that defines ``obj`` (its repr where it has none): what
+    ``--model`` and ``--strategy`` put into a run's identity."""
     try:
-        source = Path(inspect.getsourcefile(factory) or "").read_bytes()
+        source = Path(inspect.getsourcefile(obj) or "").read_bytes()
     except (TypeError, OSError):
-        source = repr(factory).encode()
+        source = repr(obj).encode()
     return hashlib.sha256(source).hexdigest()[:16]
 
 

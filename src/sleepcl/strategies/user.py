@@ -12,9 +12,6 @@ file under the same spec.
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
-from pathlib import Path
 
 from .base import Strategy
 
@@ -41,9 +38,6 @@ def load_strategy(spec: str) -> type[Strategy]:
 @functools.lru_cache(maxsize=None)
 def strategy_digest(spec: str) -> str:
     """sha256 (16 hex digits) of the source file that defines the class ``spec`` names: part of a run's identity."""
-    cls = load_strategy(spec)
-    try:
-        source = Path(inspect.getsourcefile(cls) or "").read_bytes()
-    except (TypeError, OSError):
-        source = repr(cls).encode()
-    return hashlib.sha256(source).hexdigest()[:16]
+    from ..models import defining_file_digest
+
+    return defining_file_digest(load_strategy(spec))
