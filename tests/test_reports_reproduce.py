@@ -73,8 +73,9 @@ def test_the_resume_line_names_the_settings_of_the_reports_runs(page: Path) -> N
     assert not missing, f"resuming would train {len(missing)} runs of the fixed grids again"
 
 
-def test_the_sequences_report_reproduces_from_its_runs_csv(tmp_path, no_training, monkeypatch) -> None:
-    """The study across T kept only runs.csv (not the full records): its Reproduce command re-analyses it."""
+def test_the_sequences_report_reproduces_from_its_own_runs(tmp_path, no_training, monkeypatch) -> None:
+    """The study across T: its Reproduce command (importing its runs.jsonl.gz into a fresh store, or re-analysing
+    its runs.csv where the full records were not kept) trains nothing and writes the same runs.csv and tables."""
     import shutil
 
     from sleepcl.study import sequences_report
@@ -82,12 +83,20 @@ def test_the_sequences_report_reproduces_from_its_runs_csv(tmp_path, no_training
     monkeypatch.setattr(sequences_report, "_save_figure", lambda fig, path: None)  # tables compared, not plots
     committed = RESULTS / "permuted-mnist-5k-sequences-cpu"
     text = (committed / "report.md").read_text()
-    args = shlex.split(_line(text, "Reproduce"))
-    assert args[:2] == ["sleepcl", "sequences"] and "--from-runs-csv" in args
-    out = tmp_path / "out"
+    commands = [shlex.split(part) for part in _line(text, "Reproduce").split(" && ")]
+    *importing, args = commands
+    assert args[:2] == ["sleepcl", "sequences"]
+    out, store = tmp_path / "out", tmp_path / "runs.sqlite"
     out.mkdir()
     shutil.copy(committed / "memory.json", out / "memory.json")  # the peak memory measured while training
     monkeypatch.chdir(ROOT)
+    if importing:  # the full records: imported into a fresh store, then the report written from it alone
+        assert importing[0][:2] == ["sleepcl", "results"] and (committed / "runs.jsonl.gz").exists()
+        assert main(_swap(importing[0][1:], "--store", str(store))) == 0
+        args = _swap(args, "--store", str(store))
+        assert "--no-train" in args
+    else:
+        assert "--from-runs-csv" in args
     assert main(_swap(args[1:], "--out", str(out))) == 0
     assert (out / "runs.csv").read_text() == (committed / "runs.csv").read_text()
     new = (out / "report.md").read_text().splitlines()

@@ -125,6 +125,27 @@ def test_the_study_resumes_from_the_store(tiny_study, capsys):
     assert main([*args, "--no-train"]) == 0
 
 
+def test_the_reproduce_line_imports_the_reports_records_and_trains_nothing(tiny_study, tmp_path, no_training):
+    import shlex
+
+    from sleepcl.runs.records import read_records
+
+    store, out, args = tiny_study
+    records = read_records(out / "runs.jsonl.gz")
+    assert sorted(r["config_hash"] for r in records) == sorted(pd.read_csv(out / "runs.csv").config_hash)
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- **Reproduce:**"))
+    importing, reporting = (shlex.split(part) for part in line.split("`")[1].split(" && "))
+    fresh, again = tmp_path / "fresh.sqlite", tmp_path / "again"
+    again.mkdir()
+    (again / COSTS_FILE).write_text((out / COSTS_FILE).read_text())
+    swap = {"runs.sqlite": str(fresh)}
+    assert main([swap.get(a, a) for a in importing[1:]]) == 0
+    reporting = [swap.get(a, a) for a in reporting[1:]]
+    reporting[reporting.index("--out") + 1] = str(again)
+    assert main(reporting) == 0
+    assert (again / "runs.csv").read_text() == (out / "runs.csv").read_text()
+
+
 def test_bad_input_is_refused_before_training(no_training, tmp_path, capsys):
     base = ["sequences", "--preset", "tiny", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "r")]
     assert main([*base, "--tasks", "2,300"]) == 2

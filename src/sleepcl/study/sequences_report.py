@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from ..data.split import load_split_benchmark
 from ..files import atomic_open, atomic_write_bytes
+from ..runs.records import write_records
 from ..runs.store import RunStore
 from .report import md_table
 from .run import RecordLookup
@@ -226,6 +227,8 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
         layer_free_fraction=lambda d: d.layer_free_fraction.map(lambda v: json.dumps(v, sort_keys=True)))
     with atomic_open(out / "runs.csv", "w", fsync=False, newline="") as f:
         runs.to_csv(f, index=False, float_format="%.6g")
+    if runs_csv is None:  # the full records too: a later session imports them instead of retraining
+        write_records(out / "runs.jsonl.gz", sorted(a.records, key=lambda r: r["config_hash"]))
     _save_figure(accuracy_figure(s, a), out / "accuracy_by_T.png")
     _save_figure(compression_figure(s, a), out / "compression_by_T.png")
     minutes = float(a.frame.member_seconds.sum()) / 60
@@ -235,7 +238,10 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
               f"--out {_posix(out)}` (re-analyses this report's runs.csv; trains nothing)\n"
               f"- **Retrain:** `{reproduce(s)}` (trains only what the results store lacks, then writes this report)"
               if runs_csv is not None else
-              f"- **Reproduce:** `{reproduce(s)}` (trains only what the results store lacks, then writes this "
+              f"- **Reproduce:** `sleepcl results --import {_posix(out)}/runs.jsonl.gz --store runs.sqlite && "
+              f"{reproduce(s).removesuffix(' --threads 2')} --store runs.sqlite --no-train --out {_posix(out)}` "
+              "(imports this report's runs into a fresh store and writes this report from them; trains nothing)\n"
+              f"- **Resume or extend:** `{reproduce(s)}` (trains only what the results store lacks, then writes this "
               "report; add `--store FILE` to keep the runs elsewhere than the default store)"),
              f"- **Scale:** {s.describe()}; every strategy at every p, seed and T: {a.total} runs "
              f"({a.total - a.missing} stored" + (f", {a.missing} missing: run the command again" if a.missing else "")
@@ -250,7 +256,8 @@ def write_sequences_report(s: SequenceSettings, store: RunStore | None, out_dir:
              + (f"; this command trained {trained} of them in {(wall_seconds or 0) / 60:.1f} min" if trained else "")
              + ("; this command found them all in the store" if trained == 0 else ""),
              f"- **Written:** {datetime.now(timezone.utc).isoformat(timespec='seconds')}; per-run data: `runs.csv` "
-             "(config hash, seed, T, strategy, p, final accuracies, free fractions, seconds); peak memory: "
+             "(config hash, seed, T, strategy, p, final accuracies, free fractions, seconds)"
+             + ("" if runs_csv is not None else ", full records: `runs.jsonl.gz`") + "; peak memory: "
              f"`{COSTS_FILE}`", ""]
     lines += ["## Verdict", "", *verdict(s, a), ""]
     lines += ["## Compression ratio against T", "", "![compression against T](compression_by_T.png)", "",
