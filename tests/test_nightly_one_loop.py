@@ -1,0 +1,116 @@
+"""``sleepcl learn`` trains through the engine's one loop (:meth:`sleepcl.engine.population.Population.train`):
+the same nights, bit for bit, as the loop nightly/ had of its own until commit c4df0c0, and the same budget
+guarantees.
+
+The reference (tests/data/old_loop/) was written by :func:`three_nights` and :func:`answers` below, run with the
+code of commit c4df0c0 (the last with nightly/night.py's own loop): ``python tests/test_nightly_one_loop.py
+FOLDER`` there. Three nights of the MLP cover a fixed schedule, the adaptive one (its validation-loss hook) and
+``auto`` (a probe population with torch's Adam, copied from the night's member); a VGG night covers BatchNorm
+recalibration. Bit-identity holds on one machine and torch build (float arithmetic is the CPU's); CI runs on the
+machine kind the reference was made on.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REFERENCE = Path(__file__).parent / "data" / "old_loop"
+MLP = dict(widths=(16, 16), epochs=2, retrain_epochs=2, threads=1, final_free=0.5, seed=5)
+NIGHTS = [dict(schedule="uniform", rounds=2), dict(schedule="adaptive"),
+          dict(schedule="auto", candidates=["uniform:1", "uniform:2"])]
+VGG = dict(network="vgg", widths=(4, 4, 8, 8, 16), epochs=1, retrain_epochs=1, batch_size=32, lr=1e-3, threads=1,
+           final_free=0.5, seed=2, rounds=1)
+
+
+def three_nights(folder: Path, tasks: list[dict[str, Path]]) -> None:
+    """The MLP's three nights (``mlp.safetensors``) and the VGG's one (``vgg.safetensors``) in ``folder``."""
+    from sleepcl.nightly import learn
+
+    for k, extra in enumerate(NIGHTS):
+        learn(folder / "mlp.safetensors", f"task{k}", tasks[k]["train"], val_data=tasks[k]["val"], **MLP, **extra)
+    learn(folder / "vgg.safetensors", "task0", tasks[0]["train"], val_data=tasks[0]["val"], **VGG)
+
+
+def answers(folder: Path, tasks: list[dict[str, Path]]) -> dict[str, np.ndarray]:
+    """What the models in ``folder`` answer on every task's test data, told the task and not."""
+    from sleepcl.nightly import predict
+    from sleepcl.nightly.model import predict_any_task
+
+    out = {}
+    for name, n in (("mlp", 3), ("vgg", 1)):
+        for k in range(n):
+            out[f"{name}_task{k}_logits"] = predict(folder / f"{name}.safetensors", f"task{k}", tasks[k]["test"])["logits"]
+        untold = predict_any_task(folder / f"{name}.safetensors", tasks[0]["test"])
+        out[f"{name}_untold"] = np.stack([untold["task_index"], untold["class_index"]])
+    return out
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+# What a night records that depends on the clock, the date or where the data lay.
+VARIES = {"started", "seconds", "timings", "costs", "val_source", "learnt", "created", "updated"}
+
+
+def recorded(path: Path) -> dict:
+    """The model's metadata less what :data:`VARIES`."""
+    from sleepcl.nightly import NightlyModel
+
+    meta = NightlyModel.load(path).meta
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in VARIES}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    return strip(meta)
+
+
+def test_learn_gives_the_old_loops_nights_bit_for_bit(tasks, tmp_path):
+    three_nights(tmp_path, tasks)
+    for name in ("mlp", "vgg"):
+        new, old = tensors(tmp_path / f"{name}.safetensors"), tensors(REFERENCE / f"{name}.safetensors")
+        assert new.keys() == old.keys()
+        for k in old:
+            assert torch.equal(new[k], old[k]), f"{name}: {k} differs from the old loop's"
+        assert recorded(tmp_path / f"{name}.safetensors") == recorded(REFERENCE / f"{name}.safetensors")
+
+
+def test_models_saved_by_the_old_loop_load_and_answer_the_same(tasks, tmp_path):
+    expected = np.load(REFERENCE / "answers.npz")
+    for name in ("mlp", "vgg"):  # a copy: reading takes the model's lock, beside the file
+        (tmp_path / f"{name}.safetensors").write_bytes((REFERENCE / f"{name}.safetensors").read_bytes())
+    got = answers(tmp_path, tasks)
+    assert sorted(got) == sorted(expected.files)
+    for k in expected.files:
+        assert np.array_equal(got[k], expected[k]), k
+
+
+if __name__ == "__main__":  # write the reference (see the module docstring)
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tempfile
+
+    from conftest import tasks as tasks_fixture
+
+    folder = Path(sys.argv[1])
+    folder.mkdir(parents=True, exist_ok=True)
+
+    class Factory:
+        def mktemp(self, name: str) -> Path:
+            return Path(tempfile.mkdtemp(prefix=name))
+
+    data = tasks_fixture.__wrapped__(Factory())
+    torch.set_num_threads(1)
+    three_nights(folder, data)
+    np.savez(folder / "answers.npz", **answers(folder, data))
+    print(sorted(p.name for p in folder.iterdir()))
