@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 REFERENCE = Path(__file__).parent / "data" / "old_loop"
