@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REFERENCE = Path(__file__).parent / "data" / "old_loop"
@@ -93,6 +94,59 @@ def test_models_saved_by_the_old_loop_load_and_answer_the_same(tasks, tmp_path):
     assert sorted(got) == sorted(expected.files)
     for k in expected.files:
         assert np.array_equal(got[k], expected[k]), k
+
+
+# -- the budget, kept through the engine's loop ---------------------------------------------------------------
+
+class WorkClock:
+    """A clock the work moves: each reading costs ``tick``, each optimizer step ``step_s`` seconds (the engine's
+    steps report themselves: :meth:`stepped`), so the planner sees the same times whatever the load of the
+    machine. ``slow_after`` steps in, every step takes ``slow_factor`` times longer (the machine got busy)."""
+
+    def __init__(self, tick: float, step_s: float, slow_after: int, slow_factor: float):
+        self.now, self.tick, self.step_s, self.slow_after, self.slow_factor = 0.0, tick, step_s, slow_after, slow_factor
+        self.steps = 0
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def stepped(self) -> None:
+        self.steps += 1
+        self.now += self.step_s * (self.slow_factor if self.steps > self.slow_after else 1.0)
+
+
+@pytest.mark.parametrize("night", [dict(schedule="uniform", rounds=3), dict(schedule="adaptive"),
+                                   dict(schedule="auto", candidates=["uniform:1", "uniform:4"]),
+                                   dict(policy="tolerance", tolerance=0.02)],
+                         ids=["uniform", "adaptive", "auto", "tolerance"])
+def test_a_night_that_slows_down_overruns_its_budget_by_at_most_5_percent(tasks, tmp_path, monkeypatch, night):
+    """Steps of 4 ms that become 12 ms a third of the way in (the planner's warm-up measured the fast ones): the
+    night re-plans, ends on the capacity target and is saved within 5 % of its 6 s budget, using most of it."""
+    from sleepcl.engine.day import DaySession
+    from sleepcl.nightly import NightlyModel, learn
+    from sleepcl.schedule import free_after_task
+
+    budget = 6.0
+    clock = WorkClock(tick=2e-4, step_s=0.004, slow_after=250, slow_factor=3.0)
+    real_step = DaySession.step
+
+    def step(self, *args, **kwargs):
+        real_step(self, *args, **kwargs)
+        clock.stepped()
+
+    monkeypatch.setattr(DaySession, "step", step)
+    path = tmp_path / "m.safetensors"
+    capacity = {} if night.get("policy") == "tolerance" else dict(final_free=0.5)
+    r = learn(path, "task0", tasks[0]["train"], val_data=tasks[0]["val"], budget=budget, widths=(16, 16),
+              max_epochs=10_000, threads=1, clock=clock, **capacity, **night)
+    assert clock.steps > 250, "the night never reached the slow steps"
+    assert r["overrun_s"] <= 0.05 * budget, f"overran {budget:g} s by {r['overrun_s']:.3f} s"
+    assert r["total_seconds"] >= 0.8 * budget
+    m = NightlyModel.load(path)
+    if night.get("policy") != "tolerance":  # the tolerance policy keeps at most the target (fewer within tolerance)
+        for name, n in m.layer_sizes().items():
+            assert m.free_counts()[name] == round(n * free_after_task(1, 5, 0.5))
 
 
 if __name__ == "__main__":  # write the reference (see the module docstring)
