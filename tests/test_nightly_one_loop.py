@@ -3,11 +3,13 @@ the same nights, bit for bit, as the loop nightly/ had of its own until commit c
 guarantees.
 
 The reference (tests/data/old_loop/) was written by :func:`three_nights` and :func:`answers` below, run with the
-code of commit c4df0c0 (the last with nightly/night.py's own loop): ``python tests/test_nightly_one_loop.py
-FOLDER`` there. Three nights of the MLP cover a fixed schedule, the adaptive one (its validation-loss hook) and
-``auto`` (a probe population with torch's Adam, copied from the night's member); a VGG night covers BatchNorm
-recalibration. Bit-identity holds on one machine and torch build (float arithmetic is the CPU's); CI runs on the
-machine kind the reference was made on.
+code of commit c4df0c0 (the last with nightly/night.py's own loop): ``PYTHONPATH=<c4df0c0's src> python
+tests/test_nightly_one_loop.py FOLDER``. Three nights of the MLP cover a fixed schedule, the adaptive one (its
+validation-loss hook) and ``auto`` (a probe population with torch's Adam, copied from the night's member); a VGG
+night covers the conv path (the paper's VGG has no norm layers); two nights of a user's network with BatchNorm
+cover the recalibration of its statistics at the end of each night. Bit-identity holds on one kind of CPU and
+one torch build (float arithmetic is the CPU's): the reference was made on this project's 2-core CPU machine
+with torch 2.13.0; elsewhere, write it again with the command above.
 """
 
 from __future__ import annotations
@@ -25,15 +27,23 @@ NIGHTS = [dict(schedule="uniform", rounds=2), dict(schedule="adaptive"),
           dict(schedule="auto", candidates=["uniform:1", "uniform:2"])]
 VGG = dict(network="vgg", widths=(4, 4, 8, 8, 16), epochs=1, retrain_epochs=1, batch_size=32, lr=1e-3, threads=1,
            final_free=0.5, seed=2, rounds=1)
+BN_FACTORY = "sleepcl_bn_reference:net"  # tests/data/old_loop/sleepcl_bn_reference.py: a user's net with BatchNorm
+BN = dict(network=BN_FACTORY, epochs=1, retrain_epochs=2, rounds=2, batch_size=64, lr=3e-3, threads=1,
+          final_free=0.5, seed=4)
+MODELS = {"mlp": 3, "vgg": 1, "bn": 2}  # nights of each
+FACTORIES = {"bn": BN_FACTORY}
 
 
 def three_nights(folder: Path, tasks: list[dict[str, Path]]) -> None:
-    """The MLP's three nights (``mlp.safetensors``) and the VGG's one (``vgg.safetensors``) in ``folder``."""
+    """The MLP's three nights (``mlp.safetensors``), the VGG's one (``vgg.safetensors``) and two of a user's
+    network with BatchNorm (``bn.safetensors``) in ``folder``."""
     from sleepcl.nightly import learn
 
     for k, extra in enumerate(NIGHTS):
         learn(folder / "mlp.safetensors", f"task{k}", tasks[k]["train"], val_data=tasks[k]["val"], **MLP, **extra)
     learn(folder / "vgg.safetensors", "task0", tasks[0]["train"], val_data=tasks[0]["val"], **VGG)
+    for k in range(MODELS["bn"]):
+        learn(folder / "bn.safetensors", f"task{k}", tasks[k]["train"], val_data=tasks[k]["val"], **BN)
 
 
 def answers(folder: Path, tasks: list[dict[str, Path]]) -> dict[str, np.ndarray]:
@@ -42,10 +52,12 @@ def answers(folder: Path, tasks: list[dict[str, Path]]) -> dict[str, np.ndarray]
     from sleepcl.nightly.model import predict_any_task
 
     out = {}
-    for name, n in (("mlp", 3), ("vgg", 1)):
+    for name, n in MODELS.items():
+        factory = FACTORIES.get(name)
         for k in range(n):
-            out[f"{name}_task{k}_logits"] = predict(folder / f"{name}.safetensors", f"task{k}", tasks[k]["test"])["logits"]
-        untold = predict_any_task(folder / f"{name}.safetensors", tasks[0]["test"])
+            out[f"{name}_task{k}_logits"] = predict(folder / f"{name}.safetensors", f"task{k}", tasks[k]["test"],
+                                                    factory=factory)["logits"]
+        untold = predict_any_task(folder / f"{name}.safetensors", tasks[0]["test"], factory=factory)
         out[f"{name}_untold"] = np.stack([untold["task_index"], untold["class_index"]])
     return out
 
@@ -60,11 +72,11 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 VARIES = {"started", "seconds", "timings", "costs", "val_source", "learnt", "created", "updated"}
 
 
-def recorded(path: Path) -> dict:
+def recorded(path: Path, factory: str | None) -> dict:
     """The model's metadata less what :data:`VARIES`."""
     from sleepcl.nightly import NightlyModel
 
-    meta = NightlyModel.load(path).meta
+    meta = NightlyModel.load(path, factory=factory).meta
 
     def strip(v):
         if isinstance(v, dict):
@@ -76,19 +88,25 @@ def recorded(path: Path) -> dict:
     return strip(meta)
 
 
-def test_learn_gives_the_old_loops_nights_bit_for_bit(tasks, tmp_path):
+@pytest.fixture
+def factories(monkeypatch):
+    monkeypatch.syspath_prepend(str(REFERENCE))  # the BatchNorm net's factory, as package.module:function
+
+
+def test_learn_gives_the_old_loops_nights_bit_for_bit(tasks, tmp_path, factories):
     three_nights(tmp_path, tasks)
-    for name in ("mlp", "vgg"):
+    for name in MODELS:
         new, old = tensors(tmp_path / f"{name}.safetensors"), tensors(REFERENCE / f"{name}.safetensors")
         assert new.keys() == old.keys()
         for k in old:
             assert torch.equal(new[k], old[k]), f"{name}: {k} differs from the old loop's"
-        assert recorded(tmp_path / f"{name}.safetensors") == recorded(REFERENCE / f"{name}.safetensors")
+        factory = FACTORIES.get(name)
+        assert recorded(tmp_path / f"{name}.safetensors", factory) == recorded(REFERENCE / f"{name}.safetensors", factory)
 
 
-def test_models_saved_by_the_old_loop_load_and_answer_the_same(tasks, tmp_path):
+def test_models_saved_by_the_old_loop_load_and_answer_the_same(tasks, tmp_path, factories):
     expected = np.load(REFERENCE / "answers.npz")
-    for name in ("mlp", "vgg"):  # a copy: reading takes the model's lock, beside the file
+    for name in MODELS:  # a copy: reading takes the model's lock, beside the file
         (tmp_path / f"{name}.safetensors").write_bytes((REFERENCE / f"{name}.safetensors").read_bytes())
     got = answers(tmp_path, tasks)
     assert sorted(got) == sorted(expected.files)
@@ -150,7 +168,7 @@ def test_a_night_that_slows_down_overruns_its_budget_by_at_most_5_percent(tasks,
 
 
 if __name__ == "__main__":  # write the reference (see the module docstring)
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path[:0] = [str(Path(__file__).parent), str(REFERENCE)]
     import tempfile
 
     from conftest import tasks as tasks_fixture
