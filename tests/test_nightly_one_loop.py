@@ -167,6 +167,69 @@ def test_a_night_that_slows_down_overruns_its_budget_by_at_most_5_percent(tasks,
             assert m.free_counts()[name] == round(n * free_after_task(1, 5, 0.5))
 
 
+# -- the loop itself ------------------------------------------------------------------------------------------
+
+class Recorder:
+    """A session that records what the loop asks of it."""
+
+    def __init__(self):
+        self.log = []
+
+    def step(self, x, y, task):
+        self.log.append(("step", int(x)))
+
+    def prune(self, member, keep, scope):
+        self.log.append(("prune", member, keep))
+
+
+def test_the_loop_prunes_each_member_where_its_night_puts_it_and_ends_on_its_last_round():
+    from fractions import Fraction
+
+    from sleepcl.engine.loop import MemberNight, Night, Steps, train
+
+    session = Recorder()
+    plans = [MemberNight([Fraction(0), Fraction(1, 2)], [10, 5]), MemberNight([Fraction(0), Fraction(1, 3),
+                                                                              Fraction(2, 3), Fraction(1)], [9, 8, 7, 6])]
+    seen = []
+    night = Night(session, plans, before_prune=lambda m, p: seen.append((m, p.rounds_done)))  # type: ignore[arg-type]
+    train(session, iter((k, None, 0) for k in range(100)), Steps(6), night)  # type: ignore[arg-type]
+    assert session.log == [("prune", 0, 10), ("prune", 1, 9), ("step", 0), ("step", 1),
+                           ("prune", 1, 8), ("step", 2), ("prune", 0, 5), ("step", 3), ("prune", 1, 7), ("step", 4),
+                           ("step", 5), ("prune", 1, 6)]
+    assert seen == [(0, 0), (1, 0), (1, 1), (0, 1), (1, 2), (1, 3)]
+
+
+def test_a_budget_that_ends_early_still_takes_the_nights_remaining_prunes():
+    from fractions import Fraction
+
+    from sleepcl.engine.loop import MemberNight, Night, Steps, train
+
+    class Cut(Steps):  # planned 10 steps, stopped after 3 (a deadline came early)
+        def keep_going(self):
+            if self.done == 3:
+                self.planned = 3
+            return super().keep_going()
+
+    session = Recorder()
+    plan = MemberNight([Fraction(0), Fraction(1, 2), Fraction(3, 4)], [3, 2, 1])
+    train(session, iter((k, None, 0) for k in range(100)), Cut(10), Night(session, [plan]))  # type: ignore[arg-type]
+    assert session.log == [("prune", 0, 3), ("step", 0), ("step", 1), ("step", 2), ("prune", 0, 2), ("prune", 0, 1)]
+
+
+def test_a_population_asked_to_stop_stops_before_the_next_step():
+    import threading
+
+    from sleepcl.engine.loop import Steps, Stopped, train
+
+    session, stop = Recorder(), threading.Event()
+    batches = iter((k, None, 0) for k in range(100))
+    train(session, batches, Steps(2, stop))  # type: ignore[arg-type]
+    stop.set()
+    with pytest.raises(Stopped):
+        train(session, batches, Steps(2, stop))  # type: ignore[arg-type]
+    assert session.log == [("step", 0), ("step", 1)]
+
+
 if __name__ == "__main__":  # write the reference (see the module docstring)
     sys.path[:0] = [str(Path(__file__).parent), str(REFERENCE)]
     import tempfile

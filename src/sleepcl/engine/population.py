@@ -177,7 +177,7 @@ class Population:
             raise ValueError(f"unknown adam mode {adam!r}; choose one of {', '.join(ADAM_MODES)}")
         pop = cls.__new__(cls)
         pop.parts, pop.adam, pop.tf32, pop.lr = speed_parts(tuple(parts)), adam, False, lr
-        pop.configs, pop.device = [], members.device
+        pop.configs, pop.device, pop.bench = [], members.device, None  # type: ignore[assignment]
         pop.members, pop.net, pop.strategy = members, members.net, strategy
         pop.order_generators, pop.schedules, pop.stop = [], [], None
         return pop
@@ -286,6 +286,9 @@ class Population:
     def fit(self, progress: Callable[[Event], None] | None = None,
             on_day_end: Callable[["Population", int], None] | None = None) -> list[MemberResult]:
         """Learn every day of the strategy (training, then the night), evaluating after each."""
+        if not self.configs:
+            raise ValueError("a population of given members (Population.of_members) has no benchmark to fit: train "
+                             "it day by day with session() and train()")
         try:
             with _allow_tf32(self.tf32), torch_threads(1 if self.net.thread_sensitive(self.device) else None):
                 return self._fit(progress, on_day_end)
