@@ -71,9 +71,12 @@ class SampleStream:
     def batches(self, size: int, task: int) -> Iterator[tuple[Tensor, Tensor, int]]:
         """The stream as batches of ``size`` members (the same samples for each), every sample of ``task``; a
         batch is drawn only when it is asked for."""
-        while True:
-            x, y = self.batch()
-            yield x.expand(size, *x.shape), y.expand(size, *y.shape), task
+        while True:  # the generator holds no batch between steps: each is freed once its step is done
+            yield self._for_members(size, task)
+
+    def _for_members(self, size: int, task: int) -> tuple[Tensor, Tensor, int]:
+        x, y = self.batch()
+        return x.expand(size, *x.shape), y.expand(size, *y.shape), task
 
     def passes(self, size: int) -> list[tuple[Tensor, Tensor, None]]:
         """The training samples once, in one fixed shuffled order (every batch mixing the classes), as batches for
