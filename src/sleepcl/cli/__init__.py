@@ -7,6 +7,7 @@ module        subcommands
 ``run``       ``sleepcl run`` (train runs), ``sleepcl results`` (list, export)
 ``study``     ``sleepcl study``, ``sleepcl report`` (the paper's experiments)
 ``sequences`` ``sleepcl sequences`` (the study across the number of tasks; registered by ``study``)
+``paradigms`` ``sleepcl paradigms``, also ``sleepcl study paradigms`` (sleep cycles for every paradigm)
 ``nightly``   ``sleepcl learn``, ``sleepcl predict``, ``sleepcl inspect``
 ``common``    what they share: the store, the console, the progress bar
 ============= ====================================================================
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..data.datasets import DataCorruptError, DataNotFoundError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["study", "paradigms"]:  # the paradigms study, options of its own: ``sleepcl paradigms``
+        argv = argv[1:]
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

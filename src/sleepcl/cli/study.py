@@ -10,15 +10,18 @@ from pathlib import Path
 from .common import MEMORY_HELP, THREADS_HELP, add_cluster_argument, check_report_folder
 from ..study.experiments import EXPERIMENTS, PRESETS
 
-__all__ = ["add_parsers"]
+__all__ = ["PARADIGMS", "add_parsers"]
+
+PARADIGMS = "paradigms"  # `sleepcl study paradigms` is `sleepcl paradigms` (cli.main)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     from ..config import BENCHMARK_NAMES
 
-    p.add_argument("name", nargs="*", default="all", choices=[*EXPERIMENTS, "all"], metavar="EXPERIMENT",
+    p.add_argument("name", nargs="*", default="all", choices=[*EXPERIMENTS, "all", PARADIGMS], metavar="EXPERIMENT",
                    help="one or more of: pruning (Figure 1), matching (Table 1, Figure 3), budget (Figure 2), "
-                        "nobudget (Figure 4), schedules (sleep schedules); or all")
+                        "nobudget (Figure 4), schedules (sleep schedules); or all. `sleepcl study paradigms "
+                        "[options]` is `sleepcl paradigms` (sleep cycles for every paradigm, options of its own)")
     p.add_argument("--preset", default="quick", choices=PRESETS,
                    help="quick: minutes on a CPU; paper: the paper's Table 2 settings and seed counts; "
                         "tiny: a seconds-long smoke test")
@@ -79,7 +82,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _names(args: argparse.Namespace) -> list[str]:
     # nargs="*" with a default: argparse gives the default string when no experiment is named
-    return [args.name] if isinstance(args.name, str) else list(args.name)
+    names = [args.name] if isinstance(args.name, str) else list(args.name)
+    if PARADIGMS in names:  # `sleepcl study paradigms ...` never gets here (cli.main hands it to `paradigms`)
+        raise ValueError("paradigms is a study of its own, with its own options: run `sleepcl study paradigms "
+                         "[options]` (the same as `sleepcl paradigms`), naming it first and alone")
+    return names
 
 
 def _settings(args: argparse.Namespace):

@@ -3,7 +3,7 @@
 A day hands the strategy's weights to its task (:meth:`Strategy.take`), trains with a fresh optimizer, and in
 its night prunes each member's weakest weights of the day down to the capacity schedule. Both the study's
 engine (:mod:`sleepcl.engine.population`) and the nightly model (:mod:`sleepcl.nightly.learn`) train through
-this class, so the rules below hold for both:
+this class, and through one loop (:mod:`sleepcl.engine.loop`), so the rules below hold for both:
 
 * **a gradient mask** zeroes the gradient of every prunable weight the day may not change
   (:meth:`Strategy.trainable`), and parameters the day does not train (shared ones after the first day under
@@ -57,6 +57,7 @@ class DaySession:
         if adam not in ADAM_MODES:
             raise ValueError(f"unknown adam mode {adam!r}; choose one of {', '.join(ADAM_MODES)}")
         self.members, self.strategy, self.day, self.day_index = members, strategy, day, day_index
+        self.parts, self.adam, self.lr = parts, adam, lr
         self.handover = "handover_grads" in parts
         if begin:
             strategy.take(members.owner, day)
@@ -85,6 +86,29 @@ class DaySession:
             self.optimizer = torch.optim.Adam([params[n] for n in trained], lr=lr, foreach=True)
         if begin:
             strategy.begin_day(day, params)
+
+    def replicate(self, size: int, random_seeds: Sequence[int]) -> "DaySession":
+        """``size`` copies of member 0 in a new session that continues its day, Adam moments included (each copy
+        with its own dropout generator). For torch's Adam (``adam="foreach"``) and a strategy without state of
+        its own per member (its tensors would not follow the copies)."""
+        if isinstance(self.optimizer, MemberAdam):
+            raise ValueError("copies of a member continue its day with torch's Adam moments: start the day with "
+                             "adam='foreach'")
+        if self.strategy.state():
+            raise ValueError(f"strategy {self.strategy.name!r} keeps state per member, which copies would not carry")
+        members = self.members.replicate(size, random_seeds)
+        copy = DaySession(members, self.strategy, self.day, self.day_index, self.lr, parts=self.parts,
+                          adam="foreach", begin=False)
+        rep = lambda t: t[:1].repeat(size, *([1] * (t.dim() - 1)))  # noqa: E731
+        if self.day_start is not None:
+            copy.day_start = ({n: rep(p) for n, p in self.day_start[0].items()},
+                              {n: rep(b) for n, b in self.day_start[1].items()})
+        for src, dst in zip(self.optimizer.param_groups[0]["params"], copy.optimizer.param_groups[0]["params"]):
+            state = self.optimizer.state.get(src)
+            if state:
+                copy.optimizer.state[dst] = {"step": state["step"].clone(), "exp_avg": rep(state["exp_avg"]),
+                                             "exp_avg_sq": rep(state["exp_avg_sq"])}
+        return copy
 
     def trains(self, name: str) -> bool:
         """Whether the day trains parameter ``name``: prunable weights (masked), heads and per-task copies

@@ -9,7 +9,13 @@ Read top to bottom, :meth:`Population.fit` is the paper's Algorithm 1 for every 
 ``E`` epochs; then the night, where each member prunes at the start of each of its rounds and all retrain
 together; then evaluate every task seen so far (after every ``eval_every``-th day and the last; how the cost
 of evaluating is kept down: :mod:`sleepcl.engine.evaluation`). What a day may change and how exactly is
-:class:`~sleepcl.engine.day.DaySession`'s; what the days are and what each sees is the strategy's.
+:class:`~sleepcl.engine.day.DaySession`'s; what the days are and what each sees is the strategy's. Every step
+is taken by :meth:`Population.train`, the one loop (:mod:`sleepcl.engine.loop`).
+
+A deployed model's members (``sleepcl learn``) are a population too (:meth:`Population.of_members`): one member
+(or, for a probe of candidate schedules, one per candidate) trained through the same :meth:`~Population.session`
+and :meth:`~Population.train`, on one task's stream of batches, with a step budget that ``learn``'s planner
+re-plans against the wall clock.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from fractions import Fraction
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -28,12 +35,14 @@ from ..config import RunConfig, check_population
 from ..data.split import SplitBenchmark
 from ..models import build_network
 from ..schedule import SleepSchedule, night_targets, sleep_schedule
-from ..strategies import Batch, Day, get_strategy
+from ..strategies import Batch, Day, Strategy, get_strategy
 from ..threads import torch_threads
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
 from .divergence import nonfinite_members
 from .evaluation import Evaluator, task_inference
+from . import loop
+from .loop import Budget, MemberNight, Night, Steps, Stopped
 from .members import Members
 from .streams import IndexStream, member_seeds, strategy_seed
 
@@ -117,10 +126,6 @@ class MemberResult:
     task_inference: dict[str, dict[str, float]] | None = None
 
 
-class Stopped(Exception):
-    """A population asked to stop between two steps (see :attr:`Population.stop`)."""
-
-
 class Population:
     """S runs of one strategy on one benchmark, trained together: see the module docstring."""
 
@@ -143,7 +148,7 @@ class Population:
         self.device = torch.device(device)
         if adam is None:
             adam = "fused" if "fused_adam" in self.parts and fused_adam_available(self.device) else "foreach"
-        self.adam, self.tf32 = adam, tf32
+        self.adam, self.tf32, self.lr = adam, tf32, first.lr
         self.bench = bench.to(self.device)
         self.strategy = get_strategy(first.strategy, first.strategy_options, night=first.night)
         self.net = build_network(first.network, bench.input_shape, bench.n_tasks, head_size(bench), first.widths,
@@ -161,9 +166,25 @@ class Population:
         # Set by whoever runs this population beside others (workers.py): checked before every step.
         self.stop: threading.Event | None = None
 
+    @classmethod
+    def of_members(cls, members: Members, strategy: Strategy, lr: float, *, parts: Iterable[str] = (),
+                   adam: str = "foreach") -> "Population":
+        """A population of members that exist already (a deployed model's: ``sleepcl learn``), with no benchmark
+        and no run configs: it trains day by day through :meth:`session` and :meth:`train` on batches of the
+        caller's (:meth:`fit` and evaluation need a benchmark). ``parts``: fast-path parts (:data:`FAST_PARTS`);
+        ``adam``: one of :data:`ADAM_MODES`."""
+        if adam not in ADAM_MODES:
+            raise ValueError(f"unknown adam mode {adam!r}; choose one of {', '.join(ADAM_MODES)}")
+        pop = cls.__new__(cls)
+        pop.parts, pop.adam, pop.tf32, pop.lr = speed_parts(tuple(parts)), adam, False, lr
+        pop.configs, pop.device, pop.bench = [], members.device, None  # type: ignore[assignment]
+        pop.members, pop.net, pop.strategy = members, members.net, strategy
+        pop.order_generators, pop.schedules, pop.stop = [], [], None
+        return pop
+
     @property
     def size(self) -> int:
-        return len(self.configs)
+        return self.members.size
 
     @property
     def params(self) -> dict[str, Tensor]:
@@ -182,8 +203,18 @@ class Population:
 
     def session(self, day: Day, day_index: int) -> DaySession:
         """A day of this population's strategy (see :class:`~sleepcl.engine.day.DaySession`)."""
-        return DaySession(self.members, self.strategy, day, day_index, self.configs[0].lr, parts=self.parts,
-                          adam=self.adam)
+        return DaySession(self.members, self.strategy, day, day_index, self.lr, parts=self.parts, adam=self.adam)
+
+    def train(self, session: DaySession, batches: Iterator[Batch], budget: Budget, night: Night | None = None) -> None:
+        """Train ``session`` (a day of this population) on ``batches`` until ``budget`` says stop, taking
+        ``night``'s prunes as they fall due: the one loop every step goes through (:func:`.loop.train`)."""
+        loop.train(session, batches, budget, night)
+
+    def replicate(self, session: DaySession, size: int, random_seeds: Sequence[int]) -> tuple["Population", DaySession]:
+        """``size`` copies of member 0 as a new population whose day continues ``session``'s, Adam moments included
+        (:meth:`DaySession.replicate`)."""
+        copy = session.replicate(size, random_seeds)
+        return Population.of_members(copy.members, self.strategy, self.lr, parts=self.parts, adam="foreach"), copy
 
     def data_streams(self, day: Day) -> tuple[list[IndexStream], Tensor]:
         """The day's pool of training positions and each member's shuffled stream over it."""
@@ -226,11 +257,8 @@ class Population:
             yield x.expand(s, *x.shape), y.expand(s, -1), task
 
     def run_epoch(self, session: DaySession, streams: list[IndexStream], pool: Tensor) -> None:
-        """One epoch of the day's training."""
-        for x, y, task in self.batches(session.day, streams, pool):
-            if self.stop is not None and self.stop.is_set():
-                raise Stopped("stopped: a population training beside this one failed or was interrupted")
-            session.step(x, y, task)
+        """One epoch of the day's training (stopped before any step once :attr:`stop` is set)."""
+        self.train(session, self.batches(session.day, streams, pool), Steps(session.day.steps_per_epoch, self.stop))
 
     def night_targets(self, day: Day, held: list[dict[str, int]]) -> list[list[dict[str, int] | int]]:
         """Per member, per round: how many weights the day still holds after that round.
@@ -258,6 +286,9 @@ class Population:
     def fit(self, progress: Callable[[Event], None] | None = None,
             on_day_end: Callable[["Population", int], None] | None = None) -> list[MemberResult]:
         """Learn every day of the strategy (training, then the night), evaluating after each."""
+        if not self.configs:
+            raise ValueError("a population of given members (Population.of_members) has no benchmark to fit: train "
+                             "it day by day with session() and train()")
         try:
             with _allow_tf32(self.tf32), torch_threads(1 if self.net.thread_sensitive(self.device) else None):
                 return self._fit(progress, on_day_end)
@@ -310,15 +341,14 @@ class Population:
         rounds: list[list[float]] = [[] for _ in range(self.size)]
         if not self.strategy.prunes:
             return rounds
-        targets = self.night_targets(day, held)
-        prune_at = [sch.prune_epochs() for sch in self.schedules]
-        for e in range(day.night_epochs + 1):
+        targets, n = self.night_targets(day, held), day.night_epochs
+        plans = [MemberNight([Fraction(e, n) if n else Fraction(0) for e in sch.prune_epochs()], targets[m],
+                             self.configs[m].prune_scope) for m, sch in enumerate(self.schedules)]
+        night = Night(session, plans, after_prune=lambda m, _: rounds[m].append(self.members.member_free_fraction(m)))
+        for e in range(n + 1):  # each round prunes at the start of its epoch (a night of n epochs, counted in epochs)
             with run.timed("prune"):
-                for m in range(self.size):
-                    while len(rounds[m]) < len(prune_at[m]) and prune_at[m][len(rounds[m])] == e:
-                        session.prune(m, targets[m][len(rounds[m])], self.configs[m].prune_scope)  # type: ignore[arg-type]
-                        rounds[m].append(self.members.member_free_fraction(m))
-            if e < day.night_epochs:
+                night.prune_due(e, n)
+            if e < n:
                 with run.timed("retrain"):
                     self.run_epoch(session, streams, pool)
                 run.epoch_done(i, "retrain", e + 1, day)

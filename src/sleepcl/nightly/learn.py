@@ -10,8 +10,11 @@
 4. **save** the new model atomically (the previous night's file kept as ``MODEL.prev``) with the night's
    history entry.
 
-Everything that trains is the shared engine's (:class:`~sleepcl.engine.day.DaySession`), the same code and
-guarantees as ``sleepcl run`` and the study.
+Everything that trains is the shared engine's: the model's member is a population of one
+(:meth:`Population.of_members <sleepcl.engine.population.Population.of_members>`), its day a
+:class:`~sleepcl.engine.day.DaySession`, every step taken by the one loop (:mod:`sleepcl.engine.loop`), the same
+code and guarantees as ``sleepcl run`` and the study. nightly/ plans (the budget, the schedule) and keeps the
+model file; it has no training loop of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..threads import torch_threads
 from .model import (ModelError, NightlyModel, check_fits, check_night_memory, check_task_name, json_safe, lock_model,
                     now_iso, prev_path, task_score_stats)
 from .night import (DEFAULT_CANDIDATES, WARMUP_STEPS, Candidate, MemberPlan, TaskData, pending_night_costs, pick,
-                    plan_member, replicate, run_night, start_night, train, val_accuracy, warm_up)
+                    plan_member, run_night, start_night, train, val_accuracy, warm_up)
 from .planner import Costs, Phase, margin_for, parse_duration, split_time
 from .policy import capacity_targets, describe_free, make_policy
 from .rhythm import ADAPTIVE, Rhythm
@@ -264,8 +267,8 @@ class _Night:
                              self.batch_size, torch.Generator().manual_seed(self.night_seed))
         self.timings = {"warmup": 0.0, "train": 0.0, "probe": 0.0, "prune": 0.0, "retrain": 0.0, "evaluate": 0.0,
                         "save": 0.0}
-        self.session = start_night(model, self.data, len(self.classes), lr=self.lr, device=device,
-                                   seed=self.night_seed, probe=request.auto)
+        self.population, self.session = start_night(model, self.data, len(self.classes), lr=self.lr, device=device,
+                                                    seed=self.night_seed, probe=request.auto)
         self.costs, self.reserve, self.deadline = Costs(step_s=0.0), 0.0, None
         self.probe_log: dict[str, Any] | None = None
         self.probe_session = None
@@ -307,7 +310,8 @@ class _Night:
                      f"steps, {self._label()})")
             return
         self.deadline = self.t0 + r.budget_s
-        self.costs = warm_up(self.session, self.data, m, self.classes, self.path, self.keep, self.timings, self.clock)
+        self.costs = warm_up(self.population, self.session, self.data, m, self.classes, self.path, self.keep,
+                             self.timings, self.clock)
         self.reserve = self.costs.eval_s + self.costs.save_s + margin_for(r.budget_s)
         n_prunes, n_evals = self.n_rounds, 1 + (self.n_rounds + 1 if self.tolerance else 0)
         if r.adaptive:  # at most Rhythm.max_rounds prunes, each after an evaluation of the loss
@@ -340,7 +344,7 @@ class _Night:
     def train(self) -> None:
         self.say(f"  training ({self.train_phase.planned} steps planned)")
         tt = self.clock()
-        train(self.session, self.data, self.train_phase)
+        train(self.population, self.session, self.data, self.train_phase)
         self.timings["train"] += self.clock() - tt
         if self.tolerance:
             te = self.clock()
@@ -377,7 +381,7 @@ class _Night:
         else:
             self.night_phase = Phase("night", max(0, self.B * self.spe - len(r.cands) * probe_steps))
         self.say(f"  night: {self.chosen.label} ({self.night_phase.planned} steps planned)")
-        run_night(self.session, self.data, [self.final_plan], self.night_phase, timings=self.timings,
+        run_night(self.population, self.session, self.data, [self.final_plan], self.night_phase, timings=self.timings,
                   clock=self.clock, progress=self.say)
 
     def _probe(self) -> int:
@@ -403,10 +407,11 @@ class _Night:
         self.say(f"  probe: {len(cands)} schedules ({', '.join(c.label for c in cands)}) as one population, "
                  f"{phase.planned} steps planned")
         tp = self.clock()
-        probe = replicate(self.session, len(cands), [self.night_seed + 7 + m for m in range(len(cands))])
+        probe_population, probe = self.population.replicate(self.session, len(cands),
+                                                            [self.night_seed + 7 + m for m in range(len(cands))])
         plans.extend(self._plan(c, None, probe, m) for m, c in enumerate(cands))
         probe_timings = {"prune": 0.0, "retrain": 0.0, "evaluate": 0.0}
-        run_night(probe, self.data, plans, phase, timings=probe_timings, clock=self.clock)
+        run_night(probe_population, probe, self.data, plans, phase, timings=probe_timings, clock=self.clock)
         self.scores = [{"candidate": c.label, "val_accuracy": val_accuracy(probe, m, self.data),
                         "kept": probe.members.held(m, probe.day.owner)} for m, c in enumerate(cands)]
         self.timings["probe"] += self.clock() - tp

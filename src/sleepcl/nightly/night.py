@@ -1,11 +1,17 @@
 """One night of the nightly model, on the engine every run trains through.
 
-The day's training and the night's rounds run on a :class:`~sleepcl.engine.day.DaySession` of PackNet: the new
-task takes every free weight, a gradient mask keeps every other weight bit-identical, shared parameters are
-trained on the first task only, Adam moments of pruned weights are cleared, and pruning frees the
-smallest-magnitude weights of the task, per layer, to exact counts. What is the nightly's own: each task has
-its own head with as many outputs as it has classes, and nights may be measured in seconds
-(:mod:`sleepcl.nightly.planner`), so steps, prunes and evaluations are driven one at a time here.
+The model's members are a :class:`~sleepcl.engine.population.Population` of one (of one per candidate in a
+probe), and the day's training and the night's rounds are a :class:`~sleepcl.engine.day.DaySession` of PackNet
+trained by the engine's one loop (:meth:`Population.train <sleepcl.engine.population.Population.train>`), as
+``sleepcl run`` trains: the new task takes every free weight, a gradient mask keeps every other weight
+bit-identical, shared parameters are trained on the first task only, Adam moments of pruned weights are
+cleared, and pruning frees the smallest-magnitude weights of the task, per layer, to exact counts. What is the
+nightly's own: each task has its own head with as many outputs as it has classes; the task's data is one
+stream of batches (:class:`~sleepcl.engine.streams.SampleStream`); each phase's steps are a budget that the
+planner re-plans against the wall clock (:class:`~sleepcl.nightly.planner.Phase`); and the schedule policy
+decides where each round falls and what it keeps (fixed schedules, the adaptive one from the validation loss
+of each round, the tolerance policy's snapshots), through the engine's hooks before and after every prune
+(:class:`~sleepcl.engine.loop.Night`).
 
 **Schedules.** ``uniform`` (the paper's), ``lengthening`` (rounds of length 1:2:...:N) and ``cubic`` (prune hard
 early, gently late), each with ``--rounds N``; ``auto`` probes candidates (default uniform N = 1, 2, 4, 8,
@@ -16,11 +22,10 @@ with it from the trained state and keeps whichever of the two ends better on val
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -28,12 +33,14 @@ from torch import Tensor
 from ..engine import norms, ownership
 from ..engine.adam import fused_adam_available
 from ..engine.day import DaySession
+from ..engine.loop import MemberNight, Night, night_positions
 from ..engine.members import Members
-from ..engine.streams import IndexStream
+from ..engine.population import Population
+from ..engine.streams import SampleStream
 from ..schedule import SCHEDULES, night_targets, sleep_schedule
-from ..strategies import Day, get_strategy
+from ..strategies import Batch, Day, get_strategy
 from .model import NightlyModel, write_scratch
-from .planner import Costs, Phase, due, night_positions, relative_schedule
+from .planner import Costs, Phase, relative_schedule
 from .rhythm import ADAPTIVE, Rhythm, share_targets
 
 __all__ = ["DEFAULT_CANDIDATES", "NIGHT_PARTS", "Candidate", "MemberPlan", "TaskData", "plan_member", "run_night",
@@ -78,66 +85,49 @@ class TaskData:
     y_val: Tensor
     batch_size: int
     generator: torch.Generator
-    stream: IndexStream = field(init=False)
+    stream: SampleStream = field(init=False)  # the training samples as the engine's endless stream of batches
 
     def __post_init__(self) -> None:
-        self.stream = IndexStream(len(self.x), self.generator)
-        self.buffer: Tensor | None = None
-        self.used = 0
+        self.stream = SampleStream(self.x, self.y, self.batch_size, self.generator)
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(len(self.x) / self.batch_size))
+        return self.stream.steps_per_epoch
 
     def passes(self, size: int) -> list[tuple[Tensor, Tensor, None]]:
-        """The training samples once, in one fixed shuffled order (every batch mixing the classes), as batches for
-        ``size`` members (for norm-layer statistics)."""
-        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(0)).to(self.x.device)
-        return [(self.x[i].expand(size, *self.x[i].shape), self.y[i].expand(size, len(i)), None)
-                for i in order.split(self.batch_size)]
+        return self.stream.passes(size)
 
-    def batch(self) -> tuple[Tensor, Tensor]:
-        """The next batch of the endless shuffled stream (indices drawn an epoch at a time)."""
-        if self.buffer is None or self.used >= len(self.buffer):
-            self.buffer = self.stream.take(self.steps_per_epoch * self.batch_size).to(self.x.device)
-            self.used = 0
-        idx = self.buffer[self.used:self.used + self.batch_size]
-        self.used += self.batch_size
-        return self.x[idx], self.y[idx]
+    def batches(self, session: DaySession) -> Iterator[Batch]:
+        """The stream's batches for ``session``'s members, every sample of its day's task."""
+        return self.stream.batches(session.members.size, session.day.head_task)  # type: ignore[arg-type]
 
 
 # -- the day ------------------------------------------------------------------------------------------------
 
 def start_night(model: NightlyModel, data: TaskData, n_classes: int, *, lr: float, device: torch.device,
-                seed: int, probe: bool = False) -> DaySession:
-    """The model, about to learn a new task of ``n_classes`` classes, as a day of PackNet on the engine.
+                seed: int, probe: bool = False) -> tuple[Population, DaySession]:
+    """The model, about to learn a new task of ``n_classes`` classes: a population of its one member and a day
+    of PackNet on it.
 
     Adam is the engine's fused one (:class:`~sleepcl.engine.adam.MemberAdam`, as ``sleepcl run`` trains) where
     it runs, except for a night with a probe (``probe``), whose copies take torch's Adam moments
-    (:func:`replicate`). torch's Adam also costs a short night its first use: it imports ``torch._dynamo``
-    (1.5-2 s on a loaded 2-core machine; benchmarks/README.md, "Start-up")."""
+    (:meth:`Population.replicate <sleepcl.engine.population.Population.replicate>`). torch's Adam also costs a
+    short night its first use: it imports ``torch._dynamo`` (1.5-2 s on a loaded 2-core machine;
+    benchmarks/README.md, "Start-up")."""
     members = model.members(n_classes, device, seed)
     t = len(model.tasks)
     day = Day(owner=t + 1, pool=(t,), head_task=t, steps_per_epoch=data.steps_per_epoch, train_epochs=0,
               night_epochs=0, evaluate=(t,), capacity_step=t + 1)
     fused = not probe and fused_adam_available(device)
-    return DaySession(members, get_strategy("packnet"), day, t, lr,
-                      parts=NIGHT_PARTS | ({"fused_adam"} if fused else set()), adam="fused" if fused else "foreach")
+    population = Population.of_members(members, get_strategy("packnet"), lr,
+                                       parts=NIGHT_PARTS | ({"fused_adam"} if fused else set()),
+                                       adam="fused" if fused else "foreach")
+    return population, population.session(day, t)
 
 
-def step(session: DaySession, data: TaskData) -> None:
-    """One optimizer step of every member on the next batch (the same batch for all)."""
-    x, y = data.batch()
-    s = session.members.size
-    session.step(x.expand(s, *x.shape), y.expand(s, *y.shape), session.day.head_task)  # type: ignore[arg-type]
-
-
-def train(session: DaySession, data: TaskData, phase: Phase) -> None:
-    """The day: train until ``phase`` says stop."""
-    while phase.keep_going():
-        phase.step_started()
-        step(session, data)
-        phase.step_finished()
+def train(population: Population, session: DaySession, data: TaskData, phase: Phase) -> None:
+    """The day: the engine trains until ``phase`` says stop."""
+    population.train(session, data.batches(session), phase)
 
 
 def val_accuracy(session: DaySession, member: int, data: TaskData) -> float:
@@ -175,34 +165,17 @@ def recalibrate(members: Members, data: TaskData, task: int) -> None:
         norms.recalibrate(members, data.passes(members.size), task)
 
 
-def replicate(session: DaySession, size: int, seeds: Sequence[int]) -> DaySession:
-    """``size`` copies of member 0 in a new session that continues its day, Adam moments included (the probe
-    starts from the trained state)."""
-    members = session.members.replicate(size, seeds)
-    copy = DaySession(members, session.strategy, session.day, session.day_index,
-                      session.optimizer.defaults["lr"], parts=NIGHT_PARTS, adam="foreach", begin=False)
-    for src, dst in zip(session.optimizer.param_groups[0]["params"], copy.optimizer.param_groups[0]["params"]):
-        state = session.optimizer.state.get(src)
-        if state:
-            rep = lambda t: t[:1].repeat(size, *([1] * (t.dim() - 1)))  # noqa: E731
-            copy.optimizer.state[dst] = {"step": state["step"].clone(), "exp_avg": rep(state["exp_avg"]),
-                                         "exp_avg_sq": rep(state["exp_avg_sq"])}
-    return copy
-
-
 # -- the night ---------------------------------------------------------------------------------------------
 
-@dataclass
-class MemberPlan:
-    """One member's night: prune positions (fractions of the night), keep counts per round, and for the
-    tolerance policy the reference accuracy it must stay within."""
+@dataclass(kw_only=True)
+class MemberPlan(MemberNight):
+    """One member's night (the engine's :class:`~sleepcl.engine.loop.MemberNight`: prune positions as fractions
+    of the night, keep counts per round) with its candidate schedule, and for the tolerance policy the
+    reference accuracy it must stay within."""
 
     candidate: Candidate
-    positions: list[Fraction]
-    targets: list[dict[str, int]]
     reference: float | None = None      # tolerance policy: unpruned validation accuracy
     tolerance: float | None = None
-    rounds_done: int = 0
     round_log: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None  # tolerance: snapshot of the accepted state
     best_kept: int | None = None
@@ -220,22 +193,24 @@ def plan_member(candidate: Candidate, held: dict[str, int], keep: dict[str, int]
     """Prune positions and per-layer targets of one candidate schedule, going from ``held`` to ``keep``
     (``rhythm``: the adaptive schedule's settings, default :class:`Rhythm`'s)."""
     if candidate.schedule == ADAPTIVE:  # the first prune at once, the rest decided as the night goes
-        return MemberPlan(candidate, [Fraction(0)], [], rhythm=rhythm or Rhythm(), held=dict(held), keep=dict(keep))
+        return MemberPlan([Fraction(0)], [], candidate=candidate, rhythm=rhythm or Rhythm(), held=dict(held),
+                          keep=dict(keep))
     if epochs_budget is not None:
         schedule = sleep_schedule(candidate.schedule, epochs_budget, candidate.rounds)
     else:
         schedule = relative_schedule(candidate.schedule, candidate.rounds)
     per_layer = {name: night_targets(held[name], keep[name], schedule) for name in held}
     targets = [{name: per_layer[name][k] for name in held} for k in range(schedule.rounds)]
-    return MemberPlan(candidate, night_positions(schedule), targets)
+    return MemberPlan(night_positions(schedule), targets, candidate=candidate)  # type: ignore[arg-type]
 
 
-def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phase: Phase, *,
-              timings: dict[str, float], clock: Callable[[], float], progress: Progress | None = None) -> None:
-    """Prune at each member's positions and retrain all members together until ``phase`` ends.
+def run_night(population: Population, session: DaySession, data: TaskData, plans: list[MemberPlan], phase: Phase,
+              *, timings: dict[str, float], clock: Callable[[], float], progress: Progress | None = None) -> None:
+    """The engine retrains all members together until ``phase`` ends, pruning each at its plan's positions.
 
-    Tolerance plans also evaluate every round-end state (after its retraining, before the next prune, and
-    at the end) and keep a snapshot of the fewest-weights state within tolerance.
+    Before each prune, the adaptive schedule decides the round from the loss of the one that ends; tolerance
+    plans also evaluate every round-end state (after its retraining, before the next prune, and at the end)
+    and keep a snapshot of the fewest-weights state within tolerance.
     """
     members, owner = session.members, session.day.owner
 
@@ -270,29 +245,19 @@ def run_night(session: DaySession, data: TaskData, plans: list[MemberPlan], phas
         if after is not None:
             plan.positions.append(after)
 
-    def prunes_due() -> None:
-        for m, plan in enumerate(plans):
-            while due(plan.positions, plan.rounds_done, phase.done, phase.planned):
-                round_end(m)
-                if plan.rhythm is not None:
-                    adapt(m, plan)
-                timed("prune", lambda: session.prune(m, plan.targets[plan.rounds_done]))
-                plan.rounds_done += 1
-                plan.round_log.append({"round": plan.rounds_done, "at_step": phase.done, "kept": members.held(m, owner)})
-                if progress and len(plans) == 1:
-                    of = "" if plan.rhythm is not None else f"/{len(plan.targets)}"
-                    progress(f"  round {plan.rounds_done}{of}: pruned at step {phase.done} "
-                             f"to {members.held(m, owner)} weights")
+    def before_prune(m: int, plan: MemberPlan) -> None:
+        round_end(m)
+        if plan.rhythm is not None:
+            adapt(m, plan)
+
+    def after_prune(m: int, plan: MemberPlan) -> None:
+        plan.round_log.append({"round": plan.rounds_done, "at_step": phase.done, "kept": members.held(m, owner)})
+        if progress and len(plans) == 1:
+            of = "" if plan.rhythm is not None else f"/{len(plan.targets)}"
+            progress(f"  round {plan.rounds_done}{of}: pruned at step {phase.done} to {members.held(m, owner)} weights")
 
     t_start = clock()
-    while True:
-        prunes_due()
-        if not phase.keep_going():
-            prunes_due()
-            break
-        phase.step_started()
-        step(session, data)
-        phase.step_finished()
+    population.train(session, data.batches(session), phase, Night(session, plans, before_prune, after_prune, timed))
     for m, plan in enumerate(plans):
         round_end(m)  # the last round's retrained state
         if plan.best is not None:
@@ -318,15 +283,13 @@ def pick(scores: list[dict[str, Any]], tolerance_policy: bool) -> int:
 
 # -- the warm-up of a budgeted night ------------------------------------------------------------------------
 
-def warm_up(session: DaySession, data: TaskData, model: NightlyModel, classes: list[Any], path: Path,
-            keep: dict[str, int], timings: dict[str, float], clock: Callable[[], float]) -> Costs:
+def warm_up(population: Population, session: DaySession, data: TaskData, model: NightlyModel, classes: list[Any],
+            path: Path, keep: dict[str, int], timings: dict[str, float], clock: Callable[[], float]) -> Costs:
     """Time a few real training steps, one prune (of a copy), one evaluation and one save (to a scratch file)."""
     t_start = clock()
-    times = []
-    for _ in range(WARMUP_STEPS):
-        t0 = clock()
-        step(session, data)
-        times.append(clock() - t0)
+    steps = Phase("warm-up", WARMUP_STEPS, clock=clock)  # a fixed count; it keeps each step's time
+    population.train(session, data.batches(session), steps)
+    times = list(steps.window)
     step_s = sum(times[2:]) / len(times[2:])
     members = session.members
     params = {k: v.detach().clone() for k, v in members.params.items() if k in members.owner}

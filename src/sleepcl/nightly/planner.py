@@ -30,12 +30,12 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Callable, Sequence
+from typing import Callable
 
+from ..engine.loop import due, night_positions  # where rounds fall: the engine's (kept importable here)
 from ..schedule import SleepSchedule, sleep_schedule
 
-__all__ = ["Costs", "Phase", "night_positions", "parse_duration", "split_time"]
+__all__ = ["Costs", "Phase", "due", "night_positions", "parse_duration", "split_time"]
 
 Clock = Callable[[], float]
 
@@ -87,14 +87,6 @@ def split_time(remaining_s: float, costs: Costs, *, night_share: float, n_prunes
     free = remaining_s - n_prunes * costs.prune_s - n_evals * costs.eval_s
     free = max(free, 0.0)
     return (1.0 - night_share) * free, night_share * free
-
-
-def night_positions(schedule: SleepSchedule) -> list[Fraction]:
-    """Where each round's prune falls, as an exact fraction of the night's steps (first at 0)."""
-    total = schedule.budget
-    if total == 0:
-        return [Fraction(0)] * schedule.rounds
-    return [Fraction(e, total) for e in schedule.prune_epochs()]
 
 
 def relative_schedule(name: str, rounds: int) -> SleepSchedule:
@@ -178,12 +170,3 @@ class Phase:
     def stop(self) -> None:
         """End the phase now (its remaining prunes still happen)."""
         self.planned = self.done
-
-
-def due(positions: Sequence[Fraction], next_round: int, done: int, planned: int) -> bool:
-    """Whether the prune of round ``next_round`` is due after ``done`` of ``planned`` night steps."""
-    if next_round >= len(positions):
-        return False
-    if done >= planned:
-        return True
-    return done >= math.floor(positions[next_round] * planned)

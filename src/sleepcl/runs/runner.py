@@ -83,14 +83,15 @@ SUBSAMPLES = ("train_size", "test_size")
 
 
 def memory_plan(config: RunConfig, device: torch.device, max_memory: int | None = None) -> MemoryPlan:
-    """How many members like ``config`` (resolved) fit in memory on ``device`` (:mod:`sleepcl.runs.memory`)."""
+    """How many members like ``config`` (resolved) fit in memory on ``device`` (:mod:`sleepcl.runs.memory`):
+    each member's network and training, and what its strategy stores (ER's buffer: :meth:`Strategy.planned_bytes`)."""
     transform, dataset = parse_benchmark(config.benchmark)
     n, shape = DATASET_SHAPES[dataset]
-    freezes = get_strategy(config.strategy, config.strategy_options).freezes
+    strategy = get_strategy(config.strategy, config.strategy_options)
     net = build_network(config.network, shape, config.n_tasks, 10 if transform else 2, config.widths,
-                        per_task_norm=freezes, head=config.head)
+                        per_task_norm=strategy.freezes, head=config.head)
     per_member = member_bytes(net.shapes(), net.prunable, batch_size=config.batch_size,
-                              activation_floats=net.activation_floats)
+                              activation_floats=net.activation_floats) + strategy.planned_bytes(shape)
     available, source = available_bytes(str(device), max_memory)
     # permuted and rotated tasks share the images; the class-pair tasks each hold a fifth of them
     fixed = data_bytes(n if transform else n * min(config.n_tasks, 5) // 5, shape) + WORKSPACE_BYTES

@@ -230,6 +230,12 @@ class Strategy:
         ER: ``{"stored_samples": n, "bytes": b}``)."""
         return {}
 
+    def planned_bytes(self, sample_shape: Sequence[int]) -> int:
+        """The most bytes per member the strategy will store beyond the network, known before training from the
+        shape of one input sample (what sizes populations: :func:`sleepcl.runs.runner.memory_plan`); ER: its
+        whole buffer."""
+        return 0
+
 
 class GradientSource:
     """What :meth:`Strategy.end_of_day` may compute on the day's data: gradients of the plain loss per batch."""

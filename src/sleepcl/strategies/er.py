@@ -98,6 +98,10 @@ class ER(Strategy):
         per_sample = math.prod(self.x.shape[2:]) * self.x.element_size() + 2 * self.y.element_size()  # type: ignore[union-attr]
         return {"stored_samples": self.stored, "buffer": self.capacity, "bytes": self.capacity * per_sample}
 
+    def planned_bytes(self, sample_shape: Sequence[int]) -> int:
+        """The full buffer: float32 inputs, int64 labels and tasks (:meth:`memory`'s ``bytes`` once it is made)."""
+        return self.capacity * (math.prod(sample_shape) * 4 + 2 * 8)
+
     def state(self) -> dict[str, Tensor]:
         if self.x is None:
             return {}
