@@ -25,6 +25,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     from ..config import PAPER_DEFAULTS
     from ..data.split import BENCHMARKS
     from ..data.transforms import MAX_TASKS
+    from ..engine.density import LAYER_DENSITIES
     from ..models import NETWORKS
     from ..schedule import SCHEDULES
     from ..strategies import NIGHTS, STRATEGIES
@@ -82,6 +83,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2)")
     p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                    help="rank weights by magnitude within each layer (PackNet) or across all layers")
+    p.add_argument("--layer-density", default="uniform", choices=LAYER_DENSITIES,
+                   help="layer-wise pruning: every layer keeps the same fraction (uniform: the paper's) or small "
+                        "layers a larger share (erk: Erdős–Rényi-Kernel, as sparse-training libraries do)")
     p.add_argument("--tasks", type=int, default=None,
                    help=f"number of tasks: 1-5 class pairs (default 5; with --class-groups, one per group); "
                         f"permuted/rotated 1-{MAX_TASKS} (default 5, or one per entry of --permutations/--rotations)")
@@ -156,6 +160,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
+                         layer_density=args.layer_density,
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
                          eval_every=args.eval_every, night=args.night, extra=extra, **tasks)
@@ -163,7 +168,8 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     return [c.resolved() for c in configs]
 
 
-NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer"}
+NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer",
+                 "layer_density": "uniform"}
 """The options of the night (pruning), at their defaults: a strategy without a night refuses any other value,
 which would only give identical runs under different identities."""
 

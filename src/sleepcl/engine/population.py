@@ -15,6 +15,7 @@ of evaluating is kept down: :mod:`sleepcl.engine.evaluation`). What a day may ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -32,6 +33,7 @@ from ..strategies import Batch, Day, get_strategy
 from ..threads import torch_threads
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
+from .density import erk_free_counts
 from .divergence import nonfinite_members
 from .evaluation import Evaluator, task_inference
 from .members import Members
@@ -246,12 +248,24 @@ class Population:
                 keep = start - self.strategy.free_target(sum(n_total.values()), day, c.n_tasks, c.final_free)
                 out.append(list(night_targets(start, keep, self.schedules[m])))
                 continue
-            per_layer = {name: night_targets(held[m][name],
-                                             held[m][name] - self.strategy.free_target(n, day, c.n_tasks, c.final_free),
-                                             self.schedules[m])
-                         for name, n in n_total.items()}
+            free = self.layer_free_targets(day, c)
+            per_layer = {name: night_targets(held[m][name], held[m][name] - free[name], self.schedules[m])
+                         for name in n_total}
             out.append([{name: per_layer[name][k] for name in n_total} for k in range(self.schedules[m].rounds)])
         return out
+
+    def layer_free_targets(self, day: Day, c: RunConfig) -> dict[str, int]:
+        """Per prunable layer, the weights free after ``day``'s night: each layer on its own schedule (``uniform``
+        density), or the network's free total shared out by :func:`~sleepcl.engine.density.erk_free_counts` given
+        every earlier step's (a layer never takes back what an earlier task kept)."""
+        n_total = {name: o[0].numel() for name, o in self.owner.items()}
+        if c.layer_density == "uniform":
+            return {name: self.strategy.free_target(n, day, c.n_tasks, c.final_free) for name, n in n_total.items()}
+        total = sum(n_total.values())
+        totals = [self.strategy.free_target(total, dataclasses.replace(day, capacity_step=k), c.n_tasks, c.final_free)
+                  for k in range(1, day.capacity_step + 1)]
+        shapes = {name: tuple(o.shape[1:]) for name, o in self.owner.items()}
+        return erk_free_counts(shapes, totals)[-1] if totals else dict(n_total)
 
     # -- the whole sequence ----------------------------------------------------------------------------
 
