@@ -165,3 +165,46 @@ def test_the_issues_batchnorm_conv_net_keeps_every_task_well_above_chance_under_
     assert live["channels"] >= 12 and live["reading_live"] >= 0.9 * live["second"], live
     assert r.accuracy_matrix[0][0] >= 0.85, r.accuracy_matrix  # task 1 right after its own night
     assert min(r.accuracy_matrix[-1]) >= 0.75, r.accuracy_matrix  # every task at the end (chance 0.5)
+
+
+# -- said before training --------------------------------------------------------------------------------------
+
+SMALL_CONVNET = {"0.weight": (16, 1, 3, 3), "4.weight": (32, 16, 3, 3)}
+
+
+def _issue_config(**kw) -> RunConfig:
+    base = dict(benchmark="mnist-5k", network="examples/models.py:small_convnet", final_free=0.9, rounds=2, epochs=2,
+                retrain_epochs=2, batch_size=32)
+    return RunConfig(**{**base, **kw}).resolved()
+
+
+def test_a_starved_layer_is_named_before_training_with_the_fix():
+    from sleepcl.runs.runner import starvation_notice
+
+    notice = starvation_notice(_issue_config(), SMALL_CONVNET, [450] * 5)
+    assert "task 1 0.weight keeps 3 of 144 (16 outputs)" in notice and "--layer-density erk" in notice
+    assert starvation_notice(_issue_config(layer_density="erk"), SMALL_CONVNET, [450] * 5) is None
+    assert starvation_notice(_issue_config(final_free=0.5), SMALL_CONVNET, [450] * 5) is None  # 17 of 144
+    assert starvation_notice(_issue_config(prune_scope="global"), SMALL_CONVNET, [450] * 5) is None
+
+
+def test_check_models_warns_about_a_starved_layer(mnist5k):
+    from sleepcl.runs.runner import BenchmarkCache, check_models
+
+    with pytest.warns(UserWarning, match="0.weight keeps 3 of 144"):
+        check_models([_issue_config()], BenchmarkCache(None, False))
+
+
+def test_explain_shows_what_each_task_keeps_of_every_owned_layer(no_training, capsys, monkeypatch):
+    from sleepcl.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    argv = ["run", "--benchmark", "mnist-5k", "--model", "examples/models.py:small_convnet", "--final-free", "0.9",
+            "--rounds", "2", "--explain"]
+    for density, first, second, notice in (("uniform", "2-3", "89-96", True), ("erk", "27-30", "64-69", False)):
+        assert main([*argv, "--layer-density", density]) == 0
+        out = capsys.readouterr().out
+        rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")] for line in out.splitlines()
+                if line.count("│") >= 5}
+        assert rows["0.weight"][5] == first and rows["4.weight"][5] == second and rows["0.bias"][5] == ""
+        assert ("notice: examples/models.py:small_convnet" in out) == notice

@@ -226,6 +226,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept_range(size: int, free: list[int]) -> str:
+    """What each task keeps of a layer of ``size`` weights whose free counts after the tasks are ``free``: one
+    number, or the least and the most."""
+    kept = [before - after for before, after in zip([size, *free], free)]
+    low, high = min(kept), max(kept)
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
 def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     """``run --explain``: the network's parameters and their roles under the run's strategy, nothing trained."""
     from rich.console import Console
@@ -234,10 +242,11 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     from ..engine.population import head_size
     from ..models import build_network
     from ..models.base import ROLES
-    from ..runs.runner import BenchmarkCache
+    from ..engine.population import planned_free_counts
+    from ..runs.runner import BenchmarkCache, starvation_notice
     from ..strategies import get_strategy
 
-    strategy = get_strategy(config.strategy, config.strategy_options)
+    strategy = get_strategy(config.strategy, config.strategy_options, night=config.night)
     data = BenchmarkCache(data_dir, download)
     data.check([config])
     bench = data.get(config)
@@ -251,8 +260,16 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     table.add_column("shape")
     table.add_column("values", justify="right")
     table.add_column("role")
+    shapes = {name: shape for name, shape, _ in rows if name in net.prunable}
+    sizes = [int(i.numel()) for i in bench.train]
+    planned = planned_free_counts(config, strategy, shapes, sizes) if strategy.prunes and shapes else []
+    if planned:  # what each task keeps of every owned layer, as the run will plan it (--layer-density)
+        table.add_column("each task keeps", justify="right")
     for name, shape, role in rows:
-        table.add_row(name, "x".join(map(str, shape)) or "()", f"{math.prod(shape):,}", role)
+        row = [name, "x".join(map(str, shape)) or "()", f"{math.prod(shape):,}", role]
+        if planned:
+            row.append(_kept_range(math.prod(shape), [step[name] for step in planned]) if name in shapes else "")
+        table.add_row(*row)
     console = Console()
     console.print(table)
     used = {word for _, _, role in rows for word in role.split(", ")}
@@ -264,6 +281,9 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     console.print(f"{owned:,} of the trunk's {total:,} values are owned ({owned / max(1, total):.1%}). A model keeps "
                   "parameters shared by listing their names (or glob patterns) in a `sleepcl_shared` attribute of "
                   "the module its factory returns.", highlight=False)
+    notice = starvation_notice(config, shapes, sizes) if strategy.prunes else None
+    if notice:
+        console.print(f"notice: {notice}", highlight=False, style="yellow")
     return 0
 
 

@@ -18,9 +18,9 @@ free count only ever shrinks from one step to the next, since weights a task kee
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
-__all__ = ["LAYER_DENSITIES", "LayerDensity", "erk_densities", "erk_free_counts"]
+__all__ = ["LAYER_DENSITIES", "LayerDensity", "erk_densities", "erk_free_counts", "layer_free_counts", "starved_layers"]
 
 LayerDensity = Literal["uniform", "erk"]
 LAYER_DENSITIES: tuple[LayerDensity, ...] = ("uniform", "erk")
@@ -65,6 +65,28 @@ def erk_free_counts(shapes: Mapping[str, Sequence[int]], free_totals: Sequence[i
         out.append({n: sizes[n] - u for n, u in used.items()})
         floor = used
     return out
+
+
+def layer_free_counts(shapes: Mapping[str, Sequence[int]], free: Callable[[int, int], int], steps: int,
+                      density: LayerDensity) -> list[dict[str, int]]:
+    """Per capacity step ``1..steps``, per layer: the weights free after it. ``free(n, k)``: the schedule's free
+    count for ``n`` weights after step ``k`` (:meth:`~sleepcl.strategies.Strategy.free_target`). ``uniform``: each
+    layer on its own schedule; ``erk``: the network's count shared out by :func:`erk_free_counts`."""
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    if density == "uniform":
+        return [{n: free(size, k) for n, size in sizes.items()} for k in range(1, steps + 1)]
+    if density != "erk":
+        raise ValueError(f"unknown layer density {density!r}; choose one of {', '.join(LAYER_DENSITIES)}")
+    return erk_free_counts(shapes, [free(sum(sizes.values()), k) for k in range(1, steps + 1)])
+
+
+def starved_layers(shapes: Mapping[str, Sequence[int]], free_counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """Layers where the first task keeps at most half as many weights as the layer has outputs (``shape[0]``), with
+    that count: at least half of the layer's outputs get none of the task's weights and answer a constant for it."""
+    if not free_counts:
+        return {}
+    kept = {n: math.prod(s) - free_counts[0][n] for n, s in shapes.items()}
+    return {n: k for n, k in kept.items() if 2 * k <= shapes[n][0]}
 
 
 def _whole(want: Mapping[str, float], target: int, floor: Mapping[str, int], cap: Mapping[str, int]) -> dict[str, int]:
