@@ -105,16 +105,23 @@ def test_a_strategy_without_a_night_refuses_layer_density(no_training, capsys):
                      "--no-store"], "--layer-density erk: ewc has no night here")
 
 
-def test_the_command_line_passes_layer_density_on():
+def test_the_command_line_passes_layer_density_on_and_a_users_model_takes_erk_by_default():
     import argparse
 
     from sleepcl.cli.run import add_run_parser, run_configs_from_args
 
     parser = argparse.ArgumentParser()
     add_run_parser(parser.add_subparsers())
-    args = parser.parse_args(["run", "--benchmark", "mnist-5k", "--layer-density", "erk"])
-    assert [c.layer_density for c in run_configs_from_args(args)] == ["erk"]
-    assert run_configs_from_args(parser.parse_args(["run", "--benchmark", "mnist-5k"]))[0].layer_density == "uniform"
+
+    def density(*argv: str) -> str:
+        [config] = run_configs_from_args(parser.parse_args(["run", "--benchmark", "mnist-5k", *argv]))
+        return config.layer_density
+
+    model = ("--model", "examples/models.py:small_convnet")
+    assert density("--layer-density", "erk") == "erk" and density() == "uniform"  # the paper's networks: uniform
+    assert density(*model) == "erk" and density(*model, "--layer-density", "uniform") == "uniform"
+    # where the density decides nothing, the default leaves it out of the run's identity
+    assert density(*model, "--strategy", "ewc") == "uniform" and density(*model, "--prune-scope", "global") == "uniform"
 
 
 # -- a population under ERK density --------------------------------------------------------------------------

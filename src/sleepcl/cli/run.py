@@ -83,9 +83,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2)")
     p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                    help="rank weights by magnitude within each layer (PackNet) or across all layers")
-    p.add_argument("--layer-density", default="uniform", choices=LAYER_DENSITIES,
-                   help="layer-wise pruning: every layer keeps the same fraction (uniform: the paper's) or small "
-                        "layers a larger share (erk: Erdős–Rényi-Kernel, as sparse-training libraries do)")
+    p.add_argument("--layer-density", default=None, choices=LAYER_DENSITIES,
+                   help="layer-wise pruning: every layer keeps the same fraction (uniform: the paper's; the default "
+                        "for the built-in networks) or small layers a larger share (erk: Erdős–Rényi-Kernel, as "
+                        "sparse-training libraries do; the default for your own --model)")
     p.add_argument("--tasks", type=int, default=None,
                    help=f"number of tasks: 1-5 class pairs (default 5; with --class-groups, one per group); "
                         f"permuted/rotated 1-{MAX_TASKS} (default 5, or one per entry of --permutations/--rotations)")
@@ -160,7 +161,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
-                         layer_density=args.layer_density,
+                         layer_density=layer_density(args),
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
                          eval_every=args.eval_every, night=args.night, extra=extra, **tasks)
@@ -174,14 +175,28 @@ NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "pru
 which would only give identical runs under different identities."""
 
 
-def check_night_options(args: argparse.Namespace) -> None:
+def layer_density(args: argparse.Namespace) -> str:
+    """``--layer-density``, or its default: ``erk`` for a user's ``--model`` under layer-wise pruning (its small
+    layers starve under uniform density: README, "Your own model"), else ``uniform`` (the paper's protocol)."""
+    from ..models import is_factory
+
+    if args.layer_density is not None:
+        return args.layer_density
+    prunes = _night(args) == "rounds" and args.prune_scope == "layer"
+    return "erk" if prunes and args.network is not None and is_factory(args.network) else "uniform"
+
+
+def _night(args: argparse.Namespace) -> str:
     from ..strategies import strategy_class
 
-    night = getattr(args, "night", None) or strategy_class(args.strategy).default_night()
-    if night == "rounds":
+    return getattr(args, "night", None) or strategy_class(args.strategy).default_night()
+
+
+def check_night_options(args: argparse.Namespace) -> None:
+    if _night(args) == "rounds":
         return
     given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in NIGHT_OPTIONS.items()
-             if str(getattr(args, k, v)).replace(" ", "") != v]
+             if getattr(args, k, None) is not None and str(getattr(args, k)).replace(" ", "") != v]
     if given:
         raise ValueError(f"{', '.join(given)}: {args.strategy} has no night here, so no final free fraction and no "
                          "rounds; these options would only give identical runs under different identities. Drop "
