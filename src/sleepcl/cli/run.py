@@ -254,10 +254,9 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..engine.population import head_size
+    from ..engine.population import head_size, planned_free_counts
     from ..models import build_network
     from ..models.base import ROLES
-    from ..engine.population import planned_free_counts
     from ..runs.runner import BenchmarkCache, starvation_notice
     from ..strategies import get_strategy
 

@@ -162,39 +162,46 @@ class BenchmarkCache:
 
 def check_models(configs: Sequence[RunConfig], data: BenchmarkCache) -> None:
     """Build every distinct user model once, before any training: a model that cannot work is refused in
-    seconds, not after the populations before it have trained (the paper's networks cannot fail here)."""
-    seen = set()
+    seconds, not after the populations before it have trained (the paper's networks cannot fail here). A run
+    that would starve a layer (:func:`starvation_notice`) gets a notice, once per distinct text."""
+    built: dict[tuple[Any, ...], tuple[dict[str, tuple[int, ...]], list[int]]] = {}
+    said: set[str] = set()
     for c in configs:
         freezes = get_strategy(c.strategy, c.strategy_options).freezes
         key = (c.network, c.head, c.benchmark, c.n_tasks, c.val_size, c.class_order_seed, freezes)
-        if not is_factory(c.network) or key in seen:
+        if not is_factory(c.network):
             continue
-        seen.add(key)
-        bench = data.get(c)
-        net = build_network(c.network, bench.input_shape, bench.n_tasks, head_size(bench), per_task_norm=freezes,
-                            head=c.head)
-        shapes = net.shapes()  # type: ignore[attr-defined]
-        notice = starvation_notice(c, {n: shapes[n] for n in net.prunable}, [int(i.numel()) for i in bench.train])
-        if notice:
+        if key not in built:
+            bench = data.get(c)
+            net = build_network(c.network, bench.input_shape, bench.n_tasks, head_size(bench),
+                                per_task_norm=freezes, head=c.head)
+            shapes = net.shapes()  # type: ignore[attr-defined]
+            built[key] = {n: shapes[n] for n in net.prunable}, [int(i.numel()) for i in bench.train]
+        notice = starvation_notice(c, *built[key])
+        if notice and notice not in said:
+            said.add(notice)
             warnings.warn(notice, UserWarning, stacklevel=2)
 
 
 def starvation_notice(c: RunConfig, shapes: dict[str, tuple[int, ...]], train_sizes: list[int]) -> str | None:
     """What to say before training when a run of ``c`` (its prunable layers' ``shapes``, its tasks' training set
-    sizes) leaves its first task at most half as many weights in some layer as the layer has outputs (:func:`~sleepcl.engine.density.starved_layers`): such a task's network can
-    answer one class for every input (issue 18); ``--layer-density erk`` gives small layers a larger share."""
+    sizes) leaves its first task at most half as many weights in some layer as the layer has outputs
+    (:func:`~sleepcl.engine.density.starved_layers`): such a task's network can answer one class for every input
+    (issue 18); ``--layer-density erk`` gives small layers a larger share."""
     strategy = get_strategy(c.strategy, c.strategy_options, night=c.night)
     if not strategy.prunes or c.prune_scope != "layer":
         return None
     starved = starved_layers(shapes, planned_free_counts(c, strategy, shapes, train_sizes))
     if not starved:
         return None
-    worst = ", ".join(f"{n} keeps {k} of {math.prod(shapes[n]):,} ({shapes[n][0]} outputs)"
+    named = ", ".join(f"{n} keeps {k} of {math.prod(shapes[n]):,} ({shapes[n][0]} outputs)"
                       for n, k in list(starved.items())[:3])
+    if len(starved) > 3:
+        named += f" and {len(starved) - 3} more layers"
     fix = ("--layer-density erk gives small layers a larger share (README, \"Your own model\")"
-           if c.layer_density == "uniform" else "a larger --final-free p or fewer tasks leaves each task more")
+           if c.layer_density == "uniform" else "a smaller --final-free p or fewer tasks leaves each task more")
     return (f"{c.network} at p = {c.final_free} over {c.n_tasks} tasks under {c.layer_density} layer density: task 1 "
-            f"{worst}; at least half of such a layer's outputs get no weight of the task and answer a constant, "
+            f"{named}; at least half of such a layer's outputs get no weight of the task and answer a constant, "
             f"and a task can end at chance. {fix}.")
 
 
