@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from .data.datasets import DATASETS
 from .data.split import BENCHMARKS, canonical_task_spec, check_tasks, parse_benchmark
+from .engine.density import LAYER_DENSITIES
 from .models import GENERIC_PATH_VERSION, NETWORKS, factory_digest, is_factory
 from .schedule import SCHEDULES, sleep_schedule
 from .strategies import NIGHTS, get_strategy, is_strategy_spec, strategy_class, strategy_digest
@@ -49,6 +50,7 @@ LATER_FIELDS: dict[str, Any] = {
     "class_groups": None, "transform_seed": 0, "permutations": None, "rotations": None,  # long task sequences
     "eval_every": 1,  # evaluate the tasks after every k-th task (and the last)
     "night": None,  # nights as the strategy's default (resolved() also writes None for a choice equal to it)
+    "layer_density": "uniform",  # how the kept weights are shared out among the layers (engine/density.py)
 }
 
 
@@ -98,6 +100,10 @@ class RunConfig:
     # Nights after each day: "rounds" (prune-then-retrain) or "none"; None is the strategy's default (PackNet,
     # Memory and Multinet take rounds, the others none). In LATER_FIELDS.
     night: str | None = None
+    # How the weights the tasks keep are shared out among the layers: "uniform" (every layer the same fraction:
+    # the paper's protocol) or "erk" (Erdős–Rényi-Kernel: small layers a larger share; engine/density.py). In
+    # LATER_FIELDS.
+    layer_density: str = "uniform"
 
     def resolved(self) -> "RunConfig":
         """This config with every ``None`` default filled in from the paper's Table 2, validated."""
@@ -165,6 +171,11 @@ class RunConfig:
             bad(f"--lr must be > 0 and at most {FLOAT32_MAX:.4g} (the weights are float32), got {self.lr}")
         if self.prune_scope not in ("layer", "global"):
             bad(f"unknown prune scope {self.prune_scope!r}; choose 'layer' or 'global'")
+        if self.layer_density not in LAYER_DENSITIES:
+            bad(f"unknown --layer-density {self.layer_density!r}; choose one of {', '.join(LAYER_DENSITIES)}")
+        if self.layer_density != "uniform" and self.prune_scope == "global":
+            bad(f"--layer-density {self.layer_density} shares the kept weights out among the layers; --prune-scope "
+                "global lets magnitudes decide the layers' shares instead: choose one of the two")
         check_tasks(self.benchmark, self.n_tasks, class_order_seed=self.class_order_seed,
                     class_groups=self.class_groups, transform_seed=self.transform_seed,
                     permutations=self.permutations, rotations=self.rotations)

@@ -25,6 +25,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     from ..config import PAPER_DEFAULTS
     from ..data.split import BENCHMARKS
     from ..data.transforms import MAX_TASKS
+    from ..engine.density import LAYER_DENSITIES
     from ..models import NETWORKS
     from ..schedule import SCHEDULES
     from ..strategies import NIGHTS, STRATEGIES
@@ -82,6 +83,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, default=None, help="Adam learning rate (default: Table 2)")
     p.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                    help="rank weights by magnitude within each layer (PackNet) or across all layers")
+    p.add_argument("--layer-density", default=None, choices=LAYER_DENSITIES,
+                   help="layer-wise pruning: every layer keeps the same fraction (uniform: the paper's; the default "
+                        "for the built-in networks) or small layers a larger share (erk: Erdős–Rényi-Kernel, as "
+                        "sparse-training libraries do; the default for your own --model)")
     p.add_argument("--tasks", type=int, default=None,
                    help=f"number of tasks: 1-5 class pairs (default 5; with --class-groups, one per group); "
                         f"permuted/rotated 1-{MAX_TASKS} (default 5, or one per entry of --permutations/--rotations)")
@@ -156,6 +161,7 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     configs = [RunConfig(benchmark=args.benchmark, strategy=args.strategy, network=args.network, final_free=p,
                          rounds=n, schedule=args.schedule, epochs=args.epochs, retrain_epochs=args.retrain_epochs,
                          seed=s, batch_size=args.batch_size, lr=args.lr, prune_scope=args.prune_scope,
+                         layer_density=layer_density(args),
                          val_size=val_size, class_order_seed=args.class_order_seed, n_tasks=n_tasks,
                          widths=widths, strategy_options=options, head=args.head, transform_seed=args.transform_seed,
                          eval_every=args.eval_every, night=args.night, extra=extra, **tasks)
@@ -163,19 +169,34 @@ def run_configs_from_args(args: argparse.Namespace) -> list:
     return [c.resolved() for c in configs]
 
 
-NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer"}
+NIGHT_OPTIONS = {"final_free": "0.9", "rounds": "1", "schedule": "uniform", "prune_scope": "layer",
+                 "layer_density": "uniform"}
 """The options of the night (pruning), at their defaults: a strategy without a night refuses any other value,
 which would only give identical runs under different identities."""
 
 
-def check_night_options(args: argparse.Namespace) -> None:
+def layer_density(args: argparse.Namespace) -> str:
+    """``--layer-density``, or its default: ``erk`` for a user's ``--model`` under layer-wise pruning (its small
+    layers starve under uniform density: README, "Your own model"), else ``uniform`` (the paper's protocol)."""
+    from ..models import is_factory
+
+    if args.layer_density is not None:
+        return args.layer_density
+    prunes = _night(args) == "rounds" and args.prune_scope == "layer"
+    return "erk" if prunes and args.network is not None and is_factory(args.network) else "uniform"
+
+
+def _night(args: argparse.Namespace) -> str:
     from ..strategies import strategy_class
 
-    night = getattr(args, "night", None) or strategy_class(args.strategy).default_night()
-    if night == "rounds":
+    return getattr(args, "night", None) or strategy_class(args.strategy).default_night()
+
+
+def check_night_options(args: argparse.Namespace) -> None:
+    if _night(args) == "rounds":
         return
     given = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in NIGHT_OPTIONS.items()
-             if str(getattr(args, k, v)).replace(" ", "") != v]
+             if getattr(args, k, None) is not None and str(getattr(args, k)).replace(" ", "") != v]
     if given:
         raise ValueError(f"{', '.join(given)}: {args.strategy} has no night here, so no final free fraction and no "
                          "rounds; these options would only give identical runs under different identities. Drop "
@@ -220,18 +241,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept_range(size: int, free: list[int]) -> str:
+    """What each task keeps of a layer of ``size`` weights whose free counts after the tasks are ``free``: one
+    number, or the least and the most."""
+    kept = [before - after for before, after in zip([size, *free], free)]
+    low, high = min(kept), max(kept)
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
 def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     """``run --explain``: the network's parameters and their roles under the run's strategy, nothing trained."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..engine.population import head_size
+    from ..engine.population import head_size, planned_free_counts
     from ..models import build_network
     from ..models.base import ROLES
-    from ..runs.runner import BenchmarkCache
+    from ..runs.runner import BenchmarkCache, starvation_notice
     from ..strategies import get_strategy
 
-    strategy = get_strategy(config.strategy, config.strategy_options)
+    strategy = get_strategy(config.strategy, config.strategy_options, night=config.night)
     data = BenchmarkCache(data_dir, download)
     data.check([config])
     bench = data.get(config)
@@ -245,8 +274,16 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     table.add_column("shape")
     table.add_column("values", justify="right")
     table.add_column("role")
+    shapes = {name: shape for name, shape, _ in rows if name in net.prunable}
+    sizes = [int(i.numel()) for i in bench.train]
+    planned = planned_free_counts(config, strategy, shapes, sizes) if strategy.prunes and shapes else []
+    if planned:  # what each task keeps of every owned layer, as the run will plan it (--layer-density)
+        table.add_column("each task keeps", justify="right")
     for name, shape, role in rows:
-        table.add_row(name, "x".join(map(str, shape)) or "()", f"{math.prod(shape):,}", role)
+        row = [name, "x".join(map(str, shape)) or "()", f"{math.prod(shape):,}", role]
+        if planned:
+            row.append(_kept_range(math.prod(shape), [step[name] for step in planned]) if name in shapes else "")
+        table.add_row(*row)
     console = Console()
     console.print(table)
     used = {word for _, _, role in rows for word in role.split(", ")}
@@ -258,6 +295,9 @@ def explain_network(config: Any, data_dir: str | None, download: bool) -> int:
     console.print(f"{owned:,} of the trunk's {total:,} values are owned ({owned / max(1, total):.1%}). A model keeps "
                   "parameters shared by listing their names (or glob patterns) in a `sleepcl_shared` attribute of "
                   "the module its factory returns.", highlight=False)
+    notice = starvation_notice(config, shapes, sizes) if strategy.prunes else None
+    if notice:
+        console.print(f"notice: {notice}", highlight=False, style="yellow")
     return 0
 
 

@@ -11,6 +11,7 @@ module                    one idea
 :mod:`.members`           the stacked state of S members: parameters, buffers, owner maps, generators
 :mod:`.norms`             norm-layer statistics recomputed for the pruned network (BN recalibration)
 :mod:`.ownership`         who owns each weight, and pruning by magnitude to exact counts
+:mod:`.density`           how the weights tasks keep are shared out among the layers (uniform, ERK)
 :mod:`.adam`              Adam that updates each member exactly as alone (the fast path's)
 :mod:`.streams`           each member's seeds and shuffled data order; one task's endless batches
 :mod:`.workers`           groups of members side by side on CPU cores

@@ -21,6 +21,7 @@ re-plans against the wall clock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -39,6 +40,7 @@ from ..strategies import Batch, Day, Strategy, get_strategy
 from ..threads import torch_threads
 from .adam import MemberAdam, fused_adam_available, fused_adam_stacks_exact
 from .day import ADAM_MODES, DaySession
+from .density import layer_free_counts
 from .divergence import nonfinite_members
 from .evaluation import Evaluator, task_inference
 from . import loop
@@ -274,12 +276,21 @@ class Population:
                 keep = start - self.strategy.free_target(sum(n_total.values()), day, c.n_tasks, c.final_free)
                 out.append(list(night_targets(start, keep, self.schedules[m])))
                 continue
-            per_layer = {name: night_targets(held[m][name],
-                                             held[m][name] - self.strategy.free_target(n, day, c.n_tasks, c.final_free),
-                                             self.schedules[m])
-                         for name, n in n_total.items()}
+            free = self.layer_free_targets(day, c)
+            per_layer = {name: night_targets(held[m][name], held[m][name] - free[name], self.schedules[m])
+                         for name in n_total}
             out.append([{name: per_layer[name][k] for name in n_total} for k in range(self.schedules[m].rounds)])
         return out
+
+    def layer_free_targets(self, day: Day, c: RunConfig) -> dict[str, int]:
+        """Per prunable layer, the weights free after ``day``'s night: each layer on its own schedule (``uniform``
+        density), or the network's free count shared out as ERK given every earlier step's
+        (:mod:`~sleepcl.engine.density`: a layer never takes back what an earlier task kept)."""
+        shapes = {name: tuple(o.shape[1:]) for name, o in self.owner.items()}
+        if day.capacity_step < 1:
+            return {name: o[0].numel() for name, o in self.owner.items()}
+        return layer_free_counts(shapes, _schedule(self.strategy, day, c), day.capacity_step,
+                                 c.layer_density)[-1]  # type: ignore[arg-type]
 
     # -- the whole sequence ----------------------------------------------------------------------------
 
@@ -437,6 +448,23 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     if len(groups) == 1:
         return groups[0].fit(progress)
     return fit_side_by_side(groups, progress)
+
+
+def _schedule(strategy: Strategy, day: Day, c: RunConfig) -> Callable[[int, int], int]:
+    """``free(n, k)``: the strategy's free count for ``n`` weights after capacity step ``k`` of ``c``'s run."""
+    def free(n: int, step: int) -> int:
+        return strategy.free_target(n, dataclasses.replace(day, capacity_step=step), c.n_tasks, c.final_free)
+    return free
+
+
+def planned_free_counts(c: RunConfig, strategy: Strategy, shapes: dict[str, tuple[int, ...]],
+                        train_sizes: Sequence[int]) -> list[dict[str, int]]:
+    """Per capacity step of a run of ``c`` (a strategy that prunes), per prunable layer of ``shapes``: the weights
+    free after it, as the run will plan them; before any training (``run --explain``, the notice of
+    :func:`sleepcl.runs.runner.check_models`)."""
+    days = strategy.days(list(train_sizes), c.batch_size, c.epochs, c.retrain_epochs)
+    steps = max(d.capacity_step for d in days)
+    return layer_free_counts(shapes, _schedule(strategy, days[-1], c), steps, c.layer_density)  # type: ignore[arg-type]
 
 
 def head_size(bench: SplitBenchmark) -> int:

@@ -12,6 +12,8 @@ one task. Either way this module alone writes the store.
 from __future__ import annotations
 
 import contextlib
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -22,7 +24,8 @@ from ..config import MEMBER_FIELDS, RunConfig
 from ..data.datasets import check_available
 from ..data.split import SplitBenchmark, check_subsample_size, load_split_benchmark, parse_benchmark
 from ..engine.divergence import DIVERGED_HINT, TrainingDiverged
-from ..engine.population import Event, head_size, train_population
+from ..engine.density import starved_layers
+from ..engine.population import Event, head_size, planned_free_counts, train_population
 from ..models import build_network, is_factory
 from ..strategies import get_strategy
 from .memory import DATASET_SHAPES, WORKSPACE_BYTES, MemoryPlan, available_bytes, data_bytes, member_bytes, \
@@ -160,17 +163,47 @@ class BenchmarkCache:
 
 def check_models(configs: Sequence[RunConfig], data: BenchmarkCache) -> None:
     """Build every distinct user model once, before any training: a model that cannot work is refused in
-    seconds, not after the populations before it have trained (the paper's networks cannot fail here)."""
-    seen = set()
+    seconds, not after the populations before it have trained (the paper's networks cannot fail here). A run
+    that would starve a layer (:func:`starvation_notice`) gets a notice, once per distinct text."""
+    built: dict[tuple[Any, ...], tuple[dict[str, tuple[int, ...]], list[int]]] = {}
+    said: set[str] = set()
     for c in configs:
         freezes = get_strategy(c.strategy, c.strategy_options).freezes
         key = (c.network, c.head, c.benchmark, c.n_tasks, c.val_size, c.class_order_seed, freezes)
-        if not is_factory(c.network) or key in seen:
+        if not is_factory(c.network):
             continue
-        seen.add(key)
-        bench = data.get(c)
-        build_network(c.network, bench.input_shape, bench.n_tasks, head_size(bench), per_task_norm=freezes,
-                      head=c.head)
+        if key not in built:
+            bench = data.get(c)
+            net = build_network(c.network, bench.input_shape, bench.n_tasks, head_size(bench),
+                                per_task_norm=freezes, head=c.head)
+            shapes = net.shapes()  # type: ignore[attr-defined]
+            built[key] = {n: shapes[n] for n in net.prunable}, [int(i.numel()) for i in bench.train]
+        notice = starvation_notice(c, *built[key])
+        if notice and notice not in said:
+            said.add(notice)
+            warnings.warn(notice, UserWarning, stacklevel=2)
+
+
+def starvation_notice(c: RunConfig, shapes: dict[str, tuple[int, ...]], train_sizes: list[int]) -> str | None:
+    """What to say before training when a run of ``c`` (its prunable layers' ``shapes``, its tasks' training set
+    sizes) leaves its first task at most half as many weights in some layer as the layer has outputs
+    (:func:`~sleepcl.engine.density.starved_layers`): such a task's network can answer one class for every input
+    (issue 18); ``--layer-density erk`` gives small layers a larger share."""
+    strategy = get_strategy(c.strategy, c.strategy_options, night=c.night)
+    if not strategy.prunes or c.prune_scope != "layer":
+        return None
+    starved = starved_layers(shapes, planned_free_counts(c, strategy, shapes, train_sizes))
+    if not starved:
+        return None
+    named = ", ".join(f"{n} keeps {k} of {math.prod(shapes[n]):,} ({shapes[n][0]} outputs)"
+                      for n, k in list(starved.items())[:3])
+    if len(starved) > 3:
+        named += f" and {len(starved) - 3} more layers"
+    fix = ("--layer-density erk gives small layers a larger share (README, \"Your own model\")"
+           if c.layer_density == "uniform" else "a smaller --final-free p or fewer tasks leaves each task more")
+    return (f"{c.network} at p = {c.final_free} over {c.n_tasks} tasks under {c.layer_density} layer density: task 1 "
+            f"{named}; at least half of such a layer's outputs get no weight of the task and answer a constant, "
+            f"and a task can end at chance. {fix}.")
 
 
 class Executor(Protocol):
