@@ -107,6 +107,14 @@ def test_cluster_without_ray_installed_is_refused(monkeypatch, capsys) -> None:
     assert "--cluster needs Ray" in err and "pip install 'sleepcl[ray]'" in err
 
 
+def _makespan(plan, slots: int, cost) -> float:
+    """When the last place ends, each population going to the place free first (as Ray hands them out)."""
+    places = [0.0] * slots
+    for p in plan:
+        places[places.index(min(places))] += sum(cost(c) for c in p)
+    return max(places)
+
+
 def test_plan_fills_the_cluster_longest_first() -> None:
     short = _configs(range(6), 1)
     long = _configs(range(2), 5)
@@ -114,10 +122,27 @@ def test_plan_fills_the_cluster_longest_first() -> None:
     plan = plan_populations(short + long, None, 4, cost)
     assert sorted(c.hash() for p in plan for c in p) == sorted(c.hash() for c in short + long)  # each once
     assert [sum(cost(c) for c in p) for p in plan] == sorted((sum(cost(c) for c in p) for p in plan), reverse=True)
-    # a share is 16 / 4 = 4 epochs: the long pair is split into two, the six short runs into two threes
-    assert [(len(p), sum(cost(c) for c in p)) for p in plan] == [(1, 5), (1, 5), (3, 3), (3, 3)]
+    # a share is 16 / 4 = 4 epochs: the long pair is split into two, the six short runs fill the other two places
+    assert [(len(p), sum(cost(c) for c in p)) for p in plan] == [(1, 5), (1, 5), (4, 4), (2, 2)]
+    assert _makespan(plan, 4, cost) == 5   # a member of 5 epochs cannot be cut
     assert all(len(p) <= 1 for p in plan_populations(short, 1, 1, cost))  # --max-population still caps
     assert len(plan_populations(short, None, 1, cost)) == 1              # one place: one population
+
+
+def test_plan_ends_every_place_together() -> None:
+    """Three equal groups on two places (the quick study's pruning grid on two CPUs): 10 + 5 and 5 + 10 members,
+    both places busy to the end, where whole groups would leave one idle for a third of the time."""
+    groups = [_configs(range(10), 2, strategy=s) for s in ("packnet", "multinet", "memory")]
+    todo = [c for g in groups for c in g]
+    cost = lambda c: c.epochs  # noqa: E731
+    plan = plan_populations(todo, None, 2, cost)
+    assert sorted(len(p) for p in plan) == [5, 5, 10, 10]
+    assert _makespan(plan, 2, cost) == 30 == sum(map(cost, todo)) / 2
+    assert sorted(c.hash() for p in plan for c in p) == sorted(c.hash() for c in todo)
+    for slots in (3, 4, 7, 16, 64):  # never worse than a share plus one member; whole groups at most
+        plan = plan_populations(todo, None, slots, cost)
+        assert _makespan(plan, slots, cost) <= sum(map(cost, todo)) / slots + 2
+        assert len(plan) <= slots + len(groups) - 1 or all(len(p) == 1 for p in plan)
 
 
 def test_unreachable_address_is_refused_at_once() -> None:

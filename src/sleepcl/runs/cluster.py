@@ -120,14 +120,24 @@ def population_slots(nodes: Sequence[Node], cpus: int, gpus: int) -> int:
 
 def plan_populations(todo: Sequence[RunConfig], max_population: int | None, slots: int,
                      cost: Callable[[RunConfig], float]) -> list[list[RunConfig]]:
-    """Populations for ``slots`` parallel places: grouped as in process, split until none holds much more than
-    its share of the total cost, longest first (equal costs keep their order)."""
-    groups = group_populations(todo, max_population)
+    """Populations for ``slots`` parallel places that end together: grouped as in process, then cut so that each
+    place gets about its share of the total cost; longest first (equal costs keep their order).
+
+    McNaughton's wrap-around rule: lay the groups, longest first, end to end on one line of cost and cut it at
+    every share; a member goes to the place its middle falls in. So three equal groups on two places become
+    10 + 5 and 5 + 10 members, not 10 + 10 and then 10 alone (one place idle for a third of the time)."""
+    groups = sorted(group_populations(todo, max_population), key=lambda g: -sum(cost(c) for c in g))
     share = sum(cost(c) for c in todo) / max(slots, 1)
+    if slots <= 1 or share <= 0:
+        return groups
     out: list[list[RunConfig]] = []
+    at = 0.0
     for g in groups:
-        parts = min(len(g), max(1, math.ceil(sum(cost(c) for c in g) / share - 1e-9))) if share > 0 else 1
-        out.extend(group_populations(g, math.ceil(len(g) / parts)) if parts > 1 else [g])
+        places: dict[int, list[RunConfig]] = {}
+        for c in g:
+            places.setdefault(min(slots - 1, int((at + cost(c) / 2) / share)), []).append(c)
+            at += cost(c)
+        out.extend(places.values())
     return sorted(out, key=lambda p: -sum(cost(c) for c in p))
 
 
