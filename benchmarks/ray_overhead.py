@@ -90,7 +90,7 @@ def on_cluster(names: list[str], s, threads: int, folder: Path) -> tuple[dict[st
         cluster.__exit__(None, None, None)
     t3 = time.perf_counter()
     times = {"start": t1 - t0, "study": t2 - t1, "stop": t3 - t2, "total": t3 - t0, "cpu": cpu, "driver": driver,
-             **parts}
+             **parts, **{f"cluster_{k}": v for k, v in cluster.timings.items()}}
     return times, {r["config_hash"]: r for r in store.query()}
 
 
@@ -169,10 +169,11 @@ def main() -> None:
                 else:
                     times, got["ray"] = on_cluster(names, s, args.threads, Path(tmp))
                     cluster.append(times)
-                    print(f"repeat {r + 1}: cluster {times['total']:.1f} s (start {times['start']:.1f}, "
-                          f"study {times['study']:.1f}, stop {times['stop']:.1f}; {times['cpu']:.1f} CPU s: the "
-                          f"driver {times['driver']:.1f}, Ray's workers {times['workers']:.1f}, Ray's daemons "
-                          f"{times['daemons']:.1f})")
+                    print(f"repeat {r + 1}: cluster {times['total']:.1f} s (start {times['start']:.1f}: "
+                          f"ray.init {times['cluster_connect']:.1f}, probe and workers "
+                          f"{times['cluster_probe']:.1f}; study {times['study']:.1f}; stop {times['stop']:.1f}; "
+                          f"{times['cpu']:.1f} CPU s: the driver {times['driver']:.1f}, Ray's workers "
+                          f"{times['workers']:.1f}, Ray's daemons {times['daemons']:.1f})")
             same.append(same_records(got["in"], got["ray"]))
             stored = len(got["in"])
 
@@ -186,6 +187,11 @@ def main() -> None:
           f"{best_study:.1f} s (min over {args.repeats} repeat(s))")
     print(f"overhead ratio, end to end: {best_total / best_in:.3f}x (goal <= 1.15x)")
     print(f"overhead ratio, study alone (cluster already started): {best_study / best_in:.3f}x")
+    fast = min(cluster, key=lambda c: c["total"])
+    print(f"where the cluster's {fast['total'] - best_in:+.1f} s go (its fastest repeat against the fastest in process): "
+          f"start {fast['start']:.1f} (ray.init {fast['cluster_connect']:.1f}, probe and workers "
+          f"{fast['cluster_probe']:.1f}, the rest {fast['start'] - fast['cluster_connect'] - fast['cluster_probe']:.1f}), "
+          f"study {fast['study'] - best_in:+.1f}, stop {fast['stop']:.1f}")
     cpu_in, cpu_ray = min(t["cpu"] for t in inproc), min(c["cpu"] for c in cluster)
     print(f"CPU seconds: in process {cpu_in:.1f}, cluster {cpu_ray:.1f} (driver, Ray's daemons and workers): "
           f"{cpu_ray / cpu_in:.3f}x")

@@ -641,3 +641,28 @@ def test_a_users_strategy_file_by_a_relative_path_gives_the_same_records(cluster
     got = {r["config_hash"]: r for r in store.query()}
     _same(expected, got)
     assert all("strategy_source" in RunConfig.from_dict(r["config"]).identity() for r in got.values())
+
+
+def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) -> None:
+    """``--cluster local`` ships nothing (its workers run this Python on the driver's files, so the workers Ray
+    starts with the node serve every population): a user model by a relative path and a user strategy file still
+    give the records of one process, and those records came from the cluster."""
+    _ray()
+    driver, models = tmp_path / "driver", tmp_path / "models"
+    driver.mkdir()
+    models.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models.py", models / "mine.py")
+    (driver / "plain.py").write_text(USER_STRATEGY)
+    args = ["run", "--model", "../models/mine.py:mlp", "--strategy", "plain.py:Plain", "--tasks", "2", "--epochs",
+            "1", "--retrain-epochs", "1", "--seeds", "0-2", "--threads", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    for store, more in (("cluster.sqlite", ["--cluster", "local"]), ("alone.sqlite", [])):
+        out = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, *more, "--store", store], cwd=driver,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+    got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
+    expected = {r["config_hash"]: r for r in RunStore(driver / "alone.sqlite").query()}
+    assert len(expected) == 3
+    _same(expected, got)
+    assert all(r["environment"].get("cluster_node_id") for r in got.values())

@@ -33,6 +33,7 @@ Ray is imported only when a :class:`RayCluster` is entered.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -356,6 +357,19 @@ def auto_address(temp_dir: str | None = None) -> tuple[str, str]:
     return address, str(path)
 
 
+def _stop_monitor(ray: Any) -> None:
+    """End a local cluster's autoscaler monitor at once: ``ray.shutdown`` gives each of the cluster's processes a
+    second to end after SIGTERM, one after another, and the monitor takes all of it (Ray 2.60: 1.0 of the 1.3 s
+    a shutdown took). It has nothing to save: the cluster is one node and goes away."""
+    try:
+        node = ray._private.worker._global_node
+        for info in node.all_processes.get("monitor", []) if node is not None else []:
+            info.process.kill()
+            info.process.wait(timeout=1)
+    except Exception:  # another Ray than this was written for: ray.shutdown does it the slow way
+        pass
+
+
 def _connection_advice(address: str, error: BaseException) -> str:
     chain, e = [], error
     while e is not None:
@@ -395,6 +409,8 @@ class RayCluster:
         self.nodes: list[Node] = []
         self.joined = ""         # the address connected to, and where it came from (for --cluster auto)
         self._owned = False
+        self._local = False      # a cluster this process started (--cluster local): it runs this Python, these files
+        self.timings: dict[str, float] = {}   # seconds of each phase: connect, probe, stop (benchmarks/ray_overhead.py)
         self._auto_device = False  # --device auto: GPUs where there are, and the CPUs of nodes without
         self._sink: Any = None
         self._take: Any = None   # the sink's answer on its way
@@ -406,8 +422,9 @@ class RayCluster:
         self._running: dict[Any, tuple[float, float]] = {}   # key -> (cost, fraction done)
         import sleepcl
 
+        self._env_vars = {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})}
         self.runtime_env: dict[str, Any] = {
-            "env_vars": {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})},
+            "env_vars": self._env_vars,
             "py_modules": [str(Path(sleepcl.__file__).parent)],   # this driver's sources, on every node
             "excludes": SHIP_EXCLUDES}
         try:
@@ -425,6 +442,7 @@ class RayCluster:
                              "machine of the cluster, the head for example, with --cluster HEAD_IP:6379 (the "
                              "address `ray start --head` printed) or --cluster auto")
         check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
+        started = time.perf_counter()
         if not ray.is_initialized():
             address, where = self.address, ""
             if address == "auto":
@@ -432,7 +450,9 @@ class RayCluster:
             kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
             try:
                 if address == "local":
-                    ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
+                    with self._local_environment():
+                        ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
+                    self._local = True
                 else:
                     ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as e:
@@ -440,19 +460,46 @@ class RayCluster:
             self._owned = True
             self.joined = address + (f" (from {where})" if where else "")
         self.ray = ray
+        self.timings["connect"] = time.perf_counter() - started
         try:
             self._check_unchanged()
-            self.runtime_env = self._upload(self.runtime_env)
+            if self._local:  # nothing to ship: the node's processes run this Python on these files
+                self.runtime_env = {}
+            else:
+                self.runtime_env = self._upload(self.runtime_env)
             self.nodes = [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"].get("CPU", 0)),
                                float(n["Resources"].get("GPU", 0)), float(n["Resources"].get("memory", 0)))
                           for n in ray.nodes() if n.get("Alive")]
             if self.log is not None and self.address == "auto":
                 self.log(f"joined the Ray cluster at {self.joined}: {self.describe_nodes()}")
+            started = time.perf_counter()
             self._check_sources()
+            self.timings["probe"] = time.perf_counter() - started
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    @contextlib.contextmanager
+    def _local_environment(self) -> Iterator[None]:
+        """The environment a local cluster's processes start with, so that its workers need no runtime_env (which
+        would keep them from using the workers Ray starts with the node, and cost an upload and an unpacking per
+        command): this driver's sleepcl first on ``PYTHONPATH``, then the folder the user files are copied to
+        (:meth:`_ship`), and the workers' environment variables. Ray adds the driver's folder itself."""
+        import sleepcl
+
+        paths = [str(Path(sleepcl.__file__).resolve().parent.parent), str(self._folder())]
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", *self._env_vars)}
+        os.environ.update(self._env_vars)
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def __exit__(self, *exc: Any) -> None:
         if self._staging is not None:
@@ -464,7 +511,11 @@ class RayCluster:
             self.ray.kill(self._sink)
             self._sink = self._take = None
         if self._owned:
+            started = time.perf_counter()
+            if self._local:
+                _stop_monitor(self.ray)
             self.ray.shutdown()
+            self.timings["stop"] = time.perf_counter() - started
         self.ray = None
 
     def _check_unchanged(self) -> None:
@@ -489,12 +540,22 @@ class RayCluster:
 
         ray = self.ray
         probe = ray.remote(_probe)
-        refs = [probe.options(num_cpus=0, runtime_env=self.runtime_env, scheduling_strategy=
-                              NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote() for n in self.nodes]
+        refs, warm = [], []
+        for n in self.nodes:
+            # A local cluster's tasks all run in one environment, so a worker started now serves every population:
+            # one per place, each holding its place's CPUs so that they start side by side, importing torch and
+            # sleepcl while nothing else runs rather than while the first populations train.
+            fit = int(n.cpus // self.cpus) if self._local else 0
+            on_node = [probe.options(num_cpus=self.cpus if fit else 0, runtime_env=self.runtime_env,
+                                     scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+                       for _ in range(max(fit, 1))]
+            refs.append(on_node[0])
+            warm += on_node[1:]
         try:
             answers = ray.get(refs, timeout=PROBE_TIMEOUT_S)
+            ray.get(warm, timeout=PROBE_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            for ref in refs:
+            for ref in refs + warm:
                 ray.cancel(ref, force=True)
             raise ValueError(f"the cluster's nodes did not all answer within {PROBE_TIMEOUT_S:.0f} s: check them "
                              "with `ray status` on the head node") from None
@@ -680,6 +741,9 @@ class RayCluster:
         sources = user_sources(c.to_dict() for c in todo)
         if not sources.files and not sources.modules:
             return self.runtime_env, {**self._job, "files": {}}
+        if self._local:  # the copies go to a folder on the workers' path; the driver's folder is on it too
+            sources.stage(self._folder())
+            return self.runtime_env, {**self._job, "files": sources.mapping()}
         env = {**self.runtime_env, "py_modules": [*self.runtime_env["py_modules"], *sources.stage(self._folder())]}
         return self._upload(env), {**self._job, "files": sources.mapping()}
 
