@@ -518,17 +518,39 @@ def test_tasks_ask_for_the_memory_of_their_population(cluster) -> None:
     plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
     with RayCluster(cluster) as executor:
         logged = []
-        cap, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
-                                            logged.append)
-        assert cap == 2 and "populations of up to 2 members" in logged[0]
+        caps, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
+                                             logged.append)
+        assert caps == {"cpu": 2} and "populations of up to 2 members" in logged[0]
         assert request(configs[:3], "cpu") == plan.data + 3 * plan.per_member
         assert request(configs[:3], "cuda") == plan.data   # on a GPU the host holds the data only
         largest = max(n.memory for n in executor.nodes)
         with pytest.raises(ValueError, match="not enough memory on any node of the cluster"):
             executor._memory_fit(configs, torch.device("cpu"), None, plan.data, None)
         # the memory Ray lets tasks ask for caps the populations when --max-memory is not given
-        cap, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
-        assert cap == (largest - plan.data) // plan.per_member
+        caps, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
+        assert caps == {"cpu": (largest - plan.data) // plan.per_member}
+
+
+def test_auto_device_caps_the_populations_of_cpu_nodes_by_their_memory() -> None:
+    """``--device auto`` with GPUs: populations that go to a node without a GPU hold no more members than fit in
+    that node's memory (the GPUs' are not capped by host memory); the planner cuts one taken by a CPU node."""
+    import torch
+
+    from sleepcl.runs.cluster import Node
+    from sleepcl.runs.runner import memory_plan
+
+    configs = [c.resolved() for c in _configs(range(6), 1)]
+    plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
+    executor = RayCluster("local", cpus_per_population=1)
+    executor.nodes = [Node("a" * 56, "10.0.0.1", 4, 1, 2**40),                             # a GPU, much memory
+                      Node("b" * 56, "10.0.0.2", 4, 0, plan.data + 2 * plan.per_member)]  # room for 2 members
+    dev = executor.resolve_device("auto")
+    logged = []
+    caps, request = executor._memory_fit(configs, dev, None, None, logged.append)
+    assert caps == {"cuda": None, "cpu": 2} and "on CPU nodes" in logged[0]
+    caps, _ = executor._memory_fit(configs, dev, 5, plan.data + 3 * plan.per_member, None)  # --max-memory
+    assert caps == {"cuda": 5, "cpu": 3}
+    assert executor._memory_fit(configs, executor.resolve_device("cuda"), None, None, None)[0] == {"cuda": None}
 
 
 def test_cuda_out_of_memory_splits_the_population(cluster) -> None:

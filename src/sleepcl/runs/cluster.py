@@ -622,9 +622,13 @@ class RayCluster:
             else population_slots(self.nodes, self.cpus, 1 if dev.type == "cuda" else 0)
 
     def _memory_fit(self, todo: list[RunConfig], device: torch.device, max_population: int | None,
-                    max_memory: int | None, log: Callable[[str], None] | None) -> tuple[int | None, Callable]:
-        """The population cap from the largest node's memory (or ``max_memory``) and each population's memory
-        request, both from the estimate that sizes populations in one process (:mod:`sleepcl.runs.memory`)."""
+                    max_memory: int | None, log: Callable[[str], None] | None) -> tuple[dict[str, int | None],
+                                                                                       Callable]:
+        """The largest population for each kind of task (:meth:`kinds`; ``None``: no cap) and each population's
+        memory request, both from the estimate that sizes populations in one process (:mod:`sleepcl.runs.memory`).
+        On CPU the members live in a node's memory: populations fit in the largest node's memory for tasks (or
+        ``max_memory``), on ``--device auto`` the largest node's without a GPU; on a GPU only the data does (a
+        GPU's memory is not Ray's to tell: running out of it makes a population smaller)."""
         from .runner import memory_plan
 
         plans = {}
@@ -641,10 +645,17 @@ class RayCluster:
             need = plan.data + (len(members) * plan.per_member if kind == "cpu" else 0)
             return int(min(need, largest) if largest > 0 else need)
 
-        limit = max_memory if max_memory is not None else (int(largest) if largest > 0 else None)
-        if limit is None or device.type == "cuda":  # a GPU's memory is not Ray's to tell: OOM makes them smaller
-            return max_population, request
-        source = "--max-memory" if max_memory is not None else "the largest node's memory for Ray tasks"
+        caps: dict[str, int | None] = {kind: max_population for kind, _ in self.kinds(device)}
+        if "cpu" not in caps:
+            return caps, request
+        cpu_nodes = [n for n in self.nodes if device.type == "cpu" or n.gpus < 1]
+        node_memory = max((n.memory for n in cpu_nodes), default=0)
+        limit = max_memory if max_memory is not None else (int(node_memory) if node_memory > 0 else None)
+        if limit is None:
+            return caps, request
+        source = "--max-memory" if max_memory is not None else (
+            "the largest node's memory for Ray tasks" if device.type == "cpu"
+            else "the largest memory for Ray tasks of a node without a GPU")
         fits = None
         for group in group_populations(todo):
             p = plans[group[0].hash()]
@@ -653,11 +664,15 @@ class RayCluster:
                 c = group[0]
                 raise ValueError(f"not enough memory on any node of the cluster for even one {c.network} member on "
                                  f"{c.benchmark}: {plan.describe(1)}; use a smaller network or batch, or join a "
-                                 "larger machine")
+                                 "larger machine" + (" (or --device cuda, to train on the GPUs only)"
+                                                     if device.type == "cuda" else ""))
             fits = plan.fits if fits is None else min(fits, plan.fits)
             if log is not None and plan.fits < len(group):
-                log(f"populations of up to {plan.fits} members: {plan.describe(plan.fits)}")
-        return (min(max_population or fits, fits) if fits is not None else max_population), request
+                log(f"populations of up to {plan.fits} members" + (" on CPU nodes" if device.type == "cuda" else "")
+                    + f": {plan.describe(plan.fits)}")
+        if fits is not None:
+            caps["cpu"] = min(max_population or fits, fits)
+        return caps, request
 
     def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
               max_population: int | None, max_memory: int | None = None,
@@ -674,16 +689,17 @@ class RayCluster:
         if not todo:
             return
         ray = self.ray
-        max_population, request = self._memory_fit(todo, device, max_population, max_memory, log)
+        kinds = self.kinds(device)
+        caps, request = self._memory_fit(todo, device, max_population, max_memory, log)
         steps = {c.hash(): member_steps(c, data.get(c)) for c in todo}
         cost = lambda members: float(sum(steps[c.hash()] for c in members))  # noqa: E731
-        queue = plan_populations(todo, max_population, self.slots(device), lambda c: steps[c.hash()])
+        # planned to the first kind's cap; a population taken by a kind with a smaller one is cut there (submit)
+        queue = plan_populations(todo, caps[kinds[0][0]], self.slots(device), lambda c: steps[c.hash()])
         call, self._calls = self._calls, self._calls + 1
         if progress is not None and self._sink is None:
             self._sink = ray.remote(_ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
         sink = self._sink if progress is not None else None
         runtime_env, job = self._ship(todo)
-        kinds = self.kinds(device)
         busy = {kind: 0 for kind, _ in kinds}
         task = ray.remote(_train_population)
         pending: dict[Any, tuple[Any, list[RunConfig], str]] = {}
@@ -693,6 +709,11 @@ class RayCluster:
             for kind, slots in kinds:
                 while queue and (not slots or busy[kind] < slots):
                     members = queue.pop(0)
+                    cap = caps[kind]
+                    if cap is not None and len(members) > cap:  # a CPU node of --device auto holds fewer
+                        queue.insert(0, members[cap:])
+                        members = members[:cap]
+                        self._totals["populations"] += 1
                     key = (call, next(counter))
                     self._running[key] = (cost(members), 0.0)
                     ref = task.options(num_cpus=self.cpus, num_gpus=1 if kind == "cuda" else 0,
