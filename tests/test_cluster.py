@@ -372,16 +372,17 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _node_python(folder: Path) -> Path:
-    """A Python with everything this one has installed but sleepcl: a venv whose site-packages links to each
-    of this one's entries except sleepcl's (its package, its editable finder, .pth files)."""
+def _node_python(folder: Path, without: tuple[str, ...] = ()) -> Path:
+    """A Python with everything this one has installed but sleepcl (and the packages ``without`` names): a venv
+    whose site-packages links to each of this one's entries except sleepcl's (its package, its editable finder,
+    .pth files)."""
     import sysconfig
 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
     mine = Path(sysconfig.get_paths()["purelib"])
     theirs = next(folder.glob("lib/python3*/site-packages"))
     for entry in mine.iterdir():
-        if not entry.name.lower().startswith(("sleepcl", "__editable__")) and entry.suffix != ".pth":
+        if not entry.name.lower().startswith(("sleepcl", "__editable__", *without)) and entry.suffix != ".pth":
             (theirs / entry.name).symlink_to(entry)
     return folder / "bin" / "python"
 
@@ -688,3 +689,41 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
     assert len(expected) == 3
     _same(expected, got)
     assert all(r["environment"].get("cluster_node_id") for r in got.values())
+
+
+def test_a_node_lacking_a_dependency_is_named_before_training(tmp_path) -> None:
+    """A node whose Python lacks one of sleepcl's dependencies (here mlxtend) is refused by the probe, before any
+    training, naming the node and the module and saying what to install there; exit status 2, no traceback."""
+    _ray()
+    import tomllib
+
+    from sleepcl.runs.cluster import DEPENDENCIES
+
+    deps = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {d.split(">")[0].split("=")[0].split("<")[0] for d in deps} == set(DEPENDENCIES.values())
+    python = _node_python(tmp_path / "node-env", without=("mlxtend",))
+    temp = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))  # Ray's sockets want a short path
+    token = tmp_path / "auth_token"
+    token.write_text(os.urandom(32).hex())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, agent, metrics = _free_ports(4)
+    node_cli = [str(python), "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+    head = None
+    try:
+        head, address = _start_node(node_cli + ["start", "--head", f"--port={gcs}", "--num-cpus=1",
+                                                "--disable-usage-stats", f"--temp-dir={temp}",
+                                                "--include-dashboard=false", f"--dashboard-port={dash}",
+                                                f"--dashboard-agent-listen-port={agent}",
+                                                f"--metrics-export-port={metrics}", STORE_100MB],
+                                    tmp_path, env, head=True)
+        out = subprocess.run([sys.executable, "-m", "sleepcl.cli", "run", "--cluster", address, "--tasks", "2",
+                              "--epochs", "1", "--no-store", "--quiet", "--threads", "1"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        if head is not None:
+            _stop_node(head)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "lacks 'mlxtend'" in out.stderr and "pip install mlxtend" in out.stderr, out.stderr[-3000:]
+    assert f"node {address.rsplit(':', 1)[0]} (" in out.stderr and "Traceback" not in out.stderr

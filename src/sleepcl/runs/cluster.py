@@ -188,6 +188,22 @@ def unpack_benchmark(packed: dict[str, Any]) -> SplitBenchmark:
 # ------------------------------------------------------------------------------------- what workers run
 
 
+# sleepcl's dependencies (pyproject.toml), import name -> what to install: a node must have them all.
+DEPENDENCIES = {"torch": "torch", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas", "matplotlib": "matplotlib",
+                "safetensors": "safetensors", "rich": "rich", "mlxtend": "mlxtend", "PIL": "pillow",
+                "pydantic": "pydantic"}
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be found here, without importing it (a worker imports only what it uses)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _probe() -> dict[str, Any]:
     """What a node runs: asked of every node before any training."""
     import platform
@@ -195,7 +211,14 @@ def _probe() -> dict[str, Any]:
     import sleepcl
 
     return {"source_digest": source_digest(), "sleepcl": os.path.dirname(sleepcl.__file__),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(),
+            "missing": [m for m in DEPENDENCIES if not _installed(m)]}
+
+
+def _lacks(node: "Node", missing: Sequence[str]) -> str:
+    return (f"node {node.ip} ({node.node_id[:8]}) lacks {', '.join(repr(m) for m in missing)}, which sleepcl needs: "
+            f"install there: pip install {' '.join(DEPENDENCIES.get(m, m) for m in missing)} (the versions of this "
+            "machine; README: Studies on a Ray cluster, the first two lines), then run the command again")
 
 
 def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) -> str:
@@ -551,9 +574,20 @@ class RayCluster:
                        for _ in range(max(fit, 1))]
             refs.append(on_node[0])
             warm += on_node[1:]
+        end = time.monotonic() + PROBE_TIMEOUT_S
         try:
-            answers = ray.get(refs, timeout=PROBE_TIMEOUT_S)
-            ray.get(warm, timeout=PROBE_TIMEOUT_S)
+            answers = []
+            for node, ref in zip(self.nodes, refs):  # one by one, to name the node that fails
+                try:
+                    answers.append(ray.get(ref, timeout=max(end - time.monotonic(), 0.1)))
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None) or e
+                    if isinstance(cause, ModuleNotFoundError) and cause.name:  # sleepcl's own imports failed there
+                        raise ValueError(_lacks(node, [cause.name.split(".")[0]])) from None
+                    raise ValueError(f"node {node.ip} ({node.node_id[:8]}) cannot run sleepcl ({type(cause).__name__}: "
+                                     f"{str(cause)[-600:]}); every node needs Ray, torch and sleepcl's dependencies, "
+                                     "the same versions as here (README: Studies on a Ray cluster)") from None
+            ray.get(warm, timeout=max(end - time.monotonic(), 0.1))
         except ray.exceptions.GetTimeoutError:
             for ref in refs + warm:
                 ray.cancel(ref, force=True)
@@ -562,10 +596,11 @@ class RayCluster:
         except ray.exceptions.RayError as e:
             raise ValueError(f"a node of the cluster cannot run sleepcl ({type(e).__name__}: {str(e)[-600:]}); "
                              "every node needs Ray, torch and sleepcl's dependencies, the same versions as here "
-                             "(pip install 'sleepcl[ray]' there installs them; README: Studies on a Ray "
-                             "cluster)") from None
+                             "(README: Studies on a Ray cluster)") from None
         mine = _probe()
         for node, theirs in zip(self.nodes, answers):
+            if theirs.get("missing"):
+                raise ValueError(_lacks(node, theirs["missing"]))
             if theirs["source_digest"] != mine["source_digest"]:
                 raise ValueError(_source_mismatch(mine, node.ip, theirs))
 
