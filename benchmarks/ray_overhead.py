@@ -5,8 +5,10 @@ Both sides train the study's runs on the same cores from an empty results store:
 ``RayCluster("local")`` with one CPU and one thread per population, ``--threads`` CPUs in all, exactly
 what ``sleepcl study ... --cluster local --threads 1`` does. The cluster's time is taken two ways:
 end to end (start the cluster, check every node's sources, train, shut it down: what a user waits for) and
-the study alone (with the cluster already started). Prints both ratios against the in-process time, and
-checks that both sides stored the same records (accuracies, free fractions, configs).
+the study alone (with the cluster already started). Prints both ratios against the in-process time, where
+the cluster's extra seconds go (its start: ``ray.init``, then the probe of every node, which on a local
+cluster also starts a worker per place; the study beyond the in-process time; its stop), and checks that
+both sides stored the same records (accuracies, free fractions, configs).
 
 Then the cost of shipping the data through Ray's object store instead of a shared data folder: the time to
 put a benchmark (packed as numpy arrays) and, in a worker, to get it and copy it into tensors, for the

@@ -14,8 +14,11 @@ folder and download nothing; a node fetches each benchmark once.
 Code. Every task carries the driver's sleepcl package and the user files the configs name (a model's
 ``path/to/file.py``, any ``path.py:name`` spec; :mod:`sleepcl.usercode`) through Ray's ``runtime_env``
 ``py_modules``, uploaded once per content; a node needs Ray, torch and sleepcl's dependencies, not sleepcl.
-A probe on every node checks, before any training, that it can import what was shipped and runs the
-driver's sources (the records' ``environment.source_digest``); each task checks again.
+A probe on every node checks, before any training, that it has those dependencies, can import what was
+shipped and runs the driver's sources (the records' ``environment.source_digest``); each task checks again.
+A cluster this process starts (``--cluster local``) ships nothing: its processes start with the driver's
+sleepcl and the folder of the user files' copies on ``PYTHONPATH``, so its tasks need no ``runtime_env`` and
+run in the workers Ray starts with the node, one per place, started while the probe runs.
 
 Faults. A worker process that dies mid-population (killed, out of memory) makes Ray run the task again
 (``max_retries``); the driver stores only what a finished task returns, so nothing is lost or stored
@@ -26,8 +29,9 @@ the population's configs. Ctrl-C (or any error) on the driver cancels every task
 Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1), on CUDA one GPU,
 and the memory its population needs by :mod:`sleepcl.runs.memory`'s estimate. ``--device auto`` with GPUs
 in the cluster trains on the GPUs and on the CPUs of the nodes without one (:meth:`RayCluster.kinds`).
-Populations are split until there are about as many as the cluster has room for at once (the members of
-a population are independent, so this changes no member's result on CPU), and the longest start first.
+Populations are cut so that every place of the cluster gets the same share of the work and all end
+together (:func:`plan_populations`; the members of a population are independent, so this changes no
+member's result on CPU), and the longest start first.
 Ray is imported only when a :class:`RayCluster` is entered.
 """
 
