@@ -727,3 +727,19 @@ def test_a_node_lacking_a_dependency_is_named_before_training(tmp_path) -> None:
     assert out.returncode == 2, out.stderr[-3000:]
     assert "lacks 'mlxtend'" in out.stderr and "pip install mlxtend" in out.stderr, out.stderr[-3000:]
     assert f"node {address.rsplit(':', 1)[0]} (" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_second_command_on_a_running_cluster_uploads_nothing(cluster, monkeypatch) -> None:
+    """Joining a running cluster ships the package by its content: a second command with the same sources finds
+    it there (Ray's content-addressed package, the same gcs:// URI) and sends nothing."""
+    from ray._private.runtime_env import py_modules
+
+    uploaded = []   # Ray's answer for each package: True when it was sent, False when the cluster had it
+    real = py_modules.upload_package_if_needed
+    monkeypatch.setattr(py_modules, "upload_package_if_needed",
+                        lambda *a, **k: uploaded.append(real(*a, **k)) or uploaded[-1])
+    with RayCluster(cluster) as first:
+        uri = first.runtime_env["py_modules"]
+    with RayCluster(cluster) as second:
+        assert second.runtime_env["py_modules"] == uri and uri[0].startswith("gcs://")
+    assert len(uploaded) == 2 and uploaded[1] is False   # the first may have found it too (earlier tests)
