@@ -680,15 +680,35 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
             "1", "--retrain-epochs", "1", "--seeds", "0-2", "--threads", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": ""}
     env.pop("RAY_ADDRESS", None)
-    for store, more in (("cluster.sqlite", ["--cluster", "local"]), ("alone.sqlite", [])):
-        out = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, *more, "--store", store], cwd=driver,
-                             env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
+    workers: set[int] = set()   # Ray's worker processes of the cluster command, seen while it ran
+    with subprocess.Popen([sys.executable, "-m", "sleepcl.cli", *args, "--cluster", "local", "--store",
+                           "cluster.sqlite"], cwd=driver, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        end = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < end:
+            workers.update(pid for pid in _descendants_titled(b"ray::") if not _titled(pid, (b"ray::Dashboard",
+                                                                                              b"ray::RuntimeEnv")))
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=max(end - time.monotonic(), 1))
+    assert proc.returncode == 0, err[-3000:]
+    # the workers Ray starts with the node (one per CPU) serve the probe and every population: none started
+    # for a runtime_env of their own, as when the package was shipped (two more on two CPUs)
+    assert 0 < len(workers) <= (os.cpu_count() or 1), workers
+    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--store", "alone.sqlite"], cwd=driver,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
     got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
     expected = {r["config_hash"]: r for r in RunStore(driver / "alone.sqlite").query()}
     assert len(expected) == 3
     _same(expected, got)
     assert all(r["environment"].get("cluster_node_id") for r in got.values())
+
+
+def _titled(pid: int, titles: tuple[bytes, ...]) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(titles)
+    except OSError:
+        return False
 
 
 def test_a_node_lacking_a_dependency_is_named_before_training(tmp_path) -> None:
