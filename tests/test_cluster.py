@@ -686,8 +686,7 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
                           text=True) as proc:
         end = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < end:
-            workers.update(pid for pid in _descendants_titled(b"ray::") if not _titled(pid, (b"ray::Dashboard",
-                                                                                              b"ray::RuntimeEnv")))
+            workers.update(_workers_under(proc.pid))
             time.sleep(0.2)
         _, err = proc.communicate(timeout=max(end - time.monotonic(), 1))
     assert proc.returncode == 0, err[-3000:]
@@ -704,11 +703,26 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
     assert all(r["environment"].get("cluster_node_id") for r in got.values())
 
 
-def _titled(pid: int, titles: tuple[bytes, ...]) -> bool:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(titles)
-    except OSError:
+def _workers_under(root: int) -> list[int]:
+    """Ray's worker processes under process ``root`` (not those of this module's own cluster)."""
+    fields = descendants()
+
+    def under(pid: int) -> bool:
+        while pid in fields:
+            pid = int(fields[pid][1])
+            if pid == root:
+                return True
         return False
+
+    out = []
+    for pid in fields:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and not title.startswith((b"ray::Dashboard", b"ray::RuntimeEnv")) and under(pid):
+            out.append(pid)
+    return out
 
 
 def test_a_node_lacking_a_dependency_is_named_before_training(tmp_path) -> None:
