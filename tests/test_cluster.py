@@ -677,10 +677,11 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
     shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models.py", models / "mine.py")
     (driver / "plain.py").write_text(USER_STRATEGY)
     args = ["run", "--model", "../models/mine.py:mlp", "--strategy", "plain.py:Plain", "--tasks", "2", "--epochs",
-            "1", "--retrain-epochs", "1", "--seeds", "0-2", "--threads", "1", "--quiet"]
+            "1", "--retrain-epochs", "1", "--seeds", "0-2", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": ""}
     env.pop("RAY_ADDRESS", None)
     workers: set[int] = set()   # Ray's worker processes of the cluster command, seen while it ran
+    # not --quiet: the progress bar's actor (a process of its own) must not take over a population's worker
     with subprocess.Popen([sys.executable, "-m", "sleepcl.cli", *args, "--cluster", "local", "--store",
                            "cluster.sqlite"], cwd=driver, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
@@ -693,7 +694,7 @@ def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) 
     # the workers Ray starts with the node (one per CPU) serve the probe and every population: none started
     # for a runtime_env of their own, as when the package was shipped (two more on two CPUs)
     assert 0 < len(workers) <= (os.cpu_count() or 1), workers
-    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--store", "alone.sqlite"], cwd=driver,
+    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--quiet", "--store", "alone.sqlite"], cwd=driver,
                            env=env, capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0, alone.stderr[-3000:]
     got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
@@ -720,7 +721,8 @@ def _workers_under(root: int) -> list[int]:
             title = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if title.startswith(b"ray::") and not title.startswith((b"ray::Dashboard", b"ray::RuntimeEnv")) and under(pid):
+        if title.startswith(b"ray::") and not title.startswith((b"ray::Dashboard", b"ray::RuntimeEnv",
+                                                                 b"ray::ProgressSink")) and under(pid):
             out.append(pid)
     return out
 

@@ -61,6 +61,7 @@ from ..engine.population import Event, train_population
 from ..usercode import install, user_sources
 from .records import environment, make_record, package_digest, source_digest
 from .memory import plan_population
+from .progress_sink import ProgressSink
 from .runner import BenchmarkCache, group_populations
 
 __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_population",
@@ -231,19 +232,6 @@ def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) ->
             "stored as if this code had made them. The driver ships its sources with every task: either they "
             "changed on disk since this command started (run it again), or that node's Python puts another "
             "sleepcl ahead of the shipped one (a sitecustomize or a .pth that imports it: remove it there)")
-
-
-class _ProgressSink:
-    """A tiny actor: tasks tell it how far their population is; the driver reads it while it waits."""
-
-    def __init__(self) -> None:
-        self.latest: dict[Any, float] = {}
-
-    def report(self, key: Any, fraction: float) -> None:
-        self.latest[key] = fraction
-
-    def take(self) -> dict[Any, float]:
-        return dict(self.latest)
 
 
 def _reporter(sink: Any, key: Any, interval: float) -> Callable[[Event], None] | None:
@@ -738,7 +726,7 @@ class RayCluster:
         queue = plan_populations(todo, caps[kinds[0][0]], self.slots(device), lambda c: steps[c.hash()])
         call, self._calls = self._calls, self._calls + 1
         if progress is not None and self._sink is None:
-            self._sink = ray.remote(_ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
+            self._sink = ray.remote(ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
         sink = self._sink if progress is not None else None
         runtime_env, job = self._ship(todo)
         busy = {kind: 0 for kind, _ in kinds}
