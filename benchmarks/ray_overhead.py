@@ -3,9 +3,9 @@
 Both sides train the study's runs on the same cores from an empty results store: in process with
 ``--threads`` torch threads (a population as one group of members per thread, side by side), and through
 ``RayCluster("local")`` with one CPU and one thread per population, ``--threads`` CPUs in all, exactly
-what ``sleepcl study ... --cluster local --threads 1`` does. The cluster's time is taken two ways:
-end to end (start the cluster, check every node's sources, train, shut it down: what a user waits for) and
-the study alone (with the cluster already started). Prints both ratios against the in-process time, where
+what ``sleepcl study ... --cluster local --threads 1`` does, progress reports included (on a cluster
+through an actor, as for the command's bar). The cluster's time is taken two ways: end to end (start the
+cluster, check every node's sources, train, shut it down: what a user waits for) and the study alone (with the cluster already started). Prints both ratios against the in-process time, where
 the cluster's extra seconds go (its start: ``ray.init``, then the probe of every node, which on a local
 cluster also starts a worker per place; the study beyond the in-process time; its stop), and checks that
 both sides stored the same records (accuracies, free fractions, configs).
@@ -68,11 +68,15 @@ def descendants_cpu_seconds() -> dict[str, float]:
     return out
 
 
+def ignore(progress: object) -> None:
+    """Both sides report progress as the command does for its bar (on a cluster: through an actor)."""
+
+
 def in_process(names: list[str], s, threads: int, folder: Path) -> tuple[dict[str, float], dict]:
     store = RunStore(folder / "in-process.sqlite")
     started, cpu = time.perf_counter(), time.process_time()
     with torch_threads(threads):
-        run_study(names, s, store=store, device="cpu")
+        run_study(names, s, store=store, device="cpu", progress=ignore)
     times = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu}
     return times, {r["config_hash"]: r for r in store.query()}
 
@@ -83,7 +87,7 @@ def on_cluster(names: list[str], s, threads: int, folder: Path) -> tuple[dict[st
     cluster = RayCluster("local", cpus_per_population=1, ray_init={"num_cpus": threads}).__enter__()
     try:
         t1 = time.perf_counter()
-        run_study(names, s, store=store, device="cpu", executor=cluster)
+        run_study(names, s, store=store, device="cpu", executor=cluster, progress=ignore)
         t2 = time.perf_counter()
         parts = descendants_cpu_seconds()  # the cluster's processes, before they end
         driver = time.process_time() - cpu0
