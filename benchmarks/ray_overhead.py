@@ -3,10 +3,12 @@
 Both sides train the study's runs on the same cores from an empty results store: in process with
 ``--threads`` torch threads (a population as one group of members per thread, side by side), and through
 ``RayCluster("local")`` with one CPU and one thread per population, ``--threads`` CPUs in all, exactly
-what ``sleepcl study ... --cluster local --threads 1`` does. The cluster's time is taken two ways:
-end to end (start the cluster, check every node's sources, train, shut it down: what a user waits for) and
-the study alone (with the cluster already started). Prints both ratios against the in-process time, and
-checks that both sides stored the same records (accuracies, free fractions, configs).
+what ``sleepcl study ... --cluster local --threads 1`` does, progress reports included (on a cluster
+through an actor, as for the command's bar). The cluster's time is taken two ways: end to end (start the
+cluster, check every node's sources, train, shut it down: what a user waits for) and the study alone (with the cluster already started). Prints both ratios against the in-process time, where
+the cluster's extra seconds go (its start: ``ray.init``, then the probe of every node, which on a local
+cluster also starts a worker per place; the study beyond the in-process time; its stop), and checks that
+both sides stored the same records (accuracies, free fractions, configs).
 
 Then the cost of shipping the data through Ray's object store instead of a shared data folder: the time to
 put a benchmark (packed as numpy arrays) and, in a worker, to get it and copy it into tensors, for the
@@ -66,11 +68,15 @@ def descendants_cpu_seconds() -> dict[str, float]:
     return out
 
 
+def ignore(progress: object) -> None:
+    """Both sides report progress as the command does for its bar (on a cluster: through an actor)."""
+
+
 def in_process(names: list[str], s, threads: int, folder: Path) -> tuple[dict[str, float], dict]:
     store = RunStore(folder / "in-process.sqlite")
     started, cpu = time.perf_counter(), time.process_time()
     with torch_threads(threads):
-        run_study(names, s, store=store, device="cpu")
+        run_study(names, s, store=store, device="cpu", progress=ignore)
     times = {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu}
     return times, {r["config_hash"]: r for r in store.query()}
 
@@ -81,7 +87,7 @@ def on_cluster(names: list[str], s, threads: int, folder: Path) -> tuple[dict[st
     cluster = RayCluster("local", cpus_per_population=1, ray_init={"num_cpus": threads}).__enter__()
     try:
         t1 = time.perf_counter()
-        run_study(names, s, store=store, device="cpu", executor=cluster)
+        run_study(names, s, store=store, device="cpu", executor=cluster, progress=ignore)
         t2 = time.perf_counter()
         parts = descendants_cpu_seconds()  # the cluster's processes, before they end
         driver = time.process_time() - cpu0
@@ -90,7 +96,7 @@ def on_cluster(names: list[str], s, threads: int, folder: Path) -> tuple[dict[st
         cluster.__exit__(None, None, None)
     t3 = time.perf_counter()
     times = {"start": t1 - t0, "study": t2 - t1, "stop": t3 - t2, "total": t3 - t0, "cpu": cpu, "driver": driver,
-             **parts}
+             **parts, **{f"cluster_{k}": v for k, v in cluster.timings.items()}}
     return times, {r["config_hash"]: r for r in store.query()}
 
 
@@ -169,10 +175,11 @@ def main() -> None:
                 else:
                     times, got["ray"] = on_cluster(names, s, args.threads, Path(tmp))
                     cluster.append(times)
-                    print(f"repeat {r + 1}: cluster {times['total']:.1f} s (start {times['start']:.1f}, "
-                          f"study {times['study']:.1f}, stop {times['stop']:.1f}; {times['cpu']:.1f} CPU s: the "
-                          f"driver {times['driver']:.1f}, Ray's workers {times['workers']:.1f}, Ray's daemons "
-                          f"{times['daemons']:.1f})")
+                    print(f"repeat {r + 1}: cluster {times['total']:.1f} s (start {times['start']:.1f}: "
+                          f"ray.init {times['cluster_connect']:.1f}, probe and workers "
+                          f"{times['cluster_probe']:.1f}; study {times['study']:.1f}; stop {times['stop']:.1f}; "
+                          f"{times['cpu']:.1f} CPU s: the driver {times['driver']:.1f}, Ray's workers "
+                          f"{times['workers']:.1f}, Ray's daemons {times['daemons']:.1f})")
             same.append(same_records(got["in"], got["ray"]))
             stored = len(got["in"])
 
@@ -186,6 +193,11 @@ def main() -> None:
           f"{best_study:.1f} s (min over {args.repeats} repeat(s))")
     print(f"overhead ratio, end to end: {best_total / best_in:.3f}x (goal <= 1.15x)")
     print(f"overhead ratio, study alone (cluster already started): {best_study / best_in:.3f}x")
+    fast = min(cluster, key=lambda c: c["total"])
+    print(f"where the cluster's {fast['total'] - best_in:+.1f} s go (its fastest repeat against the fastest in process): "
+          f"start {fast['start']:.1f} (ray.init {fast['cluster_connect']:.1f}, probe and workers "
+          f"{fast['cluster_probe']:.1f}, the rest {fast['start'] - fast['cluster_connect'] - fast['cluster_probe']:.1f}), "
+          f"study {fast['study'] - best_in:+.1f}, stop {fast['stop']:.1f}")
     cpu_in, cpu_ray = min(t["cpu"] for t in inproc), min(c["cpu"] for c in cluster)
     print(f"CPU seconds: in process {cpu_in:.1f}, cluster {cpu_ray:.1f} (driver, Ray's daemons and workers): "
           f"{cpu_ray / cpu_in:.3f}x")

@@ -107,6 +107,14 @@ def test_cluster_without_ray_installed_is_refused(monkeypatch, capsys) -> None:
     assert "--cluster needs Ray" in err and "pip install 'sleepcl[ray]'" in err
 
 
+def _makespan(plan, slots: int, cost) -> float:
+    """When the last place ends, each population going to the place free first (as Ray hands them out)."""
+    places = [0.0] * slots
+    for p in plan:
+        places[places.index(min(places))] += sum(cost(c) for c in p)
+    return max(places)
+
+
 def test_plan_fills_the_cluster_longest_first() -> None:
     short = _configs(range(6), 1)
     long = _configs(range(2), 5)
@@ -114,10 +122,27 @@ def test_plan_fills_the_cluster_longest_first() -> None:
     plan = plan_populations(short + long, None, 4, cost)
     assert sorted(c.hash() for p in plan for c in p) == sorted(c.hash() for c in short + long)  # each once
     assert [sum(cost(c) for c in p) for p in plan] == sorted((sum(cost(c) for c in p) for p in plan), reverse=True)
-    # a share is 16 / 4 = 4 epochs: the long pair is split into two, the six short runs into two threes
-    assert [(len(p), sum(cost(c) for c in p)) for p in plan] == [(1, 5), (1, 5), (3, 3), (3, 3)]
+    # a share is 16 / 4 = 4 epochs: the long pair is split into two, the six short runs fill the other two places
+    assert [(len(p), sum(cost(c) for c in p)) for p in plan] == [(1, 5), (1, 5), (4, 4), (2, 2)]
+    assert _makespan(plan, 4, cost) == 5   # a member of 5 epochs cannot be cut
     assert all(len(p) <= 1 for p in plan_populations(short, 1, 1, cost))  # --max-population still caps
     assert len(plan_populations(short, None, 1, cost)) == 1              # one place: one population
+
+
+def test_plan_ends_every_place_together() -> None:
+    """Three equal groups on two places (the quick study's pruning grid on two CPUs): 10 + 5 and 5 + 10 members,
+    both places busy to the end, where whole groups would leave one idle for a third of the time."""
+    groups = [_configs(range(10), 2, strategy=s) for s in ("packnet", "multinet", "memory")]
+    todo = [c for g in groups for c in g]
+    cost = lambda c: c.epochs  # noqa: E731
+    plan = plan_populations(todo, None, 2, cost)
+    assert sorted(len(p) for p in plan) == [5, 5, 10, 10]
+    assert _makespan(plan, 2, cost) == 30 == sum(map(cost, todo)) / 2
+    assert sorted(c.hash() for p in plan for c in p) == sorted(c.hash() for c in todo)
+    for slots in (3, 4, 7, 16, 64):  # never worse than a share plus one member; whole groups at most
+        plan = plan_populations(todo, None, slots, cost)
+        assert _makespan(plan, slots, cost) <= sum(map(cost, todo)) / slots + 2
+        assert len(plan) <= slots + len(groups) - 1 or all(len(p) == 1 for p in plan)
 
 
 def test_unreachable_address_is_refused_at_once() -> None:
@@ -347,16 +372,17 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _node_python(folder: Path) -> Path:
-    """A Python with everything this one has installed but sleepcl: a venv whose site-packages links to each
-    of this one's entries except sleepcl's (its package, its editable finder, .pth files)."""
+def _node_python(folder: Path, without: tuple[str, ...] = ()) -> Path:
+    """A Python with everything this one has installed but sleepcl (and the packages ``without`` names): a venv
+    whose site-packages links to each of this one's entries except sleepcl's (its package, its editable finder,
+    .pth files)."""
     import sysconfig
 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
     mine = Path(sysconfig.get_paths()["purelib"])
     theirs = next(folder.glob("lib/python3*/site-packages"))
     for entry in mine.iterdir():
-        if not entry.name.lower().startswith(("sleepcl", "__editable__")) and entry.suffix != ".pth":
+        if not entry.name.lower().startswith(("sleepcl", "__editable__", *without)) and entry.suffix != ".pth":
             (theirs / entry.name).symlink_to(entry)
     return folder / "bin" / "python"
 
@@ -493,17 +519,39 @@ def test_tasks_ask_for_the_memory_of_their_population(cluster) -> None:
     plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
     with RayCluster(cluster) as executor:
         logged = []
-        cap, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
-                                            logged.append)
-        assert cap == 2 and "populations of up to 2 members" in logged[0]
+        caps, request = executor._memory_fit(configs, torch.device("cpu"), None, plan.data + 2 * plan.per_member,
+                                             logged.append)
+        assert caps == {"cpu": 2} and "populations of up to 2 members" in logged[0]
         assert request(configs[:3], "cpu") == plan.data + 3 * plan.per_member
         assert request(configs[:3], "cuda") == plan.data   # on a GPU the host holds the data only
         largest = max(n.memory for n in executor.nodes)
         with pytest.raises(ValueError, match="not enough memory on any node of the cluster"):
             executor._memory_fit(configs, torch.device("cpu"), None, plan.data, None)
         # the memory Ray lets tasks ask for caps the populations when --max-memory is not given
-        cap, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
-        assert cap == (largest - plan.data) // plan.per_member
+        caps, _ = executor._memory_fit(configs, torch.device("cpu"), None, None, None)
+        assert caps == {"cpu": (largest - plan.data) // plan.per_member}
+
+
+def test_auto_device_caps_the_populations_of_cpu_nodes_by_their_memory() -> None:
+    """``--device auto`` with GPUs: populations that go to a node without a GPU hold no more members than fit in
+    that node's memory (the GPUs' are not capped by host memory); the planner cuts one taken by a CPU node."""
+    import torch
+
+    from sleepcl.runs.cluster import Node
+    from sleepcl.runs.runner import memory_plan
+
+    configs = [c.resolved() for c in _configs(range(6), 1)]
+    plan = memory_plan(configs[0], torch.device("cpu"), 2**62)
+    executor = RayCluster("local", cpus_per_population=1)
+    executor.nodes = [Node("a" * 56, "10.0.0.1", 4, 1, 2**40),                             # a GPU, much memory
+                      Node("b" * 56, "10.0.0.2", 4, 0, plan.data + 2 * plan.per_member)]  # room for 2 members
+    dev = executor.resolve_device("auto")
+    logged = []
+    caps, request = executor._memory_fit(configs, dev, None, None, logged.append)
+    assert caps == {"cuda": None, "cpu": 2} and "on CPU nodes" in logged[0]
+    caps, _ = executor._memory_fit(configs, dev, 5, plan.data + 3 * plan.per_member, None)  # --max-memory
+    assert caps == {"cuda": 5, "cpu": 3}
+    assert executor._memory_fit(configs, executor.resolve_device("cuda"), None, None, None)[0] == {"cuda": None}
 
 
 def test_cuda_out_of_memory_splits_the_population(cluster) -> None:
@@ -616,3 +664,118 @@ def test_a_users_strategy_file_by_a_relative_path_gives_the_same_records(cluster
     got = {r["config_hash"]: r for r in store.query()}
     _same(expected, got)
     assert all("strategy_source" in RunConfig.from_dict(r["config"]).identity() for r in got.values())
+
+
+def test_a_local_cluster_runs_the_drivers_files_without_shipping_them(tmp_path) -> None:
+    """``--cluster local`` ships nothing (its workers run this Python on the driver's files, so the workers Ray
+    starts with the node serve every population): a user model by a relative path and a user strategy file still
+    give the records of one process, and those records came from the cluster."""
+    _ray()
+    driver, models = tmp_path / "driver", tmp_path / "models"
+    driver.mkdir()
+    models.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models.py", models / "mine.py")
+    (driver / "plain.py").write_text(USER_STRATEGY)
+    args = ["run", "--model", "../models/mine.py:mlp", "--strategy", "plain.py:Plain", "--tasks", "2", "--epochs",
+            "1", "--retrain-epochs", "1", "--seeds", "0-2", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    workers: set[int] = set()   # Ray's worker processes of the cluster command, seen while it ran
+    # not --quiet: the progress bar's actor (a process of its own) must not take over a population's worker
+    with subprocess.Popen([sys.executable, "-m", "sleepcl.cli", *args, "--cluster", "local", "--store",
+                           "cluster.sqlite"], cwd=driver, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        end = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < end:
+            workers.update(_workers_under(proc.pid))
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=max(end - time.monotonic(), 1))
+    assert proc.returncode == 0, err[-3000:]
+    # the workers Ray starts with the node (one per CPU) serve the probe and every population: none started
+    # for a runtime_env of their own, as when the package was shipped (two more on two CPUs)
+    assert 0 < len(workers) <= (os.cpu_count() or 1), workers
+    alone = subprocess.run([sys.executable, "-m", "sleepcl.cli", *args, "--quiet", "--store", "alone.sqlite"], cwd=driver,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    got = {r["config_hash"]: r for r in RunStore(driver / "cluster.sqlite").query()}
+    expected = {r["config_hash"]: r for r in RunStore(driver / "alone.sqlite").query()}
+    assert len(expected) == 3
+    _same(expected, got)
+    assert all(r["environment"].get("cluster_node_id") for r in got.values())
+
+
+def _workers_under(root: int) -> list[int]:
+    """Ray's worker processes under process ``root`` (not those of this module's own cluster)."""
+    fields = descendants()
+
+    def under(pid: int) -> bool:
+        while pid in fields:
+            pid = int(fields[pid][1])
+            if pid == root:
+                return True
+        return False
+
+    out = []
+    for pid in fields:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and not title.startswith((b"ray::Dashboard", b"ray::RuntimeEnv",
+                                                                 b"ray::ProgressSink")) and under(pid):
+            out.append(pid)
+    return out
+
+
+def test_a_node_lacking_a_dependency_is_named_before_training(tmp_path) -> None:
+    """A node whose Python lacks one of sleepcl's dependencies (here mlxtend) is refused by the probe, before any
+    training, naming the node and the module and saying what to install there; exit status 2, no traceback."""
+    _ray()
+    import tomllib
+
+    from sleepcl.runs.cluster import DEPENDENCIES
+
+    deps = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {d.split(">")[0].split("=")[0].split("<")[0] for d in deps} == set(DEPENDENCIES.values())
+    python = _node_python(tmp_path / "node-env", without=("mlxtend",))
+    temp = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))  # Ray's sockets want a short path
+    token = tmp_path / "auth_token"
+    token.write_text(os.urandom(32).hex())
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": ""}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, agent, metrics = _free_ports(4)
+    node_cli = [str(python), "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+    head = None
+    try:
+        head, address = _start_node(node_cli + ["start", "--head", f"--port={gcs}", "--num-cpus=1",
+                                                "--disable-usage-stats", f"--temp-dir={temp}",
+                                                "--include-dashboard=false", f"--dashboard-port={dash}",
+                                                f"--dashboard-agent-listen-port={agent}",
+                                                f"--metrics-export-port={metrics}", STORE_100MB],
+                                    tmp_path, env, head=True)
+        out = subprocess.run([sys.executable, "-m", "sleepcl.cli", "run", "--cluster", address, "--tasks", "2",
+                              "--epochs", "1", "--no-store", "--quiet", "--threads", "1"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        if head is not None:
+            _stop_node(head)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "lacks 'mlxtend'" in out.stderr and "pip install mlxtend" in out.stderr, out.stderr[-3000:]
+    assert f"node {address.rsplit(':', 1)[0]} (" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_second_command_on_a_running_cluster_uploads_nothing(cluster, monkeypatch) -> None:
+    """Joining a running cluster ships the package by its content: a second command with the same sources finds
+    it there (Ray's content-addressed package, the same gcs:// URI) and sends nothing."""
+    from ray._private.runtime_env import py_modules
+
+    uploaded = []   # Ray's answer for each package: True when it was sent, False when the cluster had it
+    real = py_modules.upload_package_if_needed
+    monkeypatch.setattr(py_modules, "upload_package_if_needed",
+                        lambda *a, **k: uploaded.append(real(*a, **k)) or uploaded[-1])
+    with RayCluster(cluster) as first:
+        uri = first.runtime_env["py_modules"]
+    with RayCluster(cluster) as second:
+        assert second.runtime_env["py_modules"] == uri and uri[0].startswith("gcs://")
+    assert len(uploaded) == 2 and uploaded[1] is False   # the first may have found it too (earlier tests)

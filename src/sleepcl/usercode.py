@@ -140,6 +140,8 @@ def install(mapping: dict[str, str]) -> None:
     """In a cluster's worker: make each spec's file text name the shipped copy (``UserSources.mapping``), checked
     against the digest in its name, so a model is built from, and hashed as, the driver's file."""
     changed = False
+    if mapping:  # the copies may have been written after this process last looked in their folder (a local cluster)
+        importlib.invalidate_caches()
     for where, module in mapping.items():
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.origin:

@@ -14,8 +14,11 @@ folder and download nothing; a node fetches each benchmark once.
 Code. Every task carries the driver's sleepcl package and the user files the configs name (a model's
 ``path/to/file.py``, any ``path.py:name`` spec; :mod:`sleepcl.usercode`) through Ray's ``runtime_env``
 ``py_modules``, uploaded once per content; a node needs Ray, torch and sleepcl's dependencies, not sleepcl.
-A probe on every node checks, before any training, that it can import what was shipped and runs the
-driver's sources (the records' ``environment.source_digest``); each task checks again.
+A probe on every node checks, before any training, that it has those dependencies, can import what was
+shipped and runs the driver's sources (the records' ``environment.source_digest``); each task checks again.
+A cluster this process starts (``--cluster local``) ships nothing: its processes start with the driver's
+sleepcl and the folder of the user files' copies on ``PYTHONPATH``, so its tasks need no ``runtime_env`` and
+run in the workers Ray starts with the node, one per place, started while the probe runs.
 
 Faults. A worker process that dies mid-population (killed, out of memory) makes Ray run the task again
 (``max_retries``); the driver stores only what a finished task returns, so nothing is lost or stored
@@ -26,13 +29,15 @@ the population's configs. Ctrl-C (or any error) on the driver cancels every task
 Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, default 1), on CUDA one GPU,
 and the memory its population needs by :mod:`sleepcl.runs.memory`'s estimate. ``--device auto`` with GPUs
 in the cluster trains on the GPUs and on the CPUs of the nodes without one (:meth:`RayCluster.kinds`).
-Populations are split until there are about as many as the cluster has room for at once (the members of
-a population are independent, so this changes no member's result on CPU), and the longest start first.
+Populations are cut so that every place of the cluster gets the same share of the work and all end
+together (:func:`plan_populations`; the members of a population are independent, so this changes no
+member's result on CPU), and the longest start first.
 Ray is imported only when a :class:`RayCluster` is entered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -56,6 +61,7 @@ from ..engine.population import Event, train_population
 from ..usercode import install, user_sources
 from .records import environment, make_record, package_digest, source_digest
 from .memory import plan_population
+from .progress_sink import ProgressSink
 from .runner import BenchmarkCache, group_populations
 
 __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_population",
@@ -120,14 +126,24 @@ def population_slots(nodes: Sequence[Node], cpus: int, gpus: int) -> int:
 
 def plan_populations(todo: Sequence[RunConfig], max_population: int | None, slots: int,
                      cost: Callable[[RunConfig], float]) -> list[list[RunConfig]]:
-    """Populations for ``slots`` parallel places: grouped as in process, split until none holds much more than
-    its share of the total cost, longest first (equal costs keep their order)."""
-    groups = group_populations(todo, max_population)
+    """Populations for ``slots`` parallel places that end together: grouped as in process, then cut so that each
+    place gets about its share of the total cost; longest first (equal costs keep their order).
+
+    McNaughton's wrap-around rule: lay the groups, longest first, end to end on one line of cost and cut it at
+    every share; a member goes to the place its middle falls in. So three equal groups on two places become
+    10 + 5 and 5 + 10 members, not 10 + 10 and then 10 alone (one place idle for a third of the time)."""
+    groups = sorted(group_populations(todo, max_population), key=lambda g: -sum(cost(c) for c in g))
     share = sum(cost(c) for c in todo) / max(slots, 1)
+    if slots <= 1 or share <= 0:
+        return groups
     out: list[list[RunConfig]] = []
+    at = 0.0
     for g in groups:
-        parts = min(len(g), max(1, math.ceil(sum(cost(c) for c in g) / share - 1e-9))) if share > 0 else 1
-        out.extend(group_populations(g, math.ceil(len(g) / parts)) if parts > 1 else [g])
+        places: dict[int, list[RunConfig]] = {}
+        for c in g:
+            places.setdefault(min(slots - 1, int((at + cost(c) / 2) / share)), []).append(c)
+            at += cost(c)
+        out.extend(places.values())
     return sorted(out, key=lambda p: -sum(cost(c) for c in p))
 
 
@@ -177,6 +193,22 @@ def unpack_benchmark(packed: dict[str, Any]) -> SplitBenchmark:
 # ------------------------------------------------------------------------------------- what workers run
 
 
+# sleepcl's dependencies (pyproject.toml), import name -> what to install: a node must have them all.
+DEPENDENCIES = {"torch": "torch", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas", "matplotlib": "matplotlib",
+                "safetensors": "safetensors", "rich": "rich", "mlxtend": "mlxtend", "PIL": "pillow",
+                "pydantic": "pydantic"}
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be found here, without importing it (a worker imports only what it uses)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _probe() -> dict[str, Any]:
     """What a node runs: asked of every node before any training."""
     import platform
@@ -184,7 +216,14 @@ def _probe() -> dict[str, Any]:
     import sleepcl
 
     return {"source_digest": source_digest(), "sleepcl": os.path.dirname(sleepcl.__file__),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(),
+            "missing": [m for m in DEPENDENCIES if not _installed(m)]}
+
+
+def _lacks(node: "Node", missing: Sequence[str]) -> str:
+    return (f"node {node.ip} ({node.node_id[:8]}) lacks {', '.join(repr(m) for m in missing)}, which sleepcl needs: "
+            f"install there: pip install {' '.join(DEPENDENCIES.get(m, m) for m in missing)} (the versions of this "
+            "machine; README: Studies on a Ray cluster, the first two lines), then run the command again")
 
 
 def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) -> str:
@@ -193,19 +232,6 @@ def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) ->
             "stored as if this code had made them. The driver ships its sources with every task: either they "
             "changed on disk since this command started (run it again), or that node's Python puts another "
             "sleepcl ahead of the shipped one (a sitecustomize or a .pth that imports it: remove it there)")
-
-
-class _ProgressSink:
-    """A tiny actor: tasks tell it how far their population is; the driver reads it while it waits."""
-
-    def __init__(self) -> None:
-        self.latest: dict[Any, float] = {}
-
-    def report(self, key: Any, fraction: float) -> None:
-        self.latest[key] = fraction
-
-    def take(self) -> dict[Any, float]:
-        return dict(self.latest)
 
 
 def _reporter(sink: Any, key: Any, interval: float) -> Callable[[Event], None] | None:
@@ -346,6 +372,19 @@ def auto_address(temp_dir: str | None = None) -> tuple[str, str]:
     return address, str(path)
 
 
+def _stop_monitor(ray: Any) -> None:
+    """End a local cluster's autoscaler monitor at once: ``ray.shutdown`` gives each of the cluster's processes a
+    second to end after SIGTERM, one after another, and the monitor takes all of it (Ray 2.60: 1.0 of the 1.3 s
+    a shutdown took). It has nothing to save: the cluster is one node and goes away."""
+    try:
+        node = ray._private.worker._global_node
+        for info in node.all_processes.get("monitor", []) if node is not None else []:
+            info.process.kill()
+            info.process.wait(timeout=1)
+    except Exception:  # another Ray than this was written for: ray.shutdown does it the slow way
+        pass
+
+
 def _connection_advice(address: str, error: BaseException) -> str:
     chain, e = [], error
     while e is not None:
@@ -366,7 +405,9 @@ class RayCluster:
     ``ray start --head`` started on this machine, by this user) or ``"HOST:PORT"`` (connect to a running one).
     A process already connected to Ray (``ray.init`` called by the caller) uses that connection and leaves it
     open. The sleepcl package and the user files the configs name travel with every task (``runtime_env``
-    ``py_modules``): a node needs Ray, torch and sleepcl's dependencies, not sleepcl. Use as a context manager::
+    ``py_modules``): a node needs Ray, torch and sleepcl's dependencies, not sleepcl; a ``"local"`` cluster runs
+    this Python on this driver's files and ships nothing. ``timings``: seconds of ``connect``, ``probe`` and
+    ``stop``. Use as a context manager::
 
         with RayCluster("auto", cpus_per_population=1) as cluster:
             records = run_configs(configs, executor=cluster, store=store)
@@ -385,6 +426,8 @@ class RayCluster:
         self.nodes: list[Node] = []
         self.joined = ""         # the address connected to, and where it came from (for --cluster auto)
         self._owned = False
+        self._local = False      # a cluster this process started (--cluster local): it runs this Python, these files
+        self.timings: dict[str, float] = {}   # seconds of each phase: connect, probe, stop (benchmarks/ray_overhead.py)
         self._auto_device = False  # --device auto: GPUs where there are, and the CPUs of nodes without
         self._sink: Any = None
         self._take: Any = None   # the sink's answer on its way
@@ -396,8 +439,9 @@ class RayCluster:
         self._running: dict[Any, tuple[float, float]] = {}   # key -> (cost, fraction done)
         import sleepcl
 
+        self._env_vars = {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})}
         self.runtime_env: dict[str, Any] = {
-            "env_vars": {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})},
+            "env_vars": self._env_vars,
             "py_modules": [str(Path(sleepcl.__file__).parent)],   # this driver's sources, on every node
             "excludes": SHIP_EXCLUDES}
         try:
@@ -415,6 +459,7 @@ class RayCluster:
                              "machine of the cluster, the head for example, with --cluster HEAD_IP:6379 (the "
                              "address `ray start --head` printed) or --cluster auto")
         check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
+        started = time.perf_counter()
         if not ray.is_initialized():
             address, where = self.address, ""
             if address == "auto":
@@ -422,7 +467,9 @@ class RayCluster:
             kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
             try:
                 if address == "local":
-                    ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
+                    with self._local_environment():
+                        ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
+                    self._local = True
                 else:
                     ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as e:
@@ -430,19 +477,46 @@ class RayCluster:
             self._owned = True
             self.joined = address + (f" (from {where})" if where else "")
         self.ray = ray
+        self.timings["connect"] = time.perf_counter() - started
         try:
             self._check_unchanged()
-            self.runtime_env = self._upload(self.runtime_env)
+            if self._local:  # nothing to ship: the node's processes run this Python on these files
+                self.runtime_env = {}
+            else:
+                self.runtime_env = self._upload(self.runtime_env)
             self.nodes = [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"].get("CPU", 0)),
                                float(n["Resources"].get("GPU", 0)), float(n["Resources"].get("memory", 0)))
                           for n in ray.nodes() if n.get("Alive")]
             if self.log is not None and self.address == "auto":
                 self.log(f"joined the Ray cluster at {self.joined}: {self.describe_nodes()}")
+            started = time.perf_counter()
             self._check_sources()
+            self.timings["probe"] = time.perf_counter() - started
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    @contextlib.contextmanager
+    def _local_environment(self) -> Iterator[None]:
+        """The environment a local cluster's processes start with, so that its workers need no runtime_env (which
+        would keep them from using the workers Ray starts with the node, and cost an upload and an unpacking per
+        command): this driver's sleepcl first on ``PYTHONPATH``, then the folder the user files are copied to
+        (:meth:`_ship`), and the workers' environment variables. Ray adds the driver's folder itself."""
+        import sleepcl
+
+        paths = [str(Path(sleepcl.__file__).resolve().parent.parent), str(self._folder())]
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", *self._env_vars)}
+        os.environ.update(self._env_vars)
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def __exit__(self, *exc: Any) -> None:
         if self._staging is not None:
@@ -454,7 +528,11 @@ class RayCluster:
             self.ray.kill(self._sink)
             self._sink = self._take = None
         if self._owned:
+            started = time.perf_counter()
+            if self._local:
+                _stop_monitor(self.ray)
             self.ray.shutdown()
+            self.timings["stop"] = time.perf_counter() - started
         self.ray = None
 
     def _check_unchanged(self) -> None:
@@ -479,22 +557,44 @@ class RayCluster:
 
         ray = self.ray
         probe = ray.remote(_probe)
-        refs = [probe.options(num_cpus=0, runtime_env=self.runtime_env, scheduling_strategy=
-                              NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote() for n in self.nodes]
+        refs, warm = [], []
+        for n in self.nodes:
+            # A local cluster's tasks all run in one environment, so a worker started now serves every population:
+            # one per place, each holding its place's CPUs so that they start side by side, importing torch and
+            # sleepcl while nothing else runs rather than while the first populations train.
+            fit = int(n.cpus // self.cpus) if self._local else 0
+            on_node = [probe.options(num_cpus=self.cpus if fit else 0, runtime_env=self.runtime_env,
+                                     scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+                       for _ in range(max(fit, 1))]
+            refs.append(on_node[0])
+            warm += on_node[1:]
+        end = time.monotonic() + PROBE_TIMEOUT_S
         try:
-            answers = ray.get(refs, timeout=PROBE_TIMEOUT_S)
+            answers = []
+            for node, ref in zip(self.nodes, refs):  # one by one, to name the node that fails
+                try:
+                    answers.append(ray.get(ref, timeout=max(end - time.monotonic(), 0.1)))
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None) or e
+                    if isinstance(cause, ModuleNotFoundError) and cause.name:  # sleepcl's own imports failed there
+                        raise ValueError(_lacks(node, [cause.name.split(".")[0]])) from None
+                    raise ValueError(f"node {node.ip} ({node.node_id[:8]}) cannot run sleepcl ({type(cause).__name__}: "
+                                     f"{str(cause)[-600:]}); every node needs Ray, torch and sleepcl's dependencies, "
+                                     "the same versions as here (README: Studies on a Ray cluster)") from None
+            ray.get(warm, timeout=max(end - time.monotonic(), 0.1))
         except ray.exceptions.GetTimeoutError:
-            for ref in refs:
+            for ref in refs + warm:
                 ray.cancel(ref, force=True)
             raise ValueError(f"the cluster's nodes did not all answer within {PROBE_TIMEOUT_S:.0f} s: check them "
                              "with `ray status` on the head node") from None
         except ray.exceptions.RayError as e:
             raise ValueError(f"a node of the cluster cannot run sleepcl ({type(e).__name__}: {str(e)[-600:]}); "
                              "every node needs Ray, torch and sleepcl's dependencies, the same versions as here "
-                             "(pip install 'sleepcl[ray]' there installs them; README: Studies on a Ray "
-                             "cluster)") from None
+                             "(README: Studies on a Ray cluster)") from None
         mine = _probe()
         for node, theirs in zip(self.nodes, answers):
+            if theirs.get("missing"):
+                raise ValueError(_lacks(node, theirs["missing"]))
             if theirs["source_digest"] != mine["source_digest"]:
                 raise ValueError(_source_mismatch(mine, node.ip, theirs))
 
@@ -551,9 +651,13 @@ class RayCluster:
             else population_slots(self.nodes, self.cpus, 1 if dev.type == "cuda" else 0)
 
     def _memory_fit(self, todo: list[RunConfig], device: torch.device, max_population: int | None,
-                    max_memory: int | None, log: Callable[[str], None] | None) -> tuple[int | None, Callable]:
-        """The population cap from the largest node's memory (or ``max_memory``) and each population's memory
-        request, both from the estimate that sizes populations in one process (:mod:`sleepcl.runs.memory`)."""
+                    max_memory: int | None, log: Callable[[str], None] | None) -> tuple[dict[str, int | None],
+                                                                                       Callable]:
+        """The largest population for each kind of task (:meth:`kinds`; ``None``: no cap) and each population's
+        memory request, both from the estimate that sizes populations in one process (:mod:`sleepcl.runs.memory`).
+        On CPU the members live in a node's memory: populations fit in the largest node's memory for tasks (or
+        ``max_memory``), on ``--device auto`` the largest node's without a GPU; on a GPU only the data does (a
+        GPU's memory is not Ray's to tell: running out of it makes a population smaller)."""
         from .runner import memory_plan
 
         plans = {}
@@ -570,10 +674,17 @@ class RayCluster:
             need = plan.data + (len(members) * plan.per_member if kind == "cpu" else 0)
             return int(min(need, largest) if largest > 0 else need)
 
-        limit = max_memory if max_memory is not None else (int(largest) if largest > 0 else None)
-        if limit is None or device.type == "cuda":  # a GPU's memory is not Ray's to tell: OOM makes them smaller
-            return max_population, request
-        source = "--max-memory" if max_memory is not None else "the largest node's memory for Ray tasks"
+        caps: dict[str, int | None] = {kind: max_population for kind, _ in self.kinds(device)}
+        if "cpu" not in caps:
+            return caps, request
+        cpu_nodes = [n for n in self.nodes if device.type == "cpu" or n.gpus < 1]
+        node_memory = max((n.memory for n in cpu_nodes), default=0)
+        limit = max_memory if max_memory is not None else (int(node_memory) if node_memory > 0 else None)
+        if limit is None:
+            return caps, request
+        source = "--max-memory" if max_memory is not None else (
+            "the largest node's memory for Ray tasks" if device.type == "cpu"
+            else "the largest memory for Ray tasks of a node without a GPU")
         fits = None
         for group in group_populations(todo):
             p = plans[group[0].hash()]
@@ -582,11 +693,15 @@ class RayCluster:
                 c = group[0]
                 raise ValueError(f"not enough memory on any node of the cluster for even one {c.network} member on "
                                  f"{c.benchmark}: {plan.describe(1)}; use a smaller network or batch, or join a "
-                                 "larger machine")
+                                 "larger machine" + (" (or --device cuda, to train on the GPUs only)"
+                                                     if device.type == "cuda" else ""))
             fits = plan.fits if fits is None else min(fits, plan.fits)
             if log is not None and plan.fits < len(group):
-                log(f"populations of up to {plan.fits} members: {plan.describe(plan.fits)}")
-        return (min(max_population or fits, fits) if fits is not None else max_population), request
+                log(f"populations of up to {plan.fits} members" + (" on CPU nodes" if device.type == "cuda" else "")
+                    + f": {plan.describe(plan.fits)}")
+        if fits is not None:
+            caps["cpu"] = min(max_population or fits, fits)
+        return caps, request
 
     def train(self, todo: list[RunConfig], data: BenchmarkCache, device: torch.device, *,
               max_population: int | None, max_memory: int | None = None,
@@ -603,16 +718,17 @@ class RayCluster:
         if not todo:
             return
         ray = self.ray
-        max_population, request = self._memory_fit(todo, device, max_population, max_memory, log)
+        kinds = self.kinds(device)
+        caps, request = self._memory_fit(todo, device, max_population, max_memory, log)
         steps = {c.hash(): member_steps(c, data.get(c)) for c in todo}
         cost = lambda members: float(sum(steps[c.hash()] for c in members))  # noqa: E731
-        queue = plan_populations(todo, max_population, self.slots(device), lambda c: steps[c.hash()])
+        # planned to the first kind's cap; a population taken by a kind with a smaller one is cut there (submit)
+        queue = plan_populations(todo, caps[kinds[0][0]], self.slots(device), lambda c: steps[c.hash()])
         call, self._calls = self._calls, self._calls + 1
         if progress is not None and self._sink is None:
-            self._sink = ray.remote(_ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
+            self._sink = ray.remote(ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
         sink = self._sink if progress is not None else None
         runtime_env, job = self._ship(todo)
-        kinds = self.kinds(device)
         busy = {kind: 0 for kind, _ in kinds}
         task = ray.remote(_train_population)
         pending: dict[Any, tuple[Any, list[RunConfig], str]] = {}
@@ -622,6 +738,11 @@ class RayCluster:
             for kind, slots in kinds:
                 while queue and (not slots or busy[kind] < slots):
                     members = queue.pop(0)
+                    cap = caps[kind]
+                    if cap is not None and len(members) > cap:  # a CPU node of --device auto holds fewer
+                        queue.insert(0, members[cap:])
+                        members = members[:cap]
+                        self._totals["populations"] += 1
                     key = (call, next(counter))
                     self._running[key] = (cost(members), 0.0)
                     ref = task.options(num_cpus=self.cpus, num_gpus=1 if kind == "cuda" else 0,
@@ -670,6 +791,9 @@ class RayCluster:
         sources = user_sources(c.to_dict() for c in todo)
         if not sources.files and not sources.modules:
             return self.runtime_env, {**self._job, "files": {}}
+        if self._local:  # the copies go to a folder on the workers' path; the driver's folder is on it too
+            sources.stage(self._folder())
+            return self.runtime_env, {**self._job, "files": sources.mapping()}
         env = {**self.runtime_env, "py_modules": [*self.runtime_env["py_modules"], *sources.stage(self._folder())]}
         return self._upload(env), {**self._job, "files": sources.mapping()}
 
