@@ -198,8 +198,7 @@ def main() -> None:
     else:
         with open(runs) as f:
             fields = next(csv.reader(f))
-    with (open(runs, "a", newline="") as f, gzip.open(out / "runs.jsonl.gz", "at") as g,
-          ProcessPoolExecutor(args.jobs) as pool):
+    with open(runs, "a", newline="") as f, ProcessPoolExecutor(args.jobs) as pool:
         w = csv.DictWriter(f, fields, extrasaction="ignore")
         if new:
             w.writeheader()
@@ -207,8 +206,9 @@ def main() -> None:
             row = result["row"]
             w.writerow(row)
             f.flush()
-            g.write(json.dumps({**row, "nights": result["nights"]}) + "\n")
-            g.flush()
+            # one whole gzip member per run: a run killed later leaves every finished record readable
+            with gzip.open(out / "runs.jsonl.gz", "at") as g:
+                g.write(json.dumps({**row, "nights": result["nights"]}) + "\n")
             print(f"p={row['p']} {row['schedule']:>14} seed {row['seed']}: {row['accuracy']:.4f} (rounds "
                   f"{row['rounds']}, validation {row['val_accuracy']}, {row['seconds']} s)", flush=True)
 
