@@ -5,15 +5,21 @@ Reads ``runs.csv`` (trains nothing) and writes ``report.md`` beside it: per p, e
 seeds; and on the *held-out* seeds, paired by seed, the adaptive night against that N and against N = 1 (paired
 t-test, two-sided). "Matches" means the difference to the best fixed N is not significant at 0.05 *and* lies
 within one seed-to-seed standard deviation of the best fixed N's held-out accuracies; with several adaptive
-variants, one is chosen for all settings on the selection seeds.
+variants, one is chosen for all settings on the selection seeds. For runs that recorded the nights' validation
+accuracy (the conv network's), a second table shows where the nights lose: each night's task accuracy on the held-out seeds, paired against the best
+fixed N, with the rounds it ran and (from ``runs.jsonl.gz`` where present) the steps per round and the validation
+loss its rounds cost.
 
     python examples/rhythm_report.py docs/results/nightly-rhythm --selection 0-3
+    python examples/rhythm_report.py docs/results/nightly-rhythm-vgg --selection 0-3
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -41,6 +47,85 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, floa
     return statistics.fmean(d), se, p, len(d)
 
 
+def setting_of(rows: list[dict[str, str]]) -> dict[str, str]:
+    """The runs' common setting (columns written with the conv network's runs; absent: the MLP on mnist-5k)."""
+    def one(col: str, default: str = "") -> str:
+        vals = sorted({r.get(col) or default for r in rows})
+        return "/".join(vals)
+    return {"benchmark": one("benchmark", "mnist-5k"), "network": one("network", "mlp"), "widths": one("widths"),
+            "train_size": one("train_size"), "val_size": one("val_size"), "test_size": one("test_size"),
+            "lr": one("lr"), "batch_size": one("batch_size"), "commit": one("commit"),
+            "E": one("E"), "B": one("B")}
+
+
+def network_name(st: dict[str, str]) -> str:
+    if st["network"] == "vgg":
+        return f"the VGG (widths {st['widths'].replace(',', 'x')})" if st["widths"] else "the paper's VGG"
+    return "the paper's MLP (256, 256)" if not st["widths"] else f"the MLP ({st['widths'].replace(',', ', ')})"
+
+
+def reproduce_options(st: dict[str, str]) -> str:
+    """nightly_rhythm.py's options for a setting other than its defaults (the MLP on all of mnist-5k)."""
+    out = []
+    for col, flag in (("benchmark", "--benchmark"), ("network", "--network"), ("widths", "--widths")):
+        if st[col] and st[col] != {"benchmark": "mnist-5k", "network": "mlp"}.get(col):
+            out.append(f"{flag} {st[col]}")
+    if st["B"] != st["E"]:
+        out.append(f"--retrain-epochs {st['B']}")
+    for col, flag in (("lr", "--lr"), ("batch_size", "--batch-size"), ("train_size", "--train-size"),
+                      ("val_size", "--val-size"), ("test_size", "--test-size")):
+        if st[col]:
+            out.append(f"{flag} {st[col]}")
+    return "".join(" " + o for o in out)
+
+
+def nights_of(folder: Path) -> dict[tuple[float, str, int], list[dict]]:
+    """Every run's nights from runs.jsonl.gz (empty when the file is absent)."""
+    path = folder / "runs.jsonl.gz"
+    if not path.exists():
+        return {}
+    with gzip.open(path, "rt") as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return {(float(r["p"]), r["schedule"], int(r["seed"])): r["nights"] for r in recs}
+
+
+def where_it_loses(p: float, scheds: list[str], best: str, acc_task: dict, rounds: dict,
+                   nights: dict, held_seeds: set[int], val: dict) -> list[str]:
+    """Per night, on the held-out seeds: each schedule's task accuracy, and each adaptive variant's paired
+    difference to the best fixed N; the rounds run and, with the nights' records, steps per round and the
+    validation loss the adaptive rounds cost."""
+    shown = [s for s in scheds if s == best or s.startswith("adaptive") or s == "uniform:1"]
+    n_nights = max(len(v) for v in acc_task.values())
+    head = " | ".join(f"night {k + 1}" for k in range(n_nights))
+    out = ["", f"Where the nights lose (p = {p}, held-out seeds {sorted(held_seeds)}): each night's task accuracy "
+           "at the end (mean over seeds), the rounds run, the steps per round, the validation accuracy after "
+           "the night (mean over nights) and, for the adaptive nights, the excess validation loss (nats, over the "
+           "trained network's before its first prune) measured at the end of each round but the last (mean, max).",
+           "", f"| schedule | {head} | rounds per night | steps per round | validation accuracy | excess loss |",
+           "|---|" + "---|" * (n_nights + 4)]
+    for s in shown:
+        cells = []
+        for k in range(n_nights):
+            v = [acc_task[(p, s)][k][seed] for seed in held_seeds if seed in acc_task[(p, s)][k]]
+            cells.append(f"{statistics.fmean(v):.4f}" if v else "-")
+        rr = [int(x) for seed, line in rounds[(p, s)].items() if seed in held_seeds for x in line.split()]
+        recs = [nights[(p, s, seed)] for seed in held_seeds if (p, s, seed) in nights]
+        steps = [n["night_steps"] / n["rounds"] for rec in recs for n in rec if n.get("rounds")]
+        excess = [r["excess"] for rec in recs for n in rec for r in (n.get("rhythm") or []) if "excess" in r]
+        va = [v for seed, v in val[(p, s)].items() if seed in held_seeds]
+        cells += [f"{statistics.fmean(rr):.2f}" if rr else "-", f"{statistics.fmean(steps):.1f}" if steps else "-",
+                  f"{statistics.fmean(va):.4f}" if va else "-",
+                  f"{statistics.fmean(excess):.3f}, {max(excess):.3f}" if excess else "-"]
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    for v in (s for s in shown if s.startswith("adaptive")):
+        diffs = []
+        for k in range(n_nights):
+            d, se, pv, n = paired(acc_task[(p, v)][k], acc_task[(p, best)][k])
+            diffs.append(f"night {k + 1} {d:+.4f} ± {se:.4f} (p = {pv:.2g})")
+        out.append(f"- {v} − {best}, per night (held out, paired t, n = {n}): " + "; ".join(diffs))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
@@ -52,22 +137,53 @@ def main() -> None:
     sel = set(seeds_of(args.selection))
     acc: dict[tuple[float, str], dict[int, float]] = defaultdict(dict)
     rounds: dict[tuple[float, str], list[str]] = defaultdict(list)
+    rounds_by_seed: dict[tuple[float, str], dict[int, str]] = defaultdict(dict)
+    val: dict[tuple[float, str], dict[int, float]] = defaultdict(dict)
+    acc_task: dict[tuple[float, str], list[dict[int, float]]] = defaultdict(lambda: [{} for _ in range(5)])
     for r in rows:
-        acc[(float(r["p"]), r["schedule"])][int(r["seed"])] = float(r["accuracy"])
-        rounds[(float(r["p"]), r["schedule"])].append(r["rounds"])
+        key, seed = (float(r["p"]), r["schedule"]), int(r["seed"])
+        acc[key][seed] = float(r["accuracy"])
+        rounds[key].append(r["rounds"])
+        rounds_by_seed[key][seed] = r["rounds"]
+        for k in range(5):
+            acc_task[key][k][seed] = float(r[f"acc_task_{k + 1}"])
+        if r.get("val_accuracy"):
+            val[key][seed] = float(r["val_accuracy"])
+    nights = nights_of(folder)
+    st = setting_of(rows)
     E = {r["E"] for r in rows}
-    out = ["# The adaptive night against fixed N (mnist-5k, five nights)", "",
+    sized = bool(st["train_size"] or st["val_size"] or st["test_size"])
+    eb = (f"E = B = {st['E']} epochs" if st["E"] == st["B"] else f"E = {st['E']}, B = {st['B']} epochs")
+    fixed_ns = sorted({int(k[1].split(":")[1]) for k in acc if k[1].startswith("uniform:")})
+    held_n = len({int(r["seed"]) for r in rows} - sel)
+    title = ("mnist-5k" if st["benchmark"] == "mnist-5k" and st["network"] == "mlp"
+             else f"{network_name(st).removeprefix('the ')} on {st['benchmark']}")
+    out = [f"# The adaptive night against fixed N ({title}, five nights)", "",
            f"- **Command:** `python examples/rhythm_report.py {args.folder} --selection {args.selection}` (reads "
            "`runs.csv`, trains nothing)",
            f"- **Reproduce the runs:** `python examples/nightly_rhythm.py --out {args.folder} --seeds "
+           f"{min(int(r['seed']) for r in rows)}-{max(int(r['seed']) for r in rows)} --epochs {'/'.join(sorted(E))}"
+           f"{reproduce_options(st)} --ps {','.join(sorted({r['p'] for r in rows}))} "
+           f"--jobs 2 --schedules {','.join(sorted({r['schedule'] for r in rows}))}` (then the command above)"
+           if sized or st["network"] != "mlp" else
+           f"- **Reproduce the runs:** `python examples/nightly_rhythm.py --out {args.folder} --seeds "
            f"{min(int(r['seed']) for r in rows)}-{max(int(r['seed']) for r in rows)} --epochs {'/'.join(sorted(E))} "
            f"--jobs 2 --schedules {','.join(sorted({r['schedule'] for r in rows}))}` (then the command above)",
-           "- **Setting:** five nights of `sleepcl learn` on the mnist-5k digit pairs, the paper's MLP (256, 256), "
-           f"E = B = {'/'.join(sorted(E))} epochs (a budget in steps: the machine's load decides nothing), fixed "
+           f"- **Setting:** five nights of `sleepcl learn` on the {st['benchmark']} "
+           f"{'digit ' if st['benchmark'].startswith('mnist') else 'class '}pairs, {network_name(st)}, "
+           f"{eb} (a budget in steps: the machine's load decides nothing), fixed "
            "capacity policy `--final-free p --expected-tasks 5`; accuracy = mean over the five tasks of `predict`'s "
-           "test accuracy (told the task).",
-           f"- **Seeds:** selection {sorted(sel)} choose the best fixed N (uniform N in 1, 2, 4, 8); the others are "
-           "held out and decide the comparison, paired by seed.", ""]
+           "test accuracy (told the task)."
+           + (f" Adam lr {st['lr']}, batch {st['batch_size']}." if st["lr"] or st["batch_size"] else "")
+           + (f" **Subsampled:** per task and seed a stratified draw of {st['train_size'] or 'all'} training, "
+              f"{st['val_size'] or '10% of the training images as'} validation and {st['test_size'] or 'all'} test "
+              "images (every schedule of a seed sees the same images); the validation images steer the adaptive "
+              "night only." if sized else ""),
+           f"- **Seeds:** selection {sorted(sel)} choose the best fixed N (uniform N in "
+           f"{', '.join(map(str, fixed_ns))}); the others are held out and decide the comparison, paired by seed.",
+           ""]
+    if st["commit"]:
+        out[-1:-1] = [f"- **Code that trained the runs:** commit `{st['commit']}` (`git rev-parse HEAD` when they ran)"]
     # One adaptive variant for every setting, chosen on the selection seeds (mean over the settings' p)
     names = sorted({k[1] for k in acc if k[1].startswith("adaptive")})
     ps = sorted({k[0] for k in acc})
@@ -77,7 +193,7 @@ def main() -> None:
         out += [f"- **Adaptive variants:** {', '.join(names)}; one is chosen for every setting on the selection seeds "
                 f"(highest mean over the settings): **{pick}**. The others are shown, not chosen. \"matches\": not "
                 "significantly different from the best fixed N (paired t, 0.05) and within one seed-to-seed s.d. of "
-                "it; with 4 held-out seeds only large differences can be significant.", ""]
+                f"it; with {held_n} held-out seeds only large differences can be significant.", ""]
     for p in ps:
         scheds = sorted({k[1] for k in acc if k[0] == p}, key=lambda s: (s == "adaptive", s))
         out += [f"## p = {p}", "", "| schedule | all seeds | selection seeds | held-out seeds | rounds per night |",
@@ -112,6 +228,9 @@ def main() -> None:
                 d1, se1, pv1, _ = paired(held(v), held("uniform:1"))
                 line += f"; {v} − uniform:1 = {d1:+.4f} ± {se1:.4f} (p = {pv1:.3g})"
             out.append(line)
+        if val:  # runs that recorded the nights' validation accuracy
+            out += where_it_loses(p, scheds, best, acc_task, rounds_by_seed, nights,
+                                  {k for k in acc[(p, best)] if k not in sel}, val)
         out.append("")
     (folder / "report.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
