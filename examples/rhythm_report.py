@@ -22,7 +22,7 @@ import gzip
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from scipy import stats
@@ -118,9 +118,24 @@ def where_it_loses(p: float, scheds: list[str], best: str, acc_task: dict, round
                   f"{statistics.fmean(excess):.3f}, {max(excess):.3f}" if excess else "-"]
         out.append(f"| {s} | " + " | ".join(cells) + " |")
     for v in (s for s in shown if s.startswith("adaptive")):
+        logs = [n.get("rhythm") or [] for seed in held_seeds for n in nights.get((p, v, seed), [])]
+        if logs:
+            shapes = Counter(" → ".join(f"u {r['u']:.3g} at {r['position']:.3g}" for r in log) for log in logs)
+            shape, count = shapes.most_common(1)[0]
+            target = float(dict(kv.split("=") for kv in v.partition(":")[2].split(",") if "=" in kv)
+                           .get("target", 0.05))
+            slow = [next(r["round"] for r in log if r.get("excess", 0) > 2 * target) for log in logs
+                    if any(r.get("excess", 0) > 2 * target for r in log)]
+            out.append(f"- {v}'s rounds (u: how far along the night's pruning path, at: the share of the night's "
+                       f"steps when it prunes): most often {shape} ({count} of {len(logs)} nights; "
+                       f"{len(shapes)} different rhythms). A round cost more than twice the target ({2 * target:g} "
+                       f"nats: the rule halves the pace) on {len(slow)} of {len(logs)} nights"
+                       + (f", first after round {', '.join(f'{k} ({c}x)' for k, c in sorted(Counter(slow).items()))}"
+                          if slow else ""))
         diffs = []
         for k in range(n_nights):
-            d, se, pv, n = paired(acc_task[(p, v)][k], acc_task[(p, best)][k])
+            d, se, pv, n = paired({s: a for s, a in acc_task[(p, v)][k].items() if s in held_seeds},
+                                  {s: a for s, a in acc_task[(p, best)][k].items() if s in held_seeds})
             diffs.append(f"night {k + 1} {d:+.4f} ± {se:.4f} (p = {pv:.2g})")
         out.append(f"- {v} − {best}, per night (held out, paired t, n = {n}): " + "; ".join(diffs))
     return out
@@ -208,6 +223,7 @@ def main() -> None:
         fixed = [s for s in scheds if s.startswith("uniform:") and any(k not in sel for k in acc[(p, s)])]
         variants = [s for s in scheds if s.startswith("adaptive")]
         if not variants or not fixed:
+            out.append("")
             continue
         best = max(fixed, key=lambda s: statistics.fmean([v for k, v in acc[(p, s)].items() if k in sel]))
         held = lambda s: {k: v for k, v in acc[(p, s)].items() if k not in sel}  # noqa: E731
