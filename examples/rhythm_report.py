@@ -79,6 +79,55 @@ def reproduce_options(st: dict[str, str]) -> str:
     return "".join(" " + o for o in out)
 
 
+def seed_range(seeds: set[int]) -> str:
+    lo, hi = min(seeds), max(seeds)
+    if lo == hi:
+        return str(lo)
+    return f"{lo}-{hi}" if set(range(lo, hi + 1)) == seeds else ",".join(map(str, sorted(seeds)))
+
+
+def held_schedules(rows: list[dict[str, str]], sel: set[int]) -> dict[str, list[str]]:
+    """Per p, the schedules run on the held-out seeds, where that is fewer than on the selection seeds."""
+    out = {}
+    for p in sorted({r["p"] for r in rows}, key=float):
+        on = lambda pick: sorted({r["schedule"] for r in rows if r["p"] == p and pick(int(r["seed"]))})  # noqa: E731
+        held, chosen = on(lambda s: s not in sel), on(lambda s: s in sel)
+        if held and held != chosen:
+            out[p] = held
+    return out
+
+
+def held_out_note(rows: list[dict[str, str]], sel: set[int]) -> str:
+    fewer = held_schedules(rows, sel)
+    if not fewer:
+        return ""
+    return (" To save time the held-out seeds ran only " + "; ".join(f"{', '.join(v)} at p = {p}"
+                                                                   for p, v in fewer.items())
+            + " (N = 1, the best fixed N chosen on the selection seeds before they ran, and the adaptive night).")
+
+
+def reproduce_line(folder: str, rows: list[dict[str, str]], sel: set[int], options: str | None) -> str:
+    """The nightly_rhythm.py command(s) that train these runs (one per p for held-out seeds that ran fewer
+    schedules); ``options``: the setting's flags (None: the MLP's defaults, the command as first written)."""
+    E = "/".join(sorted({r["E"] for r in rows}))
+    seeds = {int(r["seed"]) for r in rows}
+    scheds = ",".join(sorted({r["schedule"] for r in rows}))
+    if options is None:
+        return (f"- **Reproduce the runs:** `python examples/nightly_rhythm.py --out {folder} --seeds "
+                f"{min(seeds)}-{max(seeds)} --epochs {E} --jobs 2 --schedules {scheds}` (then the command above)")
+    ps = ",".join(sorted({r["p"] for r in rows}, key=float))
+    fewer = held_schedules(rows, sel)
+    base = f"python examples/nightly_rhythm.py --out {folder} --epochs {E}{options}"
+    if not fewer:
+        return f"- **Reproduce the runs:** `{base} --ps {ps} --seeds {seed_range(seeds)} --jobs 2 --schedules {scheds}` " \
+               "(then the command above)"
+    held = seeds - sel
+    cmds = [f"`{base} --ps {ps} --seeds {seed_range(seeds & sel)} --jobs 2 --schedules {scheds}`"]
+    cmds += [f"`{base} --ps {p} --seeds {seed_range(held)} --jobs 2 --schedules {','.join(v)}`"
+             for p, v in fewer.items()]
+    return "- **Reproduce the runs:** " + ", then ".join(cmds) + " (then the command above)"
+
+
 def nights_of(folder: Path) -> dict[tuple[float, str, int], list[dict]]:
     """Every run's nights from runs.jsonl.gz (empty when the file is absent)."""
     path = folder / "runs.jsonl.gz"
@@ -166,7 +215,6 @@ def main() -> None:
             val[key][seed] = float(r["val_accuracy"])
     nights = nights_of(folder)
     st = setting_of(rows)
-    E = {r["E"] for r in rows}
     sized = bool(st["train_size"] or st["val_size"] or st["test_size"])
     eb = (f"E = B = {st['E']} epochs" if st["E"] == st["B"] else f"E = {st['E']}, B = {st['B']} epochs")
     fixed_ns = sorted({int(k[1].split(":")[1]) for k in acc if k[1].startswith("uniform:")})
@@ -176,14 +224,7 @@ def main() -> None:
     out = [f"# The adaptive night against fixed N ({title}, five nights)", "",
            f"- **Command:** `python examples/rhythm_report.py {args.folder} --selection {args.selection}` (reads "
            "`runs.csv`, trains nothing)",
-           f"- **Reproduce the runs:** `python examples/nightly_rhythm.py --out {args.folder} --seeds "
-           f"{min(int(r['seed']) for r in rows)}-{max(int(r['seed']) for r in rows)} --epochs {'/'.join(sorted(E))}"
-           f"{reproduce_options(st)} --ps {','.join(sorted({r['p'] for r in rows}))} "
-           f"--jobs 2 --schedules {','.join(sorted({r['schedule'] for r in rows}))}` (then the command above)"
-           if sized or st["network"] != "mlp" else
-           f"- **Reproduce the runs:** `python examples/nightly_rhythm.py --out {args.folder} --seeds "
-           f"{min(int(r['seed']) for r in rows)}-{max(int(r['seed']) for r in rows)} --epochs {'/'.join(sorted(E))} "
-           f"--jobs 2 --schedules {','.join(sorted({r['schedule'] for r in rows}))}` (then the command above)",
+           reproduce_line(args.folder, rows, sel, reproduce_options(st) if sized or st["network"] != "mlp" else None),
            f"- **Setting:** five nights of `sleepcl learn` on the {st['benchmark']} "
            f"{'digit ' if st['benchmark'].startswith('mnist') else 'class '}pairs, {network_name(st)}, "
            f"{eb} (a budget in steps: the machine's load decides nothing), fixed "
@@ -195,10 +236,14 @@ def main() -> None:
               "images (every schedule of a seed sees the same images); the validation images steer the adaptive "
               "night only." if sized else ""),
            f"- **Seeds:** selection {sorted(sel)} choose the best fixed N (uniform N in "
-           f"{', '.join(map(str, fixed_ns))}); the others are held out and decide the comparison, paired by seed.",
+           f"{', '.join(map(str, fixed_ns))}); the others are held out and decide the comparison, paired by seed."
+           + held_out_note(rows, sel),
            ""]
     if st["commit"]:
-        out[-1:-1] = [f"- **Code that trained the runs:** commit `{st['commit']}` (`git rev-parse HEAD` when they ran)"]
+        commits = Counter(r["commit"] for r in rows if r.get("commit"))
+        out[-1:-1] = ["- **Code that trained the runs:** " + ", ".join(
+            f"commit `{c}` ({n} runs)" for c, n in commits.items()) + " (`git rev-parse HEAD` of the work tree when "
+            "they ran; `+dirty`: with uncommitted changes)"]
     # One adaptive variant for every setting, chosen on the selection seeds (mean over the settings' p)
     names = sorted({k[1] for k in acc if k[1].startswith("adaptive")})
     ps = sorted({k[0] for k in acc})
