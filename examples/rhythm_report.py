@@ -275,7 +275,7 @@ def main() -> None:
         sd = statistics.stdev(held(best).values()) if len(held(best)) > 1 else float("nan")
         out += ["", f"- best fixed N on the selection seeds: **{best}**; the seed-to-seed s.d. of its held-out "
                     f"accuracies is {sd:.4f}"]
-        if "uniform:1" in scheds:
+        if "uniform:1" in scheds and best != "uniform:1":
             db, seb, pvb, nb = paired(held(best), held("uniform:1"))
             out.append(f"- held out (n = {nb}): {best} − uniform:1 = {db:+.4f} ± {seb:.4f} (paired t, p = {pvb:.3g})")
         for v in variants:
@@ -285,7 +285,7 @@ def main() -> None:
             chosen = " (the variant chosen on the selection seeds)" if v == pick else ""
             line = (f"- held out (n = {n}): {v}{chosen} − {best} = {d:+.4f} ± {se:.4f} (paired t, p = {pv:.3g}): "
                     f"**{verdict}** the best fixed N")
-            if "uniform:1" in scheds:
+            if "uniform:1" in scheds and best != "uniform:1":
                 d1, se1, pv1, _ = paired(held(v), held("uniform:1"))
                 line += f"; {v} − uniform:1 = {d1:+.4f} ± {se1:.4f} (p = {pv1:.3g})"
             out.append(line)
