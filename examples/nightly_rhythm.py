@@ -186,8 +186,8 @@ def main() -> None:
                "train_size": args.train_size, "val_size": args.val_size, "test_size": args.test_size,
                "commit": git_commit(), "files": None}
     if not sized:  # the same images for every seed: written once
-        data = Path(tempfile.mkdtemp(prefix="rhythm-"))
-        setting["files"] = write_tasks(data, args.benchmark, channels=args.network == "vgg")
+        data = tempfile.TemporaryDirectory(prefix="rhythm-")  # removed when main returns (or the process exits)
+        setting["files"] = write_tasks(Path(data.name), args.benchmark, channels=args.network == "vgg")
     jobs = [(float(p), s, seed, args.epochs, B, setting) for seed in seeds for p in args.ps.split(",")
             for s in args.schedules.split(",") if (float(p), s, seed, args.epochs) not in done]
     print(f"{len(jobs)} sequences of 5 nights to run ({len(done)} in {runs} already); load {os.getloadavg()[0]:.1f}; "
