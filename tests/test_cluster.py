@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sleepcl.config import RunConfig
-from sleepcl.runs.cluster import ClusterError, RayCluster, plan_populations
+from sleepcl.runs.cluster import ClusterError, RayCluster, common_end, plan_populations, share_out
 from sleepcl.runs.runner import run_configs
 from sleepcl.runs.store import RunStore
 from sleepcl.study.experiments import settings
@@ -143,6 +143,25 @@ def test_plan_ends_every_place_together() -> None:
         plan = plan_populations(todo, None, slots, cost)
         assert _makespan(plan, slots, cost) <= sum(map(cost, todo)) / slots + 2
         assert len(plan) <= slots + len(groups) - 1 or all(len(p) == 1 for p in plan)
+
+
+def test_a_place_still_busy_gets_less_and_all_end_together() -> None:
+    """The driver's place of a local cluster, 12 epochs into its first population when the cluster has started:
+    the rest is shared so that it and the cluster's two places end together."""
+    todo = [c for s in ("packnet", "memory") for c in _configs(range(10), 2, strategy=s)]  # 40 epochs in all
+    cost = lambda c: c.epochs  # noqa: E731
+    places = share_out(todo, None, [12, 0, 0], cost)
+    work = [sum(cost(c) for p in place for c in p) for place in places]
+    assert sum(work) == 40 and sorted(c.hash() for pl in places for p in pl for c in p) == sorted(c.hash() for c in todo)
+    assert common_end(40, [12, 0, 0]) == pytest.approx(52 / 3)
+    ends = [w + b for w, b in zip(work, [12, 0, 0])]
+    assert max(ends) - min(ends) <= 2   # within one member (2 epochs) of 52/3 each
+    assert work[0] < work[1] and work[0] < work[2]
+    assert all(len({c.strategy for c in p}) == 1 for place in places for p in place)  # populations stay groups
+    # a place busier than the others will ever be gets nothing; with no backlog, the shares of plan_populations
+    assert common_end(6, [10, 0, 0]) == 3 and share_out(todo[:3], None, [10, 0, 0], cost)[0] == []
+    assert sorted(len(p) for place in share_out(todo, None, [0, 0], cost) for p in place) == \
+        sorted(len(p) for p in plan_populations(todo, None, 2, cost))
 
 
 def test_unreachable_address_is_refused_at_once() -> None:
@@ -722,7 +741,7 @@ def _workers_under(root: int) -> list[int]:
         except OSError:
             continue
         if title.startswith(b"ray::") and not title.startswith((b"ray::Dashboard", b"ray::RuntimeEnv",
-                                                                 b"ray::ProgressSink")) and under(pid):
+                                                                 )) and under(pid):
             out.append(pid)
     return out
 

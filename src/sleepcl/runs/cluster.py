@@ -1,7 +1,7 @@
 """Populations on a Ray cluster: ``--cluster ADDRESS|auto|local``, one Ray task per population.
 
-The driver (the process running ``sleepcl run`` or ``sleepcl study``) does everything but the training:
-it plans the populations, puts each benchmark into Ray's object store once, submits one task per
+The driver (the process running ``sleepcl run`` or ``sleepcl study``) does everything but the training
+(on a cluster it starts itself, it trains too: below): it plans the populations, puts each benchmark into Ray's object store once, submits one task per
 population, and hands each population's records to :func:`sleepcl.runs.runner.run_configs` as it
 arrives, which writes them to the results store in one transaction. Workers never open the store, so it
 stays a single-writer SQLite file and an interrupted study resumes exactly as it does in one process.
@@ -20,6 +20,14 @@ A cluster this process starts (``--cluster local``) ships nothing: its processes
 sleepcl and the folder of the user files' copies on ``PYTHONPATH``, so its tasks need no ``runtime_env`` and
 run in the workers Ray starts with the node, one per place, started while the probe runs.
 
+The driver's place (``--cluster local`` on CPU, :mod:`sleepcl.runs.driver_place`). A local cluster starts with
+the first population to train, not on entering, and the driver keeps one place's CPUs (``--threads``) back
+from Ray: it begins training at once, on every CPU, while its main thread starts the cluster (seconds, mostly
+waiting on Ray's processes), and stays one place of the cluster to the end. What it has not begun when the
+cluster is up is shared out again between it and Ray's places (:func:`share_out`, its backlog counted). Records
+say which trained them (``environment.cluster_place``: ``driver`` or ``worker``); a member's results are the
+same either way. A command with nothing to train starts no cluster.
+
 Faults. A worker process that dies mid-population (killed, out of memory) makes Ray run the task again
 (``max_retries``); the driver stores only what a finished task returns, so nothing is lost or stored
 twice. A population that runs out of CUDA memory is split in two and submitted again. Any other exception
@@ -30,9 +38,10 @@ Scheduling. Each task asks for ``cpus_per_population`` CPUs (``--threads``, defa
 and the memory its population needs by :mod:`sleepcl.runs.memory`'s estimate. ``--device auto`` with GPUs
 in the cluster trains on the GPUs and on the CPUs of the nodes without one (:meth:`RayCluster.kinds`).
 Populations are cut so that every place of the cluster gets the same share of the work and all end
-together (:func:`plan_populations`; the members of a population are independent, so this changes no
-member's result on CPU), and the longest start first.
-Ray is imported only when a :class:`RayCluster` is entered.
+together (:func:`plan_populations`, :func:`share_out`; the members of a population are independent, so this
+changes no member's result on CPU), and the longest start first. Tasks report their progress through the
+cluster's key-value store (:mod:`sleepcl.runs.progress_board`), read by the driver while it waits.
+Ray is imported only when a :class:`RayCluster` is entered (for ``local``: when its cluster starts).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 from dataclasses import dataclass
@@ -60,12 +70,13 @@ from ..data.split import SplitBenchmark
 from ..engine.population import Event, train_population
 from ..usercode import install, user_sources
 from .records import environment, make_record, package_digest, source_digest
+from .driver_place import DriverPlace, Finished
 from .memory import plan_population
-from .progress_sink import ProgressSink
+from . import progress_board
 from .runner import BenchmarkCache, group_populations
 
 __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_population",
-           "pack_benchmark", "plan_populations", "population_slots", "unpack_benchmark"]
+           "pack_benchmark", "plan_populations", "population_slots", "share_out", "unpack_benchmark"]
 
 # Environment variables the sleepcl command sets for its own process (cli.PROCESS_DEFAULTS) that must reach the
 # workers before they import torch: MKL's strict reproducibility makes a worker's matmuls give the driver's bits.
@@ -126,25 +137,53 @@ def population_slots(nodes: Sequence[Node], cpus: int, gpus: int) -> int:
 
 def plan_populations(todo: Sequence[RunConfig], max_population: int | None, slots: int,
                      cost: Callable[[RunConfig], float]) -> list[list[RunConfig]]:
-    """Populations for ``slots`` parallel places that end together: grouped as in process, then cut so that each
-    place gets about its share of the total cost; longest first (equal costs keep their order).
+    """Populations for ``slots`` parallel places that end together (:func:`share_out` with every place free),
+    longest first: Ray hands each to the place free first."""
+    places = share_out(todo, max_population, [0.0] * max(slots, 1), cost)
+    return sorted((p for place in places for p in place), key=lambda p: -sum(cost(c) for c in p))
 
-    McNaughton's wrap-around rule: lay the groups, longest first, end to end on one line of cost and cut it at
-    every share; a member goes to the place its middle falls in. So three equal groups on two places become
-    10 + 5 and 5 + 10 members, not 10 + 10 and then 10 alone (one place idle for a third of the time)."""
+
+def share_out(todo: Sequence[RunConfig], max_population: int | None, backlogs: Sequence[float],
+              cost: Callable[[RunConfig], float]) -> list[list[list[RunConfig]]]:
+    """The populations of each place, so that places busy for ``backlogs[i]`` more (in ``cost``'s units) all end
+    together: grouped as in process, then cut to the places' shares.
+
+    McNaughton's wrap-around rule: lay the groups, longest first, end to end on one line of cost, and give each
+    place the stretch of the line that fills it up to the common end T (where the places' room, T minus their
+    backlog, adds up to the whole cost); a member goes to the place its middle falls in. So three equal groups on
+    two free places become 10 + 5 and 5 + 10 members, not 10 + 10 and then 10 alone (one place idle for a third
+    of the time); a place still busy gets less."""
     groups = sorted(group_populations(todo, max_population), key=lambda g: -sum(cost(c) for c in g))
-    share = sum(cost(c) for c in todo) / max(slots, 1)
-    if slots <= 1 or share <= 0:
-        return groups
-    out: list[list[RunConfig]] = []
+    total = sum(cost(c) for c in todo)
+    if len(backlogs) <= 1 or total <= 0:
+        return [groups] + [[] for _ in backlogs[1:]]
+    end = common_end(total, backlogs)
+    bounds, at = [], 0.0
+    for b in backlogs:  # where each place's stretch of the line ends
+        at += max(end - b, 0.0)
+        bounds.append(at)
+    out: list[list[list[RunConfig]]] = [[] for _ in backlogs]
     at = 0.0
     for g in groups:
-        places: dict[int, list[RunConfig]] = {}
+        pieces: dict[int, list[RunConfig]] = {}
         for c in g:
-            places.setdefault(min(slots - 1, int((at + cost(c) / 2) / share)), []).append(c)
+            middle = at + cost(c) / 2
+            place = next((i for i, b in enumerate(bounds) if middle < b), len(bounds) - 1)
+            pieces.setdefault(place, []).append(c)
             at += cost(c)
-        out.extend(places.values())
-    return sorted(out, key=lambda p: -sum(cost(c) for c in p))
+        for place, members in pieces.items():
+            out[place].append(members)
+    return out
+
+
+def common_end(total: float, backlogs: Sequence[float]) -> float:
+    """T such that the places' room up to T (T minus each backlog, where positive) adds up to ``total``."""
+    busy = sorted(backlogs)
+    for k in range(len(busy), 0, -1):  # the k least busy places share the work; the others have none
+        end = (total + sum(busy[:k])) / k
+        if end >= busy[k - 1]:
+            return end
+    return total + busy[0]
 
 
 def member_steps(config: RunConfig, bench: SplitBenchmark) -> int:
@@ -234,8 +273,8 @@ def _source_mismatch(driver: dict[str, Any], ip: str, worker: dict[str, Any]) ->
             "sleepcl ahead of the shipped one (a sitecustomize or a .pth that imports it: remove it there)")
 
 
-def _reporter(sink: Any, key: Any, interval: float) -> Callable[[Event], None] | None:
-    if sink is None:
+def _reporter(board: str | None, key: Any, interval: float) -> Callable[[Event], None] | None:
+    if board is None:
         return None
     lock, last = threading.Lock(), [-math.inf]
 
@@ -244,13 +283,13 @@ def _reporter(sink: Any, key: Any, interval: float) -> Callable[[Event], None] |
             now = time.monotonic()
             if now - last[0] >= interval or e.phase == "done":
                 last[0] = now
-                sink.report.remote(key, e.steps_done / max(e.steps_total, 1))
+                progress_board.write(board, key, e.steps_done / max(e.steps_total, 1))
 
     return report
 
 
 def _train_population(members: list[RunConfig], packed: dict[str, Any], device: str, threads: int,
-                      job: dict[str, Any], key: Any, sink: Any, interval: float) -> list[dict[str, Any]]:
+                      job: dict[str, Any], key: Any, board: str | None, interval: float) -> list[dict[str, Any]]:
     """One population on a worker: its records, with the worker's own environment.
 
     ``job``: what the driver shipped: its ``source_digest``, its ``sleepcl`` version, and ``files``, the user
@@ -270,10 +309,10 @@ def _train_population(members: list[RunConfig], packed: dict[str, Any], device: 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results = train_population(members, bench, dev, _reporter(sink, key, interval))
+        results = train_population(members, bench, dev, _reporter(board, key, interval))
         context = ray.get_runtime_context()
         env = {**environment(dev), "sleepcl": job["sleepcl"], "cluster_node": ray.util.get_node_ip_address(),
-               "cluster_node_id": context.get_node_id(), "ray": ray.__version__}
+               "cluster_node_id": context.get_node_id(), "cluster_place": "worker", "ray": ray.__version__}
         return [make_record(r, env) for r in results]
     finally:
         torch.set_num_threads(before)
@@ -289,6 +328,36 @@ def _import_ray() -> Any:
         raise ValueError("--cluster needs Ray, which is not installed here: pip install 'sleepcl[ray]' (in a "
                          "checkout: pip install -e '.[ray]'), or leave out --cluster to train in this process") from None
     return ray
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use, as Ray counts them for a node it starts: the CPUs it may run on, fewer where
+    a cgroup's quota (a container's CPU limit, cgroup v2 ``cpu.max``) allows less."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def _check_ray_installed() -> None:
+    """What :func:`_import_ray` checks, without importing Ray."""
+    if not _installed("ray"):
+        _import_ray()
+
+
+def _ray_connected() -> bool:
+    """Whether this process is connected to a Ray cluster already (then a RayCluster uses that connection)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -372,17 +441,36 @@ def auto_address(temp_dir: str | None = None) -> tuple[str, str]:
     return address, str(path)
 
 
-def _stop_monitor(ray: Any) -> None:
-    """End a local cluster's autoscaler monitor at once: ``ray.shutdown`` gives each of the cluster's processes a
-    second to end after SIGTERM, one after another, and the monitor takes all of it (Ray 2.60: 1.0 of the 1.3 s
-    a shutdown took). It has nothing to save: the cluster is one node and goes away."""
+@contextlib.contextmanager
+def _lean_head() -> Iterator[None]:
+    """Start a local cluster without three processes that a one-node, fixed-size cluster driven by this command does
+    not use: the autoscaler's monitor (nothing to scale), the log monitor (it forwards the workers' output to the
+    driver, which connects with ``log_to_driver=False``; the output stays in the session's log files) and the
+    dashboard's head (``include_dashboard=False`` still starts it, for the job and state APIs, and ``ray.init``
+    waits for it): three Python processes to start, part of ``ray.init``'s wait, and the monitor's second of grace
+    at ``ray.shutdown`` (benchmarks/README.md, "Ray cluster"). ``ray.init`` has no argument for them, so this sets
+    them on the node's parameters while it starts; another Ray than this was written for starts them as usual."""
     try:
-        node = ray._private.worker._global_node
-        for info in node.all_processes.get("monitor", []) if node is not None else []:
-            info.process.kill()
-            info.process.wait(timeout=1)
-    except Exception:  # another Ray than this was written for: ray.shutdown does it the slow way
-        pass
+        from ray._private.node import Node
+        from ray._private.parameter import RayParams
+
+        init, api_server = RayParams.__init__, Node.start_api_server
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def lean(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.no_monitor, self.include_log_monitor = True, False
+
+    def no_api_server(self: Any, **_: Any) -> None:
+        self._webui_url = None
+
+    RayParams.__init__, Node.start_api_server = lean, no_api_server
+    try:
+        yield
+    finally:
+        RayParams.__init__, Node.start_api_server = init, api_server
 
 
 def _connection_advice(address: str, error: BaseException) -> str:
@@ -406,8 +494,9 @@ class RayCluster:
     A process already connected to Ray (``ray.init`` called by the caller) uses that connection and leaves it
     open. The sleepcl package and the user files the configs name travel with every task (``runtime_env``
     ``py_modules``): a node needs Ray, torch and sleepcl's dependencies, not sleepcl; a ``"local"`` cluster runs
-    this Python on this driver's files and ships nothing. ``timings``: seconds of ``connect``, ``probe`` and
-    ``stop``. Use as a context manager::
+    this Python on this driver's files and ships nothing, starts with the first population to train (none if
+    nothing is to train), and on CPU has the driver train as one of its places (:mod:`sleepcl.runs.driver_place`).
+    ``timings``: seconds of ``connect``, ``probe`` and ``stop``. Use as a context manager::
 
         with RayCluster("auto", cpus_per_population=1) as cluster:
             records = run_configs(configs, executor=cluster, store=store)
@@ -425,18 +514,20 @@ class RayCluster:
         self.ray: Any = None
         self.nodes: list[Node] = []
         self.joined = ""         # the address connected to, and where it came from (for --cluster auto)
+        self._entered = False
         self._owned = False
-        self._local = False      # a cluster this process started (--cluster local): it runs this Python, these files
+        self._local = False      # a cluster this process starts (--cluster local): it runs this Python, these files
+        self._driver: DriverPlace | None = None   # the driver's own place on a local cluster, on CPU
         self.timings: dict[str, float] = {}   # seconds of each phase: connect, probe, stop (benchmarks/ray_overhead.py)
         self._auto_device = False  # --device auto: GPUs where there are, and the CPUs of nodes without
-        self._sink: Any = None
-        self._take: Any = None   # the sink's answer on its way
+        self._board = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # where this command's tasks report progress
         self._benches: dict[tuple[Any, ...], Any] = {}
         self._staging: Path | None = None   # copies of the user files, shipped from here
         self._calls = 0
         self._totals = dict(populations=0, populations_done=0, members=0, members_done=0, work=0.0)
         self._done_work = 0.0
         self._running: dict[Any, tuple[float, float]] = {}   # key -> (cost, fraction done)
+        self._costs: dict[Any, float] = {}   # the cost of each population the driver's place holds
         import sleepcl
 
         self._env_vars = {**{k: os.environ[k] for k in WORKER_ENV if k in os.environ}, **(env_vars or {})}
@@ -452,6 +543,13 @@ class RayCluster:
 
     # -- connection -------------------------------------------------------------------------------------
     def __enter__(self) -> "RayCluster":
+        if self.address == "local" and not _ray_connected():
+            # started by the first train(), while the driver trains its first population (runs/driver_place.py);
+            # Ray itself is imported then too (a quarter of a second)
+            _check_ray_installed()
+            self._entered = self._local = True
+            self.nodes = [self._this_machine()]
+            return self
         ray = _import_ray()
         if self.address.startswith("ray://"):
             raise ValueError(f"--cluster {self.address}: Ray Client addresses (ray://) are not supported (the driver "
@@ -459,23 +557,52 @@ class RayCluster:
                              "machine of the cluster, the head for example, with --cluster HEAD_IP:6379 (the "
                              "address `ray start --head` printed) or --cluster auto")
         check_reachable(self.address)  # HOST:PORT: something answers there, and it is Ray
+        self._entered = True
         started = time.perf_counter()
         if not ray.is_initialized():
             address, where = self.address, ""
             if address == "auto":
                 address, where = auto_address()
-            kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
             try:
-                if address == "local":
-                    with self._local_environment():
-                        ray.init(address="local", include_dashboard=False, **self.ray_init, **kwargs)
-                    self._local = True
-                else:
-                    ray.init(address=address, **kwargs)
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             except (ConnectionError, RuntimeError) as e:
                 raise ValueError(_connection_advice(address, e)) from None
             self._owned = True
             self.joined = address + (f" (from {where})" if where else "")
+        self._connected(ray, started)
+        return self
+
+    def _this_machine(self) -> Node:
+        """What a local cluster will offer before it is started: this machine's CPUs (or ``ray_init``'s
+        ``num_cpus``), its GPUs, and the memory a population in this process is sized to."""
+        from .memory import available_bytes
+
+        cpus = self.ray_init.get("num_cpus")
+        if cpus is None:
+            cpus = usable_cpus()
+        gpus = self.ray_init.get("num_gpus", torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        return Node("local", "127.0.0.1", float(cpus), float(gpus), float(available_bytes("cpu")[0]))
+
+    def _start_local(self, reserve: int) -> None:
+        """Start this machine's cluster with ``reserve`` CPUs fewer than it has: the driver's place trains on them."""
+        started = time.perf_counter()
+        init = {**self.ray_init, "num_cpus": int(self.nodes[0].cpus) - reserve}
+        # Ray starts its workers at nice 15 so that a machine's drivers stay responsive; here they do the study's
+        # work beside the driver's place (nice 0), and at 15 they lose to every other process: on this project's
+        # loaded 2-core machine the probe's worker took 42 s to import torch (benchmarks/README.md)
+        init["_system_config"] = {"worker_niceness": 0, **init.get("_system_config", {})}
+        ray = _import_ray()
+        try:
+            with self._local_environment(), _lean_head():
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                         **init)
+        except (ConnectionError, RuntimeError) as e:
+            raise ValueError(_connection_advice("local", e)) from None
+        self._owned, self.joined = True, "local"
+        self._connected(ray, started)
+
+    def _connected(self, ray: Any, started: float) -> None:
+        """Check, once connected, that the nodes can run this driver's sources, and learn what they offer."""
         self.ray = ray
         self.timings["connect"] = time.perf_counter() - started
         try:
@@ -495,7 +622,6 @@ class RayCluster:
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return self
 
     @contextlib.contextmanager
     def _local_environment(self) -> Iterator[None]:
@@ -519,18 +645,18 @@ class RayCluster:
                     os.environ[k] = v
 
     def __exit__(self, *exc: Any) -> None:
+        if self._driver is not None:
+            self._driver.stop()
+            self._driver = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
         if self.ray is None:
             return
-        if self._sink is not None:
-            self.ray.kill(self._sink)
-            self._sink = self._take = None
+        with contextlib.suppress(Exception):  # a cluster that went away took the reports with it
+            progress_board.clear(self._board)
         if self._owned:
             started = time.perf_counter()
-            if self._local:
-                _stop_monitor(self.ray)
             self.ray.shutdown()
             self.timings["stop"] = time.perf_counter() - started
         self.ray = None
@@ -712,27 +838,58 @@ class RayCluster:
         Populations are split to the cluster's room (``max_population`` caps them) and to the memory of its
         largest node (``max_memory`` in its place when given); each task asks Ray for the memory its population
         needs, so a node runs only as many at once as fit. A population that runs out of CUDA memory is split in
-        two and tried again."""
-        if self.ray is None:
+        two and tried again. A local cluster starts here, on the first call; on CPU the driver keeps one place's
+        CPUs back and trains from the start, while the cluster starts (:mod:`sleepcl.runs.driver_place`)."""
+        if not self._entered:
             raise RuntimeError("RayCluster is used as a context manager: with RayCluster(...) as cluster: ...")
         if not todo:
             return
-        ray = self.ray
-        kinds = self.kinds(device)
-        caps, request = self._memory_fit(todo, device, max_population, max_memory, log)
         steps = {c.hash(): member_steps(c, data.get(c)) for c in todo}
         cost = lambda members: float(sum(steps[c.hash()] for c in members))  # noqa: E731
-        # planned to the first kind's cap; a population taken by a kind with a smaller one is cut there (submit)
-        queue = plan_populations(todo, caps[kinds[0][0]], self.slots(device), lambda c: steps[c.hash()])
         call, self._calls = self._calls, self._calls + 1
-        if progress is not None and self._sink is None:
-            self._sink = ray.remote(ProgressSink).options(num_cpus=0, runtime_env=self.runtime_env).remote()
-        sink = self._sink if progress is not None else None
-        runtime_env, job = self._ship(todo)
+        counter = iter(range(10**9))
+        handed: dict[Any, list[RunConfig]] = {}   # what the driver's place took in this call
+        if self.ray is None:  # a local cluster, not started yet
+            places = int(self.nodes[0].cpus // self.cpus)
+            if device.type == "cpu" and places >= 2:
+                # the driver trains from the start, while the cluster starts (seconds, mostly waiting): the whole
+                # plan is its queue until then, and what it has not begun is shared out again
+                caps, _ = self._memory_fit(todo, device, max_population, max_memory, log)
+                self._driver = DriverPlace(device, self.cpus)
+                for members in plan_populations(todo, caps["cpu"], places, lambda c: steps[c.hash()]):
+                    key = (call, next(counter))
+                    handed[key] = members
+                    self._hand_to_driver(members, key, data, cost)
+            try:
+                self._start_local(reserve=self.cpus if self._driver is not None else 0)
+            except BaseException:
+                if self._driver is not None:
+                    self._driver.stop()
+                raise
+            if self._driver is not None:
+                for key in self._driver.take_back():
+                    self._forget(key, handed.pop(key))
+        ray = self.ray
+        driver = self._driver
+        taken = {c.hash() for members in handed.values() for c in members}
+        rest = [c for c in todo if c.hash() not in taken]
+        kinds = self.kinds(device)
+        caps, request = self._memory_fit(rest or todo, device, max_population, max_memory, log)
+        if driver is not None:
+            # the driver's place (busy with what it began while the cluster started) and Ray's end together
+            backlog = driver.backlog(self._costs)
+            shares = share_out(rest, caps["cpu"], [backlog] + [0.0] * self.slots(device), lambda c: steps[c.hash()])
+            for members in shares[0]:
+                self._hand_to_driver(members, (call, next(counter)), data, cost)
+            queue = sorted((p for place in shares[1:] for p in place), key=lambda p: -cost(p))
+        else:
+            # planned to the first kind's cap; a population taken by a kind with a smaller one is cut there (submit)
+            queue = plan_populations(rest, caps[kinds[0][0]], self.slots(device), lambda c: steps[c.hash()])
+        board = self._board if progress is not None else None
+        runtime_env, job = self._ship(rest) if rest else (self.runtime_env, self._job)
         busy = {kind: 0 for kind, _ in kinds}
         task = ray.remote(_train_population)
         pending: dict[Any, tuple[Any, list[RunConfig], str]] = {}
-        counter = iter(range(10**9))
 
         def submit() -> None:
             for kind, slots in kinds:
@@ -748,7 +905,7 @@ class RayCluster:
                     ref = task.options(num_cpus=self.cpus, num_gpus=1 if kind == "cuda" else 0,
                                        memory=request(members, kind), max_retries=self.max_retries,
                                        retry_exceptions=False, runtime_env=runtime_env).remote(
-                        members, self._bench_ref(data, members[0]), kind, self.cpus, job, key, sink,
+                        members, self._bench_ref(data, members[0]), kind, self.cpus, job, key, board,
                         self.progress_interval)
                     pending[ref] = (key, members, kind)
                     busy[kind] += 1
@@ -759,7 +916,14 @@ class RayCluster:
             self._totals["work"] += cost(members)
         try:
             submit()
-            while pending:
+            while pending or (driver is not None and driver.busy):
+                for done in driver.finished(wait=0 if pending else self.progress_interval) if driver else []:
+                    self._finished(done.key, len(done.members))
+                    self._report(progress)
+                    yield self._driver_records(done)
+                if not pending:
+                    self._report(progress)
+                    continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.progress_interval)
                 for ref in ready:
                     key, members, kind = pending.pop(ref)
@@ -785,6 +949,41 @@ class RayCluster:
                 ray.cancel(ref, force=True)
             for key, _, _ in pending.values():
                 self._running.pop(key, None)
+            if driver is not None and driver.busy:
+                driver.stop()
+                self._driver = None  # a stopped place takes no more work
+
+    def _hand_to_driver(self, members: list[RunConfig], key: Any, data: BenchmarkCache,
+                        cost: Callable[[Sequence[RunConfig]], float]) -> None:
+        assert self._driver is not None
+        self._costs[key] = cost(members)
+        self._running[key] = (cost(members), 0.0)
+        self._totals["populations"] += 1
+        self._totals["members"] += len(members)
+        self._totals["work"] += cost(members)
+        self._driver.add(key, members, data.get(members[0]))
+
+    def _forget(self, key: Any, members: list[RunConfig]) -> None:
+        """Undo :meth:`_hand_to_driver` for a population the driver's place gave back before beginning it."""
+        cost = self._costs.pop(key)
+        self._running.pop(key, None)
+        self._totals["populations"] -= 1
+        self._totals["members"] -= len(members)
+        self._totals["work"] -= cost
+
+    def _driver_records(self, done: Finished) -> list[dict[str, Any]]:
+        """The records of a population the driver's place trained, or its error raised as a remote one is."""
+        self._costs.pop(done.key, None)
+        if done.error is not None:
+            raise ClusterError(f"a population failed in the driver's place of the local cluster: "
+                               f"{describe_population(done.members)}: {type(done.error).__name__}: "
+                               f"{done.error}") from done.error
+        ray = self.ray
+        env = {**(done.environment or {}), "sleepcl": self._job["sleepcl"],
+               "cluster_node": ray.util.get_node_ip_address(),
+               "cluster_node_id": ray.get_runtime_context().get_node_id(), "cluster_place": "driver",
+               "ray": ray.__version__}
+        return [make_record(r, env) for r in done.results or []]
 
     def _ship(self, todo: Sequence[RunConfig]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The tasks' runtime_env and job: the package, plus the user files the configs name (sleepcl.usercode)."""
@@ -850,6 +1049,8 @@ class RayCluster:
 
     def _finished(self, key: Any, size: int) -> None:
         cost, _ = self._running.pop(key)
+        if key not in self._costs:  # a task's report (the driver's place reports in process)
+            progress_board.clear(self._board, key)
         self._done_work += cost
         self._totals["populations_done"] += 1
         self._totals["members_done"] += size
@@ -857,21 +1058,23 @@ class RayCluster:
     def _report(self, progress: Callable[[ClusterProgress], None] | None) -> None:
         if progress is None:
             return
-        self._read_sink()
+        self._read_board()
+        self._read_driver()
         running = [(cost, f) for cost, f in self._running.values() if f > 0]
         t = self._totals
         progress(ClusterProgress(t["populations"], t["populations_done"], len(running), t["members"],
                                  t["members_done"], t["work"], self._done_work + sum(c * f for c, f in running)))
 
-    def _read_sink(self) -> None:
-        """Take the tasks' latest reports without waiting: the sink may still be starting (a process of its own)."""
-        if self._sink is None:
-            return
-        if self._take is None:
-            self._take = self._sink.take.remote()
-        ready, _ = self.ray.wait([self._take], timeout=0)
-        if ready:
-            for key, fraction in self.ray.get(self._take).items():
+    def _read_driver(self) -> None:
+        if self._driver is not None:
+            for key, fraction in list(self._driver.fraction.items()):
                 if key in self._running:
                     self._running[key] = (self._running[key][0], fraction)
-            self._take = self._sink.take.remote()
+
+    def _read_board(self) -> None:
+        """The tasks' latest reports (the driver's own place's come from its thread: :meth:`_read_driver`)."""
+        keys = [k for k in self._running if k not in self._costs]
+        if keys:
+            for key, fraction in progress_board.read(self._board, keys).items():
+                if key in self._running:
+                    self._running[key] = (self._running[key][0], fraction)
