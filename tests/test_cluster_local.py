@@ -48,11 +48,14 @@ def test_the_driver_trains_beside_the_cluster_it_starts_and_the_records_are_thos
         shared.set()
         return keys
 
-    def first_waits(members, bench, device, progress, **kw):
-        if not first:
-            first.append(len(members))
-            assert shared.wait(60)
-        return train(members, bench, device, progress, **kw)
+    def first_waits(members, bench, device, progress, on_built=None, **kw):
+        def built() -> None:  # its networks built (the cluster's start waits for that), it waits for the sharing
+            on_built()
+            if not first:
+                first.append(len(members))
+                assert shared.wait(60)
+
+        return train(members, bench, device, progress, on_built=built, **kw)
 
     monkeypatch.setattr(driver_place.DriverPlace, "take_back", taking_back)
     monkeypatch.setattr(driver_place, "train_population", first_waits)

@@ -425,13 +425,15 @@ class _Clock:
 
 def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device: torch.device | str = "cpu",
                      progress: Callable[[Event], None] | None = None, *, speed: str | Sequence[str] = "fast",
-                     adam: str | None = None, tf32: bool = False, workers: int | None = None) -> list[MemberResult]:
+                     adam: str | None = None, tf32: bool = False, workers: int | None = None,
+                     on_built: Callable[[], None] | None = None) -> list[MemberResult]:
     """Train every member of ``configs`` on ``bench`` as one population; return each member's results.
 
     ``speed``, ``adam`` and ``tf32`` choose how it is computed (see :class:`Population`), not what: they
     are not part of a run's identity. ``workers``: on CPU, how many groups of members train side by side,
     one core each (default, with the ``member_workers`` part: one group per torch thread; see
-    :mod:`sleepcl.engine.workers`). Results come back in the order of ``configs`` either way."""
+    :mod:`sleepcl.engine.workers`). Results come back in the order of ``configs`` either way. ``on_built`` is
+    called once the members' networks are built (and checked), before the first step."""
     from .workers import default_workers, fit_side_by_side, split_members  # workers.py builds on this module
 
     device = torch.device(device)
@@ -445,6 +447,8 @@ def train_population(configs: Sequence[RunConfig], bench: SplitBenchmark, device
     if len(groups) > 1 and chosen is None and getattr(groups[0].net, "uses_global_random", False):
         # Random layers that draw from torch's global generator: groups in threads would share it.
         groups = [Population(configs, bench, device, speed=speed, adam=adam, tf32=tf32)]
+    if on_built is not None:
+        on_built()
     if len(groups) == 1:
         return groups[0].fit(progress)
     return fit_side_by_side(groups, progress)

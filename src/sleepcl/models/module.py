@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import random as python_random
+import threading
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -342,10 +343,22 @@ def _drawing_from(generator: torch.Generator) -> Iterator[None]:
             default.set_state(saved)
 
 
+GLOBAL_RANDOM_LOCK = threading.Lock()
+"""Held while a model's use of the global random generators (torch's, Python's, numpy's) is checked: code that
+draws from them in another thread of this process meanwhile holds it too, or the check would blame the model
+(``ray.init`` does, beside the driver's place of a local cluster: runs/cluster.py)."""
+
+
 def _draws_from_default_generator(trunk: nn.Module, input_shape: tuple[int, ...], dropouts: Sequence[GeneratorDropout],
                                   name: str) -> bool:
     """Run the trunk in evaluation and in training mode on a small batch: whether training draws from torch's
     default generator. Refuses randomness that a member's own generator cannot stand in for."""
+    with GLOBAL_RANDOM_LOCK:
+        return _check_draws(trunk, input_shape, dropouts, name)
+
+
+def _check_draws(trunk: nn.Module, input_shape: tuple[int, ...], dropouts: Sequence[GeneratorDropout],
+                 name: str) -> bool:
     x = torch.randn(TRIAL_BATCH, *input_shape, generator=torch.Generator().manual_seed(0))
     own = torch.Generator().manual_seed(0)
     for d in dropouts:

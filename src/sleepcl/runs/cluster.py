@@ -82,6 +82,8 @@ __all__ = ["ClusterError", "ClusterProgress", "Node", "RayCluster", "describe_po
 # workers before they import torch: MKL's strict reproducibility makes a worker's matmuls give the driver's bits.
 WORKER_ENV = ("MKL_CBWR", "GOMP_SPINCOUNT")
 PROBE_TIMEOUT_S = 120.0
+# How long a local cluster's start waits for the driver to build its first population's networks (seconds).
+BUILD_WAIT_S = 60.0
 # A task raises CUDA's out-of-memory error for a population of more members than this (tests: no GPU there).
 INJECT_OOM = "SLEEPCL_INJECT_OOM_ABOVE"
 # What of the package directory is not shipped to the workers.
@@ -592,8 +594,10 @@ class RayCluster:
         # loaded 2-core machine the probe's worker took 42 s to import torch (benchmarks/README.md)
         init["_system_config"] = {"worker_niceness": 0, **init.get("_system_config", {})}
         ray = _import_ray()
-        try:
-            with self._local_environment(), _lean_head():
+        from ..models.module import GLOBAL_RANDOM_LOCK
+
+        try:  # ray.init draws from Python's random generator: not while a model is checked for doing so
+            with GLOBAL_RANDOM_LOCK, self._local_environment(), _lean_head():
                 ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                          **init)
         except (ConnectionError, RuntimeError) as e:
@@ -861,6 +865,8 @@ class RayCluster:
                     handed[key] = members
                     self._hand_to_driver(members, key, data, cost)
             try:
+                if self._driver is not None:  # its networks are checked without Ray drawing random numbers beside
+                    self._driver.built.wait(BUILD_WAIT_S)
                 self._start_local(reserve=self.cpus if self._driver is not None else 0)
             except BaseException:
                 if self._driver is not None:

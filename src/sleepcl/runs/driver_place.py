@@ -58,6 +58,7 @@ class DriverPlace:
         self._lock = threading.Lock()
         self._busy = False
         self._stop = threading.Event()
+        self.built = threading.Event()   # set once the first population's networks are built (or it failed)
 
     def add(self, key: Any, members: list[RunConfig], bench: SplitBenchmark) -> None:
         """Train ``members`` after what was added before."""
@@ -118,6 +119,7 @@ class DriverPlace:
                 done = self._train(key, members, bench)
             except BaseException as e:  # whatever happens here, the main thread hears of it and stops waiting
                 done = Finished(key, list(members), None, None, e)
+            self.built.set()
             self._done.put(done)
 
     def _train(self, key: Any, members: Sequence[RunConfig], bench: SplitBenchmark) -> Finished:
@@ -129,7 +131,7 @@ class DriverPlace:
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # as a Ray worker of `threads` CPUs does (and its records say)
         try:
-            results = train_population(list(members), bench, self.device, report)
+            results = train_population(list(members), bench, self.device, report, on_built=self.built.set)
             return Finished(key, list(members), results, environment(self.device))
         except BaseException as e:  # handed to the main thread, which raises it there
             return Finished(key, list(members), None, None, e)
