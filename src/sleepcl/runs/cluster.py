@@ -1,9 +1,10 @@
 """Populations on a Ray cluster: ``--cluster ADDRESS|auto|local``, one Ray task per population.
 
 The driver (the process running ``sleepcl run`` or ``sleepcl study``) does everything but the training
-(on a cluster it starts itself, it trains too: below): it plans the populations, puts each benchmark into Ray's object store once, submits one task per
-population, and hands each population's records to :func:`sleepcl.runs.runner.run_configs` as it
-arrives, which writes them to the results store in one transaction. Workers never open the store, so it
+(on a cluster it starts itself, it trains too: below): it plans the populations, puts each benchmark into
+Ray's object store once, submits one task per population, and hands each population's records to
+:func:`sleepcl.runs.runner.run_configs` as it arrives, which writes them to the results store in one
+transaction. Workers never open the store, so it
 stays a single-writer SQLite file and an interrupted study resumes exactly as it does in one process.
 
 Data: the driver loads the benchmark (the only process that reads dataset files) and ships its tensors
@@ -22,8 +23,8 @@ run in the workers Ray starts with the node, one per place, started while the pr
 
 The driver's place (``--cluster local`` on CPU, :mod:`sleepcl.runs.driver_place`). A local cluster starts with
 the first population to train, not on entering, and the driver keeps one place's CPUs (``--threads``) back
-from Ray: it begins training at once, on every CPU, while its main thread starts the cluster (seconds, mostly
-waiting on Ray's processes), and stays one place of the cluster to the end. What it has not begun when the
+from Ray: it begins training at once, while its main thread starts the cluster (seconds, mostly waiting on
+Ray's processes), and stays one place of the cluster to the end. What it has not begun when the
 cluster is up is shared out again between it and Ray's places (:func:`share_out`, its backlog counted). Records
 say which trained them (``environment.cluster_place``: ``driver`` or ``worker``); a member's results are the
 same either way. A command with nothing to train starts no cluster.
@@ -547,7 +548,7 @@ class RayCluster:
     def __enter__(self) -> "RayCluster":
         if self.address == "local" and not _ray_connected():
             # started by the first train(), while the driver trains its first population (runs/driver_place.py);
-            # Ray itself is imported then too (a quarter of a second)
+            # Ray itself is imported then too, beside the driver's training
             _check_ray_installed()
             self._entered = self._local = True
             self.nodes = [self._this_machine()]
