@@ -4,7 +4,7 @@ Both sides train the study's runs on the same cores from an empty results store:
 ``--threads`` torch threads (a population as one group of members per thread, side by side), and through
 ``RayCluster("local")`` with one CPU and one thread per population, ``--threads`` CPUs in all, exactly
 what ``sleepcl study ... --cluster local --threads 1`` does, progress reports included (on a cluster
-through an actor, as for the command's bar). On a local cluster the driver keeps one place's CPU and trains
+through the cluster's key-value store, as for the command's bar). On a local cluster the driver keeps one place's CPU and trains
 there (``sleepcl/runs/driver_place.py``): it starts its first population at once and starts the cluster
 meanwhile, and Ray gets the other CPUs. The cluster's time is taken end to end (from creating the executor
 to the end of its stop: what a user waits for), with where its seconds go: the cluster's start inside the
@@ -73,7 +73,7 @@ def descendants_cpu_seconds() -> dict[str, float]:
 
 
 def ignore(progress: object) -> None:
-    """Both sides report progress as the command does for its bar (on a cluster: through an actor)."""
+    """Both sides report progress as the command does for its bar (on a cluster: through its key-value store)."""
 
 
 def in_process(names: list[str], s, threads: int, folder: Path) -> tuple[dict[str, float], dict]:

@@ -182,11 +182,11 @@ def share_out(todo: Sequence[RunConfig], max_population: int | None, backlogs: S
 def common_end(total: float, backlogs: Sequence[float]) -> float:
     """T such that the places' room up to T (T minus each backlog, where positive) adds up to ``total``."""
     busy = sorted(backlogs)
-    for k in range(len(busy), 0, -1):  # the k least busy places share the work; the others have none
+    for k in range(len(busy), 1, -1):  # the k least busy places share the work; the others have none
         end = (total + sum(busy[:k])) / k
         if end >= busy[k - 1]:
             return end
-    return total + busy[0]
+    return total + busy[0]  # the least busy place alone
 
 
 def member_steps(config: RunConfig, bench: SplitBenchmark) -> int:
@@ -1065,23 +1065,18 @@ class RayCluster:
     def _report(self, progress: Callable[[ClusterProgress], None] | None) -> None:
         if progress is None:
             return
-        self._read_board()
-        self._read_driver()
+        self._read_progress()
         running = [(cost, f) for cost, f in self._running.values() if f > 0]
         t = self._totals
         progress(ClusterProgress(t["populations"], t["populations_done"], len(running), t["members"],
                                  t["members_done"], t["work"], self._done_work + sum(c * f for c, f in running)))
 
-    def _read_driver(self) -> None:
+    def _read_progress(self) -> None:
+        """The latest fraction done of each running population: the tasks' from the board, the driver's place's
+        from its thread."""
+        fractions = progress_board.read(self._board, [k for k in self._running if k not in self._costs])
         if self._driver is not None:
-            for key, fraction in list(self._driver.fraction.items()):
-                if key in self._running:
-                    self._running[key] = (self._running[key][0], fraction)
-
-    def _read_board(self) -> None:
-        """The tasks' latest reports (the driver's own place's come from its thread: :meth:`_read_driver`)."""
-        keys = [k for k in self._running if k not in self._costs]
-        if keys:
-            for key, fraction in progress_board.read(self._board, keys).items():
-                if key in self._running:
-                    self._running[key] = (self._running[key][0], fraction)
+            fractions.update(self._driver.fraction)
+        for key, fraction in fractions.items():
+            if key in self._running:
+                self._running[key] = (self._running[key][0], fraction)
